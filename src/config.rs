@@ -1,0 +1,158 @@
+//! Configuration: the validated, immutable snapshot the proxy runs on.
+//!
+//! Loading goes in two stages (see STYLE.md, "Config and reload"):
+//! [`raw`] deserializes the TOML into serde structs that keep spans, and [`validate`] turns them
+//! into a [`Config`], collecting **every** error with its line and column. [`reload`] watches the
+//! file and swaps new snapshots in; [`nutcracker`] converts a twemproxy YAML file.
+
+pub mod nutcracker;
+pub mod raw;
+pub mod reload;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::ring::{Distribution, HashFn};
+
+pub use validate::{ConfigError, ConfigErrors};
+
+/// Default client listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:11311";
+/// Default admin (HTTP) listen address.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9100";
+/// Default maximum number of client connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16384;
+/// Default largest value accepted in a storage command (memcached's default item size).
+pub const DEFAULT_MAX_VALUE_SIZE: usize = 1024 * 1024;
+/// Default longest request line accepted without `\r\n`.
+pub const DEFAULT_MAX_LINE_SIZE: usize = 64 * 1024;
+/// Default number of requests one client may have in flight before we stop reading from it.
+pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
+/// Default per-request backend timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default number of shared connections per backend server.
+pub const DEFAULT_CONNECTIONS: usize = 2;
+/// Default consecutive failures before a server is marked down.
+pub const DEFAULT_FAILURE_LIMIT: u32 = 3;
+/// Default time a server stays down before it is probed again.
+pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The whole validated configuration. Immutable: a reload builds a new one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The client-facing listener.
+    pub listen: ListenConfig,
+    /// The admin HTTP server; `None` when the `[admin]` table is absent.
+    pub admin: Option<AdminConfig>,
+    /// Pools by name.
+    pub pools: BTreeMap<String, PoolConfig>,
+    /// Routes in file order (lookup is by longest prefix, see [`crate::route`]).
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[listen]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenConfig {
+    /// `host:port` to bind for memcached clients.
+    pub address: String,
+    /// Connections beyond this get `SERVER_ERROR too many open connections` and are closed.
+    pub max_connections: usize,
+    /// `flush_all` is refused unless this is true.
+    pub allow_flush_all: bool,
+    /// Largest value of a storage command; larger ones get `SERVER_ERROR object too large for cache`.
+    pub max_value_size: usize,
+    /// Longest line without `\r\n` before `CLIENT_ERROR line too long` and close.
+    pub max_line_size: usize,
+    /// Requests one client may have in flight before the proxy stops reading from it.
+    pub max_inflight: usize,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// `host:port` of the HTTP server.
+    pub address: String,
+}
+
+/// `[pools.NAME]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// The table name.
+    pub name: String,
+    /// Servers in configuration order.
+    pub servers: Vec<ServerConfig>,
+    /// Key hash function.
+    pub hash: HashFn,
+    /// Key distribution over the servers.
+    pub distribution: Distribution,
+    /// Two delimiter bytes, e.g. `{}`: only the part of the key between them is hashed.
+    pub hash_tag: Option<[u8; 2]>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Shared pipelined connections per server.
+    pub connections: usize,
+    /// Consecutive failures before a server is marked down.
+    pub failure_limit: u32,
+    /// How long a server stays down before it is tried again.
+    pub retry_timeout: Duration,
+    /// When true a down server leaves the ring (twemproxy's `auto_eject_hosts`).
+    pub eject: bool,
+}
+
+/// One server of a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerConfig {
+    /// `host:port` as written (a host name is resolved at connect time).
+    pub address: String,
+    /// Ketama weight (≥ 1).
+    pub weight: u32,
+    /// The name on the ring: the configured name, else `host` when the port is 11211, else
+    /// `host:port` (twemproxy's rule).
+    pub name: String,
+    /// True when `name` was given explicitly in the config.
+    pub named: bool,
+}
+
+/// What a write does to the lower tiers of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LowerOnWrite {
+    /// Delete the key in every lower tier (default): an old value can never come back.
+    #[default]
+    Delete,
+    /// Leave lower tiers alone.
+    Ignore,
+    /// Write the same value to every tier.
+    Set,
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// Key prefix this route matches; `""` matches every key.
+    pub prefix: String,
+    /// Pool names: tier 0 owns the keys, later tiers are older pools with warm data.
+    pub tiers: Vec<String>,
+    /// Copy lower-tier hits into tier 0.
+    pub warm: bool,
+    /// TTL for copies when the lower tier cannot report the remaining TTL (no meta commands).
+    pub warm_ttl: Option<Duration>,
+    /// What writes do to the lower tiers.
+    pub lower_on_write: LowerOnWrite,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file. Every problem is reported in the error.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors::single(path.display().to_string(), format!("cannot read file: {e}"))
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; `file` names it in error messages.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        validate::parse(text, file)
+    }
+}

@@ -1,0 +1,28 @@
+//! memroute — a memcached proxy.
+//!
+//! The modules follow the path of a request:
+//!
+//! - [`protocol`]: the client-side ASCII parser ([`protocol::request`]), the exact reply bytes
+//!   memcached sends ([`protocol::reply`]) and the parser for backend answers
+//!   ([`protocol::backend`]).
+//! - [`server`]: the listener (connection limit) and the client session: read, parse, dispatch,
+//!   write replies in request order, answer proxy-local commands (`version`, `stats`, …).
+//! - [`route`]: prefix match from a key to a route, and the fallback-tier semantics of DESIGN §4.
+//! - [`ring`]: twemproxy's key hash functions and the ketama / modula / random distributions.
+//! - [`backend`]: a pool of memcached servers, each with shared pipelined connections, per-request
+//!   timeouts and health (failure limit, retry, ejection).
+//! - [`config`]: TOML → validated immutable snapshot, hot reload, nutcracker import.
+//! - [`admin`]: the hyper admin server: `/metrics`, `/healthz`, `/readyz`, `/config`, `/route`.
+//! - [`metrics`]: every Prometheus series, with handles resolved once.
+//! - [`runtime`]: the live state (config snapshot + pools + routes) behind an `ArcSwap`.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod backend;
+pub mod config;
+pub mod metrics;
+pub mod protocol;
+pub mod ring;
+pub mod route;
+pub mod runtime;
+pub mod server;
