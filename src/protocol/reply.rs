@@ -1,0 +1,43 @@
+//! memcached's exact reply lines, and the proxy's own `SERVER_ERROR` reasons.
+
+/// Unknown command, empty line, wrong token count.
+pub const ERROR: &[u8] = b"ERROR\r\n";
+/// Malformed arguments.
+pub const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
+/// Bad `delete` arguments.
+pub const BAD_DELETE: &[u8] =
+    b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n";
+/// Non-numeric exptime in `touch`, `gat`, `flush_all`.
+pub const BAD_EXPTIME: &[u8] = b"CLIENT_ERROR invalid exptime argument\r\n";
+/// Non-numeric delta in `incr`/`decr`.
+pub const BAD_DELTA: &[u8] = b"CLIENT_ERROR invalid numeric delta argument\r\n";
+/// Data block not terminated by `\r\n`.
+pub const BAD_DATA_CHUNK: &[u8] = b"CLIENT_ERROR bad data chunk\r\n";
+/// A line longer than `max_line_size` without `\r\n`; the connection is closed after it.
+pub const LINE_TOO_LONG: &[u8] = b"CLIENT_ERROR line too long\r\n";
+/// Value larger than `max_value_size`.
+pub const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
+/// `flush_all` while `[listen] allow_flush_all` is false.
+pub const FLUSH_DISABLED: &[u8] = b"SERVER_ERROR flush_all disabled\r\n";
+/// Sent to a connection over `max_connections` before it is closed.
+pub const TOO_MANY_CONNECTIONS: &[u8] = b"SERVER_ERROR too many open connections\r\n";
+/// A key with no matching route (only possible without a default route).
+pub const NO_ROUTE: &[u8] = b"SERVER_ERROR no route for key\r\n";
+/// Reply to `verbosity` and a successful `flush_all`.
+pub const OK: &[u8] = b"OK\r\n";
+/// End of a retrieval answer.
+pub const END: &[u8] = b"END\r\n";
+/// `stats reset`.
+pub const RESET: &[u8] = b"RESET\r\n";
+/// Storage reply.
+pub const STORED: &[u8] = b"STORED\r\n";
+/// Storage reply when the condition failed.
+pub const NOT_STORED: &[u8] = b"NOT_STORED\r\n";
+/// `cas` on a changed item.
+pub const EXISTS: &[u8] = b"EXISTS\r\n";
+/// Key absent.
+pub const NOT_FOUND: &[u8] = b"NOT_FOUND\r\n";
+/// `delete` hit.
+pub const DELETED: &[u8] = b"DELETED\r\n";
+/// `touch` hit.
+pub const TOUCHED: &[u8] = b"TOUCHED\r\n";

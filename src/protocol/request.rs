@@ -1,0 +1,448 @@
+//! The client-side request parser.
+//!
+//! [`parse`] takes one request off the front of the client's read buffer. It distinguishes the
+//! normal *incomplete* case (`Ok(None)`: read more) from an [`Invalid`] request, which carries the
+//! exact reply memcached 1.6 sends and what to do with the connection. The rules mirror
+//! memcached's `proto_text.c` (tokens split on spaces, at most 24 tokens, `noreply` as the last
+//! token, the same numeric parsing) so clients see the same bytes as from memcached itself.
+//! Limits are enforced before waiting for more input: a huge `<bytes>` field or a line with no
+//! newline never makes the proxy buffer without bound.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::KEY_MAX_LENGTH;
+use super::command::{Op, Retrieval, Storage};
+use super::number::{parse_i32, parse_u32, parse_u64};
+use super::reply;
+
+/// memcached's `MAX_TOKENS`: a line is split into at most 23 tokens plus a terminal one.
+const MAX_TOKENS: usize = 24;
+
+/// Size limits the parser enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest value accepted in a storage command.
+    pub max_value_size: usize,
+    /// Longest line accepted without a newline.
+    pub max_line_size: usize,
+}
+
+/// One parsed client request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// A keyed operation to forward.
+    Op {
+        /// The operation.
+        op: Op,
+        /// Send nothing back to the client.
+        noreply: bool,
+    },
+    /// `version`
+    Version,
+    /// `verbosity <n> [noreply]`: accepted and ignored (the proxy's log level is its own).
+    Verbosity {
+        /// Send nothing back.
+        noreply: bool,
+    },
+    /// `quit`: close after earlier replies are written.
+    Quit,
+    /// `stats` (no argument) or `stats <group>`.
+    Stats {
+        /// The group, if any.
+        group: Option<Bytes>,
+    },
+    /// `flush_all [delay] [noreply]`
+    FlushAll {
+        /// Delay in seconds.
+        delay: Option<i32>,
+        /// Send nothing back.
+        noreply: bool,
+    },
+    /// A request the proxy answers with a fixed reply (e.g. `gat 10` with no key: `END`).
+    Fixed(&'static [u8]),
+}
+
+/// A request that cannot be served, with memcached's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invalid {
+    /// The reply line.
+    pub reply: &'static [u8],
+    /// The request said `noreply`: memcached suppresses even error replies then.
+    pub noreply: bool,
+    /// Bytes still to discard after the consumed ones (the data block of a refused value),
+    /// possibly not yet received.
+    pub swallow: usize,
+    /// Close the connection after the reply (cannot resync).
+    pub close: bool,
+}
+
+impl Invalid {
+    fn reply(reply: &'static [u8]) -> Self {
+        Invalid { reply, noreply: false, swallow: 0, close: false }
+    }
+
+    fn noreply(mut self, noreply: bool) -> Self {
+        self.noreply = noreply;
+        self
+    }
+}
+
+/// The client-side decoder: a read buffer plus the count of bytes still to discard after a
+/// refused value. The session reads into [`Decoder::buffer`] and calls [`Decoder::next`].
+#[derive(Debug)]
+pub struct Decoder {
+    buf: BytesMut,
+    swallow: usize,
+    limits: Limits,
+}
+
+impl Decoder {
+    /// A decoder with an empty buffer.
+    pub fn new(limits: Limits) -> Self {
+        Decoder { buf: BytesMut::with_capacity(16 * 1024), swallow: 0, limits }
+    }
+
+    /// The buffer to read client bytes into.
+    pub fn buffer(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// The next complete request or invalid input, or `None` when more bytes are needed.
+    pub fn next(&mut self) -> Option<Result<Request, Invalid>> {
+        if self.swallow > 0 {
+            let n = self.swallow.min(self.buf.len());
+            self.buf.advance(n);
+            self.swallow -= n;
+            if self.swallow > 0 {
+                return None;
+            }
+        }
+        match parse(&mut self.buf, &self.limits) {
+            Ok(Some(request)) => Some(Ok(request)),
+            Ok(None) => None,
+            Err(invalid) => {
+                self.swallow = invalid.swallow;
+                Some(Err(invalid))
+            }
+        }
+    }
+}
+
+/// Parses one request from the front of `buf`, consuming its bytes unless the request is
+/// incomplete (`Ok(None)`). An `Err` has consumed the offending line (and data block if present).
+pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request>, Invalid> {
+    let Some(nl) = memchr(b'\n', buf) else {
+        if buf.len() > limits.max_line_size {
+            buf.clear();
+            return Err(Invalid { close: true, ..Invalid::reply(reply::LINE_TOO_LONG) });
+        }
+        return Ok(None);
+    };
+    if nl > limits.max_line_size {
+        buf.clear();
+        return Err(Invalid { close: true, ..Invalid::reply(reply::LINE_TOO_LONG) });
+    }
+    // memcached strips a `\r` before the `\n` when the line has at least two bytes.
+    let line_end = if nl > 1 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+    let line_len = nl + 1;
+
+    let tokens = Tokens::split(&buf[..line_end]);
+    let cmd = tokens.get(&buf[..line_end], 0);
+    if tokens.count == 0 || cmd.len() < 2 {
+        buf.advance(line_len);
+        return Err(Invalid::reply(reply::ERROR));
+    }
+
+    // Storage commands need their data block before anything is consumed.
+    let storage = match cmd {
+        b"set" => Some(Storage::Set),
+        b"add" => Some(Storage::Add),
+        b"replace" => Some(Storage::Replace),
+        b"append" => Some(Storage::Append),
+        b"prepend" => Some(Storage::Prepend),
+        b"cas" => Some(Storage::Cas),
+        _ => None,
+    };
+    if let Some(kind) = storage {
+        return parse_storage(buf, kind, &tokens, line_end, line_len, limits);
+    }
+
+    let line = buf.split_to(line_len).freeze();
+    let line = line.slice(..line_end);
+    parse_line(&line, &tokens)
+}
+
+/// Everything but the storage commands: the request is the line alone.
+fn parse_line(line: &Bytes, t: &Tokens) -> Result<Option<Request>, Invalid> {
+    let tok = |i: usize| t.get(line, i);
+    let ntokens = t.ntokens();
+    let noreply = tok(t.last()) == b"noreply";
+    let key_ok = |k: &[u8]| k.len() <= KEY_MAX_LENGTH;
+    let request = match tok(0) {
+        b"get" | b"gets" | b"gat" | b"gats" | b"bget" => {
+            if ntokens < 3 {
+                return Err(Invalid::reply(reply::ERROR));
+            }
+            let kind = match tok(0) {
+                b"gets" => Retrieval::Gets,
+                b"gat" => Retrieval::Gat,
+                b"gats" => Retrieval::Gats,
+                _ => Retrieval::Get,
+            };
+            let touch = matches!(kind, Retrieval::Gat | Retrieval::Gats);
+            let exptime = if touch {
+                parse_i32(tok(1)).ok_or(Invalid::reply(reply::BAD_EXPTIME))?
+            } else {
+                0
+            };
+            // Keys are every token after the command (and exptime), beyond memcached's
+            // 24-token window too: it re-tokenizes the rest of a long multi-get.
+            let first = if touch { 2 } else { 1 };
+            let mut keys = Vec::with_capacity(t.count.saturating_sub(first).max(1));
+            for range in t.all_from(line, first) {
+                if range.len() > KEY_MAX_LENGTH {
+                    return Err(Invalid::reply(reply::BAD_FORMAT));
+                }
+                keys.push(line.slice(range));
+            }
+            if keys.is_empty() {
+                return Ok(Some(Request::Fixed(reply::END)));
+            }
+            Request::Op { op: Op::Get { kind, exptime, keys }, noreply: false }
+        }
+        b"incr" | b"decr" => {
+            if ntokens != 4 && ntokens != 5 {
+                return Err(Invalid::reply(reply::ERROR));
+            }
+            if !key_ok(tok(1)) {
+                return Err(Invalid::reply(reply::BAD_FORMAT).noreply(noreply));
+            }
+            let delta = parse_u64(tok(2)).ok_or(Invalid::reply(reply::BAD_DELTA).noreply(noreply))?;
+            let op = Op::Arith { incr: tok(0) == b"incr", key: t.slice(line, 1), delta };
+            Request::Op { op, noreply }
+        }
+        b"delete" => {
+            if !(3..=5).contains(&ntokens) {
+                return Err(Invalid::reply(reply::ERROR));
+            }
+            let mut noreply = false;
+            if ntokens > 3 {
+                let hold_is_zero = tok(2) == b"0";
+                noreply = tok(t.last()) == b"noreply";
+                let valid = (ntokens == 4 && (hold_is_zero || noreply))
+                    || (ntokens == 5 && hold_is_zero && noreply);
+                if !valid {
+                    return Err(Invalid::reply(reply::BAD_DELETE).noreply(noreply));
+                }
+            }
+            if !key_ok(tok(1)) {
+                return Err(Invalid::reply(reply::BAD_FORMAT).noreply(noreply));
+            }
+            Request::Op { op: Op::Delete { key: t.slice(line, 1) }, noreply }
+        }
+        b"touch" => {
+            if ntokens != 4 && ntokens != 5 {
+                return Err(Invalid::reply(reply::ERROR));
+            }
+            if !key_ok(tok(1)) {
+                return Err(Invalid::reply(reply::BAD_FORMAT).noreply(noreply));
+            }
+            let exptime =
+                parse_i32(tok(2)).ok_or(Invalid::reply(reply::BAD_EXPTIME).noreply(noreply))?;
+            Request::Op { op: Op::Touch { key: t.slice(line, 1), exptime }, noreply }
+        }
+        b"version" => Request::Version,
+        b"quit" => Request::Quit,
+        b"verbosity" => {
+            if ntokens != 3 && ntokens != 4 {
+                return Err(Invalid::reply(reply::ERROR));
+            }
+            parse_u32(tok(1)).ok_or(Invalid::reply(reply::BAD_FORMAT).noreply(noreply))?;
+            Request::Verbosity { noreply }
+        }
+        b"stats" => {
+            let group = (ntokens > 2).then(|| t.slice(line, 1));
+            Request::Stats { group }
+        }
+        b"flush_all" => {
+            if !(2..=4).contains(&ntokens) {
+                return Err(Invalid::reply(reply::ERROR));
+            }
+            let delay = if ntokens != if noreply { 3 } else { 2 } {
+                Some(parse_i32(tok(1)).ok_or(Invalid::reply(reply::BAD_EXPTIME).noreply(noreply))?)
+            } else {
+                None
+            };
+            Request::FlushAll { delay, noreply }
+        }
+        _ => {
+            // memcached drops a connection that speaks HTTP to it.
+            if tok(t.last()).starts_with(b"HTTP/") {
+                return Err(Invalid { close: true, reply: b"", ..Invalid::reply(reply::ERROR) });
+            }
+            return Err(Invalid::reply(reply::ERROR));
+        }
+    };
+    Ok(Some(request))
+}
+
+/// `set`/`add`/`replace`/`append`/`prepend`/`cas`: the line, then `<bytes>` of data and `\r\n`.
+fn parse_storage(
+    buf: &mut BytesMut,
+    kind: Storage,
+    t: &Tokens,
+    line_end: usize,
+    line_len: usize,
+    limits: &Limits,
+) -> Result<Option<Request>, Invalid> {
+    let ntokens = t.ntokens();
+    let want = if kind == Storage::Cas { [7, 8] } else { [6, 7] };
+    let line = &buf[..line_end];
+    let fail = |buf: &mut BytesMut, invalid: Invalid| {
+        buf.advance(line_len);
+        Err(invalid)
+    };
+    if !want.contains(&ntokens) {
+        return fail(buf, Invalid::reply(reply::ERROR));
+    }
+    let noreply = t.get(line, t.last()) == b"noreply";
+    let bad = Invalid::reply(reply::BAD_FORMAT).noreply(noreply);
+    if t.get(line, 1).len() > KEY_MAX_LENGTH {
+        return fail(buf, bad);
+    }
+    let (Some(flags), Some(exptime), Some(vlen)) =
+        (parse_u32(t.get(line, 2)), parse_i32(t.get(line, 3)), parse_i32(t.get(line, 4)))
+    else {
+        return fail(buf, bad);
+    };
+    let cas = if kind == Storage::Cas {
+        match parse_u64(t.get(line, 5)) {
+            Some(cas) => cas,
+            None => return fail(buf, bad),
+        }
+    } else {
+        0
+    };
+    if vlen < 0 || vlen > i32::MAX - 2 {
+        return fail(buf, bad);
+    }
+    let vlen = vlen as usize;
+    if vlen > limits.max_value_size {
+        // Refused before the data arrives; the data block is discarded as it comes in.
+        let invalid = Invalid { swallow: vlen + 2, ..Invalid::reply(reply::TOO_LARGE) };
+        return fail(buf, invalid.noreply(noreply));
+    }
+    if buf.len() < line_len + vlen + 2 {
+        return Ok(None);
+    }
+    let key_range = t.range(1);
+    let block = buf.split_to(line_len + vlen + 2).freeze();
+    if &block[line_len + vlen..] != b"\r\n" {
+        return Err(Invalid::reply(reply::BAD_DATA_CHUNK).noreply(noreply));
+    }
+    let op = Op::Store {
+        kind,
+        key: block.slice(key_range),
+        flags,
+        exptime,
+        data: block.slice(line_len..line_len + vlen),
+        cas,
+    };
+    Ok(Some(Request::Op { op, noreply }))
+}
+
+/// Token positions of one line, split on spaces as memcached's `tokenize_command` does: at most
+/// 23 tokens are recorded; `count` keeps counting beyond.
+struct Tokens {
+    spans: [(u32, u32); MAX_TOKENS - 1],
+    /// Number of tokens on the line (may exceed the recorded 23).
+    count: usize,
+}
+
+impl Tokens {
+    fn split(line: &[u8]) -> Tokens {
+        let mut spans = [(0u32, 0u32); MAX_TOKENS - 1];
+        let mut count = 0;
+        let mut start = None;
+        for (i, &b) in line.iter().chain(std::iter::once(&b' ')).enumerate() {
+            match (b == b' ', start) {
+                (false, None) => start = Some(i),
+                (true, Some(s)) => {
+                    if count < spans.len() {
+                        spans[count] = (s as u32, i as u32);
+                    }
+                    count += 1;
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        Tokens { spans, count }
+    }
+
+    /// memcached's `ntokens`: recorded tokens plus the terminal token.
+    fn ntokens(&self) -> usize {
+        self.count.min(MAX_TOKENS - 1) + 1
+    }
+
+    /// Index of the last recorded token (memcached's `ntokens - 2`).
+    fn last(&self) -> usize {
+        self.count.clamp(1, MAX_TOKENS - 1) - 1
+    }
+
+    fn range(&self, i: usize) -> std::ops::Range<usize> {
+        if i < self.count.min(MAX_TOKENS - 1) {
+            let (s, e) = self.spans[i];
+            s as usize..e as usize
+        } else {
+            0..0
+        }
+    }
+
+    fn get<'a>(&self, line: &'a [u8], i: usize) -> &'a [u8] {
+        &line[self.range(i)]
+    }
+
+    fn slice(&self, line: &Bytes, i: usize) -> Bytes {
+        line.slice(self.range(i))
+    }
+
+    /// Every token from index `first` on, including those past the 23 recorded.
+    fn all_from<'a>(
+        &'a self,
+        line: &'a [u8],
+        first: usize,
+    ) -> impl Iterator<Item = std::ops::Range<usize>> + 'a {
+        let recorded = (first..self.count.min(MAX_TOKENS - 1)).map(|i| self.range(i));
+        let rest_start =
+            if self.count > MAX_TOKENS - 1 { self.spans[MAX_TOKENS - 2].1 as usize } else { line.len() };
+        let rest_first = first.saturating_sub(MAX_TOKENS - 1);
+        let rest = split_spaces(line, rest_start).skip(rest_first);
+        recorded.chain(rest)
+    }
+}
+
+/// Token ranges of `line[from..]`, split on spaces.
+fn split_spaces(line: &[u8], from: usize) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let mut i = from;
+    std::iter::from_fn(move || {
+        while i < line.len() && line[i] == b' ' {
+            i += 1;
+        }
+        if i >= line.len() {
+            return None;
+        }
+        let s = i;
+        while i < line.len() && line[i] != b' ' {
+            i += 1;
+        }
+        Some(s..i)
+    })
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == needle)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+use proptest::prelude::*;
+
+use super::*;
+
+const LIMITS: Limits = Limits { max_value_size: 1024, max_line_size: 4096 };
+
+/// Feeds `chunks` one after another and collects every outcome, as the session does.
+fn drive(chunks: &[&[u8]]) -> Vec<Result<Request, Invalid>> {
+    let mut d = Decoder::new(LIMITS);
+    let mut out = Vec::new();
+    for chunk in chunks {
+        d.buffer().extend_from_slice(chunk);
+        while let Some(r) = d.next() {
+            let close = matches!(r, Err(Invalid { close: true, .. }));
+            out.push(r);
+            if close {
+                return out;
+            }
+        }
+    }
+    out
+}
+
+fn one(input: &[u8]) -> Result<Request, Invalid> {
+    let mut v = drive(&[input]);
+    assert_eq!(v.len(), 1, "{v:?}");
+    v.remove(0)
+}
+
+fn err(input: &[u8]) -> &'static [u8] {
+    one(input).unwrap_err().reply
+}
+
+#[test]
+fn set_with_data_block() {
+    let r = one(b"set k 5 10 3 noreply\r\nabc\r\n").unwrap();
+    let Request::Op { op: Op::Store { kind, key, flags, exptime, data, .. }, noreply } = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!((kind, &key[..], flags, exptime, &data[..], noreply), (Storage::Set, &b"k"[..], 5, 10, &b"abc"[..], true));
+}
+
+#[test]
+fn storage_waits_for_the_whole_data_block() {
+    assert!(drive(&[b"set k 0 0 5\r\nab"]).is_empty());
+    assert_eq!(drive(&[b"set k 0 0 5\r\nab", b"cde\r\n"]).len(), 1);
+}
+
+#[test]
+fn bad_inputs_get_memcached_replies() {
+    assert_eq!(err(b"\r\n"), reply::ERROR);
+    assert_eq!(err(b"bogus\r\n"), reply::ERROR);
+    assert_eq!(err(b"set k 0 0\r\n"), reply::ERROR);
+    assert_eq!(err(b"set k x 0 1\r\n"), reply::BAD_FORMAT);
+    assert_eq!(err(b"set k 0 0 -1\r\n"), reply::BAD_FORMAT);
+    assert_eq!(err(b"incr k x\r\n"), reply::BAD_DELTA);
+    assert_eq!(err(b"touch k x\r\n"), reply::BAD_EXPTIME);
+    assert_eq!(err(b"gat x k\r\n"), reply::BAD_EXPTIME);
+    assert_eq!(err(b"delete k 5\r\n"), reply::BAD_DELETE);
+    let long = format!("get {}\r\n", "k".repeat(251));
+    assert_eq!(err(long.as_bytes()), reply::BAD_FORMAT);
+    // As in memcached, exactly <bytes> + 2 bytes are consumed; the rest is the next line.
+    let v = drive(&[b"set k 0 0 1\r\nab\r\n"]);
+    let replies: Vec<_> = v.iter().map(|r| r.as_ref().unwrap_err().reply).collect();
+    assert_eq!(replies, [reply::BAD_DATA_CHUNK, reply::ERROR]);
+}
+
+#[test]
+fn too_large_value_is_swallowed_without_buffering() {
+    let v = drive(&[b"set k 0 0 2000\r\n", &[b'x'; 1000], &[b'x'; 1002], b"get k\r\n"]);
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert_eq!(v[0].as_ref().unwrap_err().reply, reply::TOO_LARGE);
+    assert!(matches!(v[1], Ok(Request::Op { op: Op::Get { .. }, .. })));
+    // A 2 GiB length is refused at once.
+    assert_eq!(drive(&[b"set k 0 0 2147483600\r\n"])[0].as_ref().unwrap_err().reply, reply::TOO_LARGE);
+}
+
+#[test]
+fn line_without_newline_is_limited() {
+    let v = drive(&[&[b'a'; 5000]]);
+    assert_eq!(v[0].as_ref().unwrap_err().reply, reply::LINE_TOO_LONG);
+    assert!(v[0].as_ref().unwrap_err().close);
+}
+
+#[test]
+fn multiget_beyond_24_tokens_keeps_every_key() {
+    let keys: Vec<String> = (0..60).map(|i| format!("key{i}")).collect();
+    let line = format!("get  {}\r\n", keys.join("  "));
+    let Ok(Request::Op { op: Op::Get { keys: got, .. }, .. }) = one(line.as_bytes()) else { panic!() };
+    let got: Vec<&[u8]> = got.iter().map(|k| &k[..]).collect();
+    let want: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn gat_without_keys_is_end() {
+    assert_eq!(one(b"gat 10\r\n").unwrap(), Request::Fixed(reply::END));
+}
+
+#[test]
+fn bare_newline_ends_a_line() {
+    assert!(matches!(one(b"get a\n"), Ok(Request::Op { .. })));
+}
+
+fn corpus() -> impl Strategy<Value = Vec<u8>> {
+    let pieces = prop::sample::select(vec![
+        &b"get "[..], b"gets ", b"gat 10 ", b"set ", b"cas ", b"add ", b"incr ", b"decr ",
+        b"delete ", b"touch ", b"noreply", b"k", b"key ", b"0 ", b"5 ", b"-1 ", b"3 ", b"\r\n",
+        b"\n", b"\r", b" ", b"abc", b"flush_all ", b"version", b"quit", b"stats", b"verbosity 1",
+        b"99999999999 ", b"HTTP/1.1",
+    ]);
+    prop::collection::vec(
+        prop_oneof![pieces.prop_map(|p| p.to_vec()), prop::collection::vec(any::<u8>(), 0..8)],
+        0..40,
+    )
+    .prop_map(|v| v.concat())
+}
+
+proptest! {
+    #[test]
+    fn never_panics_and_split_points_do_not_matter(input in corpus(), cut in any::<prop::sample::Index>()) {
+        let whole = drive(&[&input]);
+        let at = cut.index(input.len() + 1);
+        let split = drive(&[&input[..at], &input[at..]]);
+        prop_assert_eq!(&whole, &split);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = drive(&[&input]);
+    }
+}
+
+#[test]
+fn a_request_cut_at_every_byte_gives_the_same_replies() {
+    let input: &[u8] = b"set a 1 2 3\r\nabc\r\nget a b\r\ndelete a noreply\r\nincr n 5\r\nset k 0 0 2000\r\nbogus\r\ngat 1 a\r\ncas a 0 0 1 5\r\nx\r\nversion\r\n";
+    let whole = drive(&[input]);
+    for at in 0..=input.len() {
+        assert_eq!(drive(&[&input[..at], &input[at..]]), whole, "cut at {at}");
+    }
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    assert_eq!(drive(&bytes), whole);
+}
