@@ -1,1 +1,177 @@
-fn main() {}
+//! The `memroute` command line. Everything else lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use memroute::config::Config;
+use memroute::metrics::Metrics;
+use memroute::runtime::Shared;
+
+/// How long shutdown waits for clients to get their in-flight replies.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A memcached proxy: twemproxy-compatible ketama routing, fallback tiers for migrations,
+/// hot reload and Prometheus metrics.
+#[derive(Parser, Debug)]
+#[command(name = "memroute", version, about, long_about = None)]
+struct Cli {
+    /// The TOML config file to run with (reloaded on change and on SIGHUP).
+    #[arg(short, long, value_name = "FILE", required_unless_present_any = ["check_config", "command"])]
+    config: Option<PathBuf>,
+
+    /// Only validate FILE: print every error with its line and column, exit 0 if valid, 1 if not.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    check_config: Option<PathBuf>,
+
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// Log filter (tracing-subscriber EnvFilter syntax); RUST_LOG overrides it.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the memroute TOML equivalent to a twemproxy (nutcracker) YAML config.
+    ImportNutcracker {
+        /// The nutcracker YAML file.
+        file: PathBuf,
+        /// Import only this pool.
+        #[arg(long)]
+        pool: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format, &cli.log_level);
+
+    if let Some(Command::ImportNutcracker { file, pool }) = &cli.command {
+        return import_nutcracker(file, pool.as_deref());
+    }
+    if let Some(path) = &cli.check_config {
+        return match Config::load(path) {
+            Ok(_) => {
+                println!("{}: ok", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let Some(path) = cli.config.clone() else {
+        eprintln!("memroute: --config FILE is required");
+        return ExitCode::FAILURE;
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: cannot read file: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match Config::parse(&text, &path.display().to_string()) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let source_hash = memroute::config::source_hash(&text);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.threads {
+        runtime.worker_threads(n.max(1));
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("memroute: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(path, config, source_hash))
+}
+
+async fn run(_path: PathBuf, config: Config, source_hash: String) -> ExitCode {
+    let metrics = Arc::new(Metrics::new());
+    let address = config.listen.address.clone();
+    let shared = Shared::new(config, source_hash, metrics);
+    let listener = match TcpListener::bind(&address).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(address = %address, error = %e, "cannot bind the client listener");
+            return ExitCode::FAILURE;
+        }
+    };
+    shared
+        .listening
+        .store(true, std::sync::atomic::Ordering::Release);
+    tracing::info!(address = %address, version = env!("CARGO_PKG_VERSION"), "memroute listening");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(memroute::server::serve(listener, shared.clone(), stop_rx));
+    let mut signals = match memroute::server::shutdown::Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+    signals.first().await;
+    tracing::info!("shutting down: draining client connections");
+    shared
+        .draining
+        .store(true, std::sync::atomic::Ordering::Release);
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    memroute::server::shutdown::drain(&shared, &mut signals, DRAIN_TIMEOUT).await;
+    ExitCode::SUCCESS
+}
+
+fn import_nutcracker(file: &std::path::Path, pool: Option<&str>) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: cannot read file: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = (text, pool);
+    eprintln!("import-nutcracker: not built yet"); // replaced when the config module lands
+    ExitCode::FAILURE
+}
+
+fn init_logs(format: LogFormat, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,1 +1,95 @@
-//! (skeleton: route)
+//! From a key to the pools that serve it.
+//!
+//! [`Router`] picks the route whose prefix is the longest match of the key (`""` matches all).
+//! A [`Route`] lists its tiers: tier 0 owns the keys, later tiers are older pools that still hold
+//! warm data. [`forward`] serves single-tier routes (plain routing, the fast path) and
+//! [`tiers`] implements the fallback semantics of DESIGN §4.
+
+pub mod forward;
+pub mod tiers;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::Pool;
+use crate::config::{LowerOnWrite, RouteConfig};
+use crate::metrics::{Metrics, TierMetrics};
+
+/// One `[[routes]]` entry bound to live pools.
+pub struct Route {
+    /// The key prefix.
+    pub prefix: String,
+    /// Tier 0 first.
+    pub tiers: Vec<Arc<Pool>>,
+    /// Per-tier lookup counters (same order as `tiers`).
+    pub tier_metrics: Vec<TierMetrics>,
+    /// Copy lower-tier hits into tier 0.
+    pub warm: bool,
+    /// TTL for copies when a lower tier cannot tell the remaining TTL.
+    pub warm_ttl: Option<Duration>,
+    /// What writes do to the lower tiers.
+    pub lower_on_write: LowerOnWrite,
+}
+
+impl Route {
+    /// Binds a route config to the snapshot's pools (validation guarantees they exist).
+    pub fn new(
+        config: &RouteConfig,
+        pools: &BTreeMap<String, Arc<Pool>>,
+        metrics: &Metrics,
+    ) -> Option<Route> {
+        let tiers: Option<Vec<Arc<Pool>>> =
+            config.tiers.iter().map(|t| pools.get(t).cloned()).collect();
+        let tiers = tiers?;
+        let tier_metrics = tiers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| metrics.tier(p.name(), i))
+            .collect();
+        Some(Route {
+            prefix: config.prefix.clone(),
+            tiers,
+            tier_metrics,
+            warm: config.warm,
+            warm_ttl: config.warm_ttl,
+            lower_on_write: config.lower_on_write,
+        })
+    }
+
+    /// Tier 0.
+    pub fn owner(&self) -> &Arc<Pool> {
+        &self.tiers[0]
+    }
+
+    /// True when the route has fallback tiers.
+    pub fn is_tiered(&self) -> bool {
+        self.tiers.len() > 1
+    }
+}
+
+/// Longest-prefix route lookup.
+pub struct Router {
+    /// Longest prefix first.
+    routes: Vec<Arc<Route>>,
+}
+
+impl Router {
+    /// Orders routes so the first match is the longest prefix.
+    pub fn new(mut routes: Vec<Arc<Route>>) -> Router {
+        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        Router { routes }
+    }
+
+    /// The route for `key`, if any.
+    pub fn route(&self, key: &[u8]) -> Option<&Arc<Route>> {
+        self.routes
+            .iter()
+            .find(|r| key.starts_with(r.prefix.as_bytes()))
+    }
+
+    /// Every route, longest prefix first.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+}

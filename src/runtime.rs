@@ -1,1 +1,152 @@
-//! (skeleton: runtime)
+//! The live state: the current config [`Snapshot`] behind an `ArcSwap`, and what outlives
+//! snapshots (metrics, backend servers shared across reloads, process start time).
+//!
+//! A reload builds a whole new snapshot off the request path and stores it atomically. Requests
+//! load the snapshot once when they are dispatched and finish on it, so a reload never drops or
+//! splits a request. Servers present in both versions keep their connections (looked up in the
+//! [`Shared`] server table); servers that left are dropped with the last snapshot that uses
+//! them, and their connections drain and close.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+
+use crate::backend::server::ServerKey;
+use crate::backend::{Pool, Server};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::route::{Route, Router};
+
+/// One immutable version of the running configuration.
+pub struct Snapshot {
+    /// The validated config.
+    pub config: Arc<Config>,
+    /// Pools by name.
+    pub pools: BTreeMap<String, Arc<Pool>>,
+    /// Routes by prefix.
+    pub router: Router,
+    /// When this snapshot was loaded.
+    pub loaded_at: SystemTime,
+    /// A hash of the config text it came from (hex), shown by `/config`.
+    pub source_hash: String,
+}
+
+/// State shared by every task for the life of the process.
+pub struct Shared {
+    current: ArcSwap<Snapshot>,
+    /// Every metric.
+    pub metrics: Arc<Metrics>,
+    servers: Mutex<HashMap<ServerKey, Weak<Server>>>,
+    /// Process start, for `stats uptime`.
+    pub started: Instant,
+    /// Set once the client listener is bound (for `/readyz`).
+    pub listening: AtomicBool,
+    /// Set when shutdown begins (for `/readyz`).
+    pub draining: AtomicBool,
+}
+
+impl Shared {
+    /// Builds the first snapshot. Must run inside the tokio runtime (it opens connections).
+    pub fn new(config: Config, source_hash: String, metrics: Arc<Metrics>) -> Arc<Shared> {
+        let servers = Mutex::new(HashMap::new());
+        let snapshot = build(config, source_hash, &metrics, &servers);
+        metrics.last_reload.set(unix_now());
+        Arc::new(Shared {
+            current: ArcSwap::from_pointee(snapshot),
+            metrics,
+            servers,
+            started: Instant::now(),
+            listening: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Swaps in a new config. In-flight requests keep the snapshot they started with.
+    pub fn apply(&self, config: Config, source_hash: String) {
+        let snapshot = build(config, source_hash, &self.metrics, &self.servers);
+        let in_use: HashSet<String> = snapshot
+            .pools
+            .values()
+            .flat_map(|p| p.servers.iter().map(|s| s.address.clone()))
+            .collect();
+        let old = self.current.swap(Arc::new(snapshot));
+        self.metrics.reloads.with_label_values(&["success"]).inc();
+        self.metrics.last_reload.set(unix_now());
+        for pool in old.pools.values() {
+            for s in &pool.servers {
+                if !in_use.contains(&s.address) {
+                    self.metrics.forget_server(&s.address);
+                    tracing::info!(server = %s.address, "server removed; draining its connections");
+                }
+            }
+        }
+        self.servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, w| w.strong_count() > 0);
+    }
+
+    /// Whether the listener is bound and not draining.
+    pub fn is_serving(&self) -> bool {
+        self.listening.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+}
+
+fn build(
+    config: Config,
+    source_hash: String,
+    metrics: &Metrics,
+    servers: &Mutex<HashMap<ServerKey, Weak<Server>>>,
+) -> Snapshot {
+    let mut table = servers.lock().unwrap_or_else(|e| e.into_inner());
+    let mut pools = BTreeMap::new();
+    for (name, pc) in &config.pools {
+        let pool_servers = pc
+            .servers
+            .iter()
+            .map(|sc| {
+                let key = ServerKey {
+                    address: sc.address.clone(),
+                    connections: pc.connections,
+                    timeout: pc.timeout,
+                    failure_limit: pc.failure_limit,
+                    retry_timeout: pc.retry_timeout,
+                };
+                if let Some(s) = table.get(&key).and_then(Weak::upgrade) {
+                    return s;
+                }
+                let s = Arc::new(Server::start(&key, metrics.server(&sc.address)));
+                table.insert(key, Arc::downgrade(&s));
+                s
+            })
+            .collect();
+        pools.insert(name.clone(), Arc::new(Pool::new(pc.clone(), pool_servers)));
+    }
+    let routes = config
+        .routes
+        .iter()
+        .filter_map(|rc| Route::new(rc, &pools, metrics).map(Arc::new))
+        .collect();
+    Snapshot {
+        config: Arc::new(config),
+        pools,
+        router: Router::new(routes),
+        loaded_at: SystemTime::now(),
+        source_hash,
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

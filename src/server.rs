@@ -1,1 +1,12 @@
-//! (skeleton: server)
+//! The client side: accept connections and run one session per client.
+//!
+//! - [`listener`]: accepts, enforces `max_connections`, starts sessions, stops on shutdown.
+//! - [`session`]: reads and parses requests, dispatches them, writes replies in request order.
+//! - [`local`]: commands the proxy answers itself (`version`, `stats`, `flush_all` fan-out).
+
+pub mod listener;
+pub mod local;
+pub mod session;
+pub mod shutdown;
+
+pub use listener::serve;

@@ -23,7 +23,11 @@ impl fmt::Display for ConfigError {
         if self.line == 0 {
             write!(f, "{}: {}", self.file, self.message)
         } else {
-            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )
         }
     }
 }
@@ -35,7 +39,12 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 impl ConfigErrors {
     /// A single error without a position (e.g. the file cannot be read).
     pub fn single(file: String, message: String) -> Self {
-        ConfigErrors(vec![ConfigError { file, line: 0, column: 0, message }])
+        ConfigErrors(vec![ConfigError {
+            file,
+            line: 0,
+            column: 0,
+            message,
+        }])
     }
 }
 
@@ -55,5 +64,8 @@ impl std::error::Error for ConfigErrors {}
 
 /// Parses and validates `text`.
 pub fn parse(_text: &str, file: &str) -> Result<Config, ConfigErrors> {
-    Err(ConfigErrors::single(file.to_string(), "not implemented yet".into()))
+    Err(ConfigErrors::single(
+        file.to_string(),
+        "not implemented yet".into(),
+    ))
 }

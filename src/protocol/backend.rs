@@ -58,7 +58,9 @@ pub struct ProtocolError(pub String);
 
 /// True for `ERROR`, `CLIENT_ERROR …`, `SERVER_ERROR …` lines.
 pub fn is_error_line(line: &[u8]) -> bool {
-    line.starts_with(b"ERROR") || line.starts_with(b"CLIENT_ERROR") || line.starts_with(b"SERVER_ERROR")
+    line.starts_with(b"ERROR")
+        || line.starts_with(b"CLIENT_ERROR")
+        || line.starts_with(b"SERVER_ERROR")
 }
 
 /// Takes one answer of shape `kind` off the front of `buf`; `Ok(None)` when incomplete.
@@ -88,7 +90,9 @@ fn parse_values(buf: &mut BytesMut) -> Result<Option<Response>, ProtocolError> {
     let mut spans: Vec<Span> = Vec::new();
     let mut pos = 0;
     loop {
-        let Some(n) = line_len(buf, pos) else { return Ok(None) };
+        let Some(n) = line_len(buf, pos) else {
+            return Ok(None);
+        };
         let line = trim_eol(&buf[pos..pos + n]);
         if line == b"END" {
             let all = buf.split_to(pos + n).freeze();
@@ -138,18 +142,28 @@ fn parse_values(buf: &mut BytesMut) -> Result<Option<Response>, ProtocolError> {
 }
 
 fn parse_meta(buf: &mut BytesMut) -> Result<Option<Response>, ProtocolError> {
-    let Some(n) = line_len(buf, 0) else { return Ok(None) };
+    let Some(n) = line_len(buf, 0) else {
+        return Ok(None);
+    };
     let line = trim_eol(&buf[..n]);
     if !line.starts_with(b"VA ") {
         return Ok(Some(Response::Line(buf.split_to(n).freeze())));
     }
     let mut parts = line.split(|&b| b == b' ').skip(1);
-    let len = parts.next().and_then(parse_u64).ok_or_else(|| ProtocolError("bad VA line".into()))?;
+    let len = parts
+        .next()
+        .and_then(parse_u64)
+        .ok_or_else(|| ProtocolError("bad VA line".into()))?;
     let (mut flags, mut ttl) = (0, -1);
     for flag in parts {
         match flag.split_first() {
             Some((b'f', v)) => flags = parse_u32(v).unwrap_or(0),
-            Some((b't', v)) => ttl = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).unwrap_or(-1),
+            Some((b't', v)) => {
+                ttl = std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(-1)
+            }
             _ => {}
         }
     }
@@ -158,7 +172,11 @@ fn parse_meta(buf: &mut BytesMut) -> Result<Option<Response>, ProtocolError> {
         return Ok(None);
     }
     let all = buf.split_to(end + 2).freeze();
-    Ok(Some(Response::Meta { flags, ttl, data: all.slice(n..end) }))
+    Ok(Some(Response::Meta {
+        flags,
+        ttl,
+        data: all.slice(n..end),
+    }))
 }
 
 fn trim_eol(line: &[u8]) -> &[u8] {
@@ -182,9 +200,14 @@ mod tests {
             assert_eq!(parse(ReplyKind::Values, &mut b), Ok(None), "cut {cut}");
         }
         let mut b = buf(full);
-        let Some(Response::Values(v)) = parse(ReplyKind::Values, &mut b).unwrap() else { panic!() };
+        let Some(Response::Values(v)) = parse(ReplyKind::Values, &mut b).unwrap() else {
+            panic!()
+        };
         assert_eq!(v.len(), 2);
-        assert_eq!((&v[0].key[..], v[0].flags, v[0].cas, &v[0].data[..]), (&b"a"[..], 5, Some(77), &b"abc"[..]));
+        assert_eq!(
+            (&v[0].key[..], v[0].flags, v[0].cas, &v[0].data[..]),
+            (&b"a"[..], 5, Some(77), &b"abc"[..])
+        );
         assert_eq!(&v[1].block[..], b"VALUE b 0 0\r\n\r\n");
         assert_eq!(&b[..], b"STORED\r\n");
     }
@@ -194,7 +217,9 @@ mod tests {
         let mut b = buf(b"SERVER_ERROR out of memory\r\n");
         assert_eq!(
             parse(ReplyKind::Values, &mut b).unwrap(),
-            Some(Response::Line(Bytes::from_static(b"SERVER_ERROR out of memory\r\n")))
+            Some(Response::Line(Bytes::from_static(
+                b"SERVER_ERROR out of memory\r\n"
+            )))
         );
     }
 
@@ -203,9 +228,16 @@ mod tests {
         let mut b = buf(b"VA 2 f9 t-1\r\nhi\r\nEN\r\n");
         assert_eq!(
             parse(ReplyKind::Meta, &mut b).unwrap(),
-            Some(Response::Meta { flags: 9, ttl: -1, data: Bytes::from_static(b"hi") })
+            Some(Response::Meta {
+                flags: 9,
+                ttl: -1,
+                data: Bytes::from_static(b"hi")
+            })
         );
-        assert_eq!(parse(ReplyKind::Meta, &mut b).unwrap(), Some(Response::Line(Bytes::from_static(b"EN\r\n"))));
+        assert_eq!(
+            parse(ReplyKind::Meta, &mut b).unwrap(),
+            Some(Response::Line(Bytes::from_static(b"EN\r\n")))
+        );
     }
 
     #[test]

@@ -164,7 +164,11 @@ impl Op {
     /// Appends the wire form (always without `noreply`) to `buf`.
     pub fn encode(&self, buf: &mut BytesMut) {
         match self {
-            Op::Get { kind, exptime, keys } => {
+            Op::Get {
+                kind,
+                exptime,
+                keys,
+            } => {
                 buf.put_slice(kind.verb().as_bytes());
                 if matches!(kind, Retrieval::Gat | Retrieval::Gats) {
                     buf.put_u8(b' ');
@@ -175,7 +179,14 @@ impl Op {
                     buf.put_slice(key);
                 }
             }
-            Op::Store { kind, key, flags, exptime, data, cas } => {
+            Op::Store {
+                kind,
+                key,
+                flags,
+                exptime,
+                data,
+                cas,
+            } => {
                 buf.reserve(key.len() + data.len() + 64);
                 buf.put_slice(kind.verb().as_bytes());
                 buf.put_u8(b' ');
@@ -263,7 +274,11 @@ mod tests {
     fn encodes_every_op_without_noreply() {
         let k = Bytes::from_static(b"k");
         assert_eq!(
-            wire(Op::Get { kind: Retrieval::Gats, exptime: -1, keys: vec![k.clone(), k.clone()] }),
+            wire(Op::Get {
+                kind: Retrieval::Gats,
+                exptime: -1,
+                keys: vec![k.clone(), k.clone()]
+            }),
             b"gats -1 k k\r\n"
         );
         assert_eq!(
@@ -277,7 +292,14 @@ mod tests {
             }),
             b"cas k 7 0 2 99\r\nab\r\n"
         );
-        assert_eq!(wire(Op::Arith { incr: false, key: k.clone(), delta: u64::MAX }), b"decr k 18446744073709551615\r\n");
+        assert_eq!(
+            wire(Op::Arith {
+                incr: false,
+                key: k.clone(),
+                delta: u64::MAX
+            }),
+            b"decr k 18446744073709551615\r\n"
+        );
         assert_eq!(wire(Op::MetaGet { key: k }), b"mg k v f t\r\n");
         assert_eq!(wire(Op::FlushAll { delay: None }), b"flush_all\r\n");
     }

@@ -41,3 +41,51 @@ pub const NOT_FOUND: &[u8] = b"NOT_FOUND\r\n";
 pub const DELETED: &[u8] = b"DELETED\r\n";
 /// `touch` hit.
 pub const TOUCHED: &[u8] = b"TOUCHED\r\n";
+
+/// What the session writes back for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Nothing (`noreply`).
+    None,
+    /// A fixed line.
+    Static(&'static [u8]),
+    /// A line from a backend (or built by the proxy), with its `\r\n`.
+    Line(bytes::Bytes),
+    /// `VALUE` blocks followed by `END`.
+    Values(Vec<bytes::Bytes>),
+}
+
+impl Reply {
+    /// True for `SERVER_ERROR …`: a backend failed, counted as a server-side error.
+    pub fn is_server_error(&self) -> bool {
+        match self {
+            Reply::Static(l) => l.starts_with(b"SERVER_ERROR"),
+            Reply::Line(l) => l.starts_with(b"SERVER_ERROR"),
+            _ => false,
+        }
+    }
+
+    /// True for `CLIENT_ERROR …` and `ERROR`.
+    pub fn is_client_error(&self) -> bool {
+        match self {
+            Reply::Static(l) => l.starts_with(b"CLIENT_ERROR") || l.starts_with(b"ERROR"),
+            Reply::Line(l) => l.starts_with(b"CLIENT_ERROR") || l.starts_with(b"ERROR"),
+            _ => false,
+        }
+    }
+
+    /// Appends the wire bytes to `out`.
+    pub fn write_to(&self, out: &mut bytes::BytesMut) {
+        match self {
+            Reply::None => {}
+            Reply::Static(l) => out.extend_from_slice(l),
+            Reply::Line(l) => out.extend_from_slice(l),
+            Reply::Values(blocks) => {
+                for b in blocks {
+                    out.extend_from_slice(b);
+                }
+                out.extend_from_slice(END);
+            }
+        }
+    }
+}

@@ -78,7 +78,12 @@ pub struct Invalid {
 
 impl Invalid {
     fn reply(reply: &'static [u8]) -> Self {
-        Invalid { reply, noreply: false, swallow: 0, close: false }
+        Invalid {
+            reply,
+            noreply: false,
+            swallow: 0,
+            close: false,
+        }
     }
 
     fn noreply(mut self, noreply: bool) -> Self {
@@ -99,7 +104,11 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder with an empty buffer.
     pub fn new(limits: Limits) -> Self {
-        Decoder { buf: BytesMut::with_capacity(16 * 1024), swallow: 0, limits }
+        Decoder {
+            buf: BytesMut::with_capacity(16 * 1024),
+            swallow: 0,
+            limits,
+        }
     }
 
     /// The buffer to read client bytes into.
@@ -134,16 +143,26 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request>, Inv
     let Some(nl) = memchr(b'\n', buf) else {
         if buf.len() > limits.max_line_size {
             buf.clear();
-            return Err(Invalid { close: true, ..Invalid::reply(reply::LINE_TOO_LONG) });
+            return Err(Invalid {
+                close: true,
+                ..Invalid::reply(reply::LINE_TOO_LONG)
+            });
         }
         return Ok(None);
     };
     if nl > limits.max_line_size {
         buf.clear();
-        return Err(Invalid { close: true, ..Invalid::reply(reply::LINE_TOO_LONG) });
+        return Err(Invalid {
+            close: true,
+            ..Invalid::reply(reply::LINE_TOO_LONG)
+        });
     }
     // memcached strips a `\r` before the `\n` when the line has at least two bytes.
-    let line_end = if nl > 1 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+    let line_end = if nl > 1 && buf[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
     let line_len = nl + 1;
 
     let tokens = Tokens::split(&buf[..line_end]);
@@ -208,7 +227,14 @@ fn parse_line(line: &Bytes, t: &Tokens) -> Result<Option<Request>, Invalid> {
             if keys.is_empty() {
                 return Ok(Some(Request::Fixed(reply::END)));
             }
-            Request::Op { op: Op::Get { kind, exptime, keys }, noreply: false }
+            Request::Op {
+                op: Op::Get {
+                    kind,
+                    exptime,
+                    keys,
+                },
+                noreply: false,
+            }
         }
         b"incr" | b"decr" => {
             if ntokens != 4 && ntokens != 5 {
@@ -217,8 +243,13 @@ fn parse_line(line: &Bytes, t: &Tokens) -> Result<Option<Request>, Invalid> {
             if !key_ok(tok(1)) {
                 return Err(Invalid::reply(reply::BAD_FORMAT).noreply(noreply));
             }
-            let delta = parse_u64(tok(2)).ok_or(Invalid::reply(reply::BAD_DELTA).noreply(noreply))?;
-            let op = Op::Arith { incr: tok(0) == b"incr", key: t.slice(line, 1), delta };
+            let delta =
+                parse_u64(tok(2)).ok_or(Invalid::reply(reply::BAD_DELTA).noreply(noreply))?;
+            let op = Op::Arith {
+                incr: tok(0) == b"incr",
+                key: t.slice(line, 1),
+                delta,
+            };
             Request::Op { op, noreply }
         }
         b"delete" => {
@@ -238,7 +269,12 @@ fn parse_line(line: &Bytes, t: &Tokens) -> Result<Option<Request>, Invalid> {
             if !key_ok(tok(1)) {
                 return Err(Invalid::reply(reply::BAD_FORMAT).noreply(noreply));
             }
-            Request::Op { op: Op::Delete { key: t.slice(line, 1) }, noreply }
+            Request::Op {
+                op: Op::Delete {
+                    key: t.slice(line, 1),
+                },
+                noreply,
+            }
         }
         b"touch" => {
             if ntokens != 4 && ntokens != 5 {
@@ -249,7 +285,13 @@ fn parse_line(line: &Bytes, t: &Tokens) -> Result<Option<Request>, Invalid> {
             }
             let exptime =
                 parse_i32(tok(2)).ok_or(Invalid::reply(reply::BAD_EXPTIME).noreply(noreply))?;
-            Request::Op { op: Op::Touch { key: t.slice(line, 1), exptime }, noreply }
+            Request::Op {
+                op: Op::Touch {
+                    key: t.slice(line, 1),
+                    exptime,
+                },
+                noreply,
+            }
         }
         b"version" => Request::Version,
         b"quit" => Request::Quit,
@@ -278,7 +320,11 @@ fn parse_line(line: &Bytes, t: &Tokens) -> Result<Option<Request>, Invalid> {
         _ => {
             // memcached drops a connection that speaks HTTP to it.
             if tok(t.last()).starts_with(b"HTTP/") {
-                return Err(Invalid { close: true, reply: b"", ..Invalid::reply(reply::ERROR) });
+                return Err(Invalid {
+                    close: true,
+                    reply: b"",
+                    ..Invalid::reply(reply::ERROR)
+                });
             }
             return Err(Invalid::reply(reply::ERROR));
         }
@@ -310,9 +356,11 @@ fn parse_storage(
     if t.get(line, 1).len() > KEY_MAX_LENGTH {
         return fail(buf, bad);
     }
-    let (Some(flags), Some(exptime), Some(vlen)) =
-        (parse_u32(t.get(line, 2)), parse_i32(t.get(line, 3)), parse_i32(t.get(line, 4)))
-    else {
+    let (Some(flags), Some(exptime), Some(vlen)) = (
+        parse_u32(t.get(line, 2)),
+        parse_i32(t.get(line, 3)),
+        parse_i32(t.get(line, 4)),
+    ) else {
         return fail(buf, bad);
     };
     let cas = if kind == Storage::Cas {
@@ -329,7 +377,10 @@ fn parse_storage(
     let vlen = vlen as usize;
     if vlen > limits.max_value_size {
         // Refused before the data arrives; the data block is discarded as it comes in.
-        let invalid = Invalid { swallow: vlen + 2, ..Invalid::reply(reply::TOO_LARGE) };
+        let invalid = Invalid {
+            swallow: vlen + 2,
+            ..Invalid::reply(reply::TOO_LARGE)
+        };
         return fail(buf, invalid.noreply(noreply));
     }
     if buf.len() < line_len + vlen + 2 {
@@ -414,8 +465,11 @@ impl Tokens {
         first: usize,
     ) -> impl Iterator<Item = std::ops::Range<usize>> + 'a {
         let recorded = (first..self.count.min(MAX_TOKENS - 1)).map(|i| self.range(i));
-        let rest_start =
-            if self.count > MAX_TOKENS - 1 { self.spans[MAX_TOKENS - 2].1 as usize } else { line.len() };
+        let rest_start = if self.count > MAX_TOKENS - 1 {
+            self.spans[MAX_TOKENS - 2].1 as usize
+        } else {
+            line.len()
+        };
         let rest_first = first.saturating_sub(MAX_TOKENS - 1);
         let rest = split_spaces(line, rest_start).skip(rest_first);
         recorded.chain(rest)

@@ -2,7 +2,10 @@ use proptest::prelude::*;
 
 use super::*;
 
-const LIMITS: Limits = Limits { max_value_size: 1024, max_line_size: 4096 };
+const LIMITS: Limits = Limits {
+    max_value_size: 1024,
+    max_line_size: 4096,
+};
 
 /// Feeds `chunks` one after another and collects every outcome, as the session does.
 fn drive(chunks: &[&[u8]]) -> Vec<Result<Request, Invalid>> {
@@ -34,10 +37,25 @@ fn err(input: &[u8]) -> &'static [u8] {
 #[test]
 fn set_with_data_block() {
     let r = one(b"set k 5 10 3 noreply\r\nabc\r\n").unwrap();
-    let Request::Op { op: Op::Store { kind, key, flags, exptime, data, .. }, noreply } = r else {
+    let Request::Op {
+        op:
+            Op::Store {
+                kind,
+                key,
+                flags,
+                exptime,
+                data,
+                ..
+            },
+        noreply,
+    } = r
+    else {
         panic!("{r:?}")
     };
-    assert_eq!((kind, &key[..], flags, exptime, &data[..], noreply), (Storage::Set, &b"k"[..], 5, 10, &b"abc"[..], true));
+    assert_eq!(
+        (kind, &key[..], flags, exptime, &data[..], noreply),
+        (Storage::Set, &b"k"[..], 5, 10, &b"abc"[..], true)
+    );
 }
 
 #[test]
@@ -67,12 +85,29 @@ fn bad_inputs_get_memcached_replies() {
 
 #[test]
 fn too_large_value_is_swallowed_without_buffering() {
-    let v = drive(&[b"set k 0 0 2000\r\n", &[b'x'; 1000], &[b'x'; 1002], b"get k\r\n"]);
+    let v = drive(&[
+        b"set k 0 0 2000\r\n",
+        &[b'x'; 1000],
+        &[b'x'; 1002],
+        b"get k\r\n",
+    ]);
     assert_eq!(v.len(), 2, "{v:?}");
     assert_eq!(v[0].as_ref().unwrap_err().reply, reply::TOO_LARGE);
-    assert!(matches!(v[1], Ok(Request::Op { op: Op::Get { .. }, .. })));
+    assert!(matches!(
+        v[1],
+        Ok(Request::Op {
+            op: Op::Get { .. },
+            ..
+        })
+    ));
     // A 2 GiB length is refused at once.
-    assert_eq!(drive(&[b"set k 0 0 2147483600\r\n"])[0].as_ref().unwrap_err().reply, reply::TOO_LARGE);
+    assert_eq!(
+        drive(&[b"set k 0 0 2147483600\r\n"])[0]
+            .as_ref()
+            .unwrap_err()
+            .reply,
+        reply::TOO_LARGE
+    );
 }
 
 #[test]
@@ -86,7 +121,13 @@ fn line_without_newline_is_limited() {
 fn multiget_beyond_24_tokens_keeps_every_key() {
     let keys: Vec<String> = (0..60).map(|i| format!("key{i}")).collect();
     let line = format!("get  {}\r\n", keys.join("  "));
-    let Ok(Request::Op { op: Op::Get { keys: got, .. }, .. }) = one(line.as_bytes()) else { panic!() };
+    let Ok(Request::Op {
+        op: Op::Get { keys: got, .. },
+        ..
+    }) = one(line.as_bytes())
+    else {
+        panic!()
+    };
     let got: Vec<&[u8]> = got.iter().map(|k| &k[..]).collect();
     let want: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
     assert_eq!(got, want);
@@ -104,13 +145,41 @@ fn bare_newline_ends_a_line() {
 
 fn corpus() -> impl Strategy<Value = Vec<u8>> {
     let pieces = prop::sample::select(vec![
-        &b"get "[..], b"gets ", b"gat 10 ", b"set ", b"cas ", b"add ", b"incr ", b"decr ",
-        b"delete ", b"touch ", b"noreply", b"k", b"key ", b"0 ", b"5 ", b"-1 ", b"3 ", b"\r\n",
-        b"\n", b"\r", b" ", b"abc", b"flush_all ", b"version", b"quit", b"stats", b"verbosity 1",
-        b"99999999999 ", b"HTTP/1.1",
+        &b"get "[..],
+        b"gets ",
+        b"gat 10 ",
+        b"set ",
+        b"cas ",
+        b"add ",
+        b"incr ",
+        b"decr ",
+        b"delete ",
+        b"touch ",
+        b"noreply",
+        b"k",
+        b"key ",
+        b"0 ",
+        b"5 ",
+        b"-1 ",
+        b"3 ",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b" ",
+        b"abc",
+        b"flush_all ",
+        b"version",
+        b"quit",
+        b"stats",
+        b"verbosity 1",
+        b"99999999999 ",
+        b"HTTP/1.1",
     ]);
     prop::collection::vec(
-        prop_oneof![pieces.prop_map(|p| p.to_vec()), prop::collection::vec(any::<u8>(), 0..8)],
+        prop_oneof![
+            pieces.prop_map(|p| p.to_vec()),
+            prop::collection::vec(any::<u8>(), 0..8)
+        ],
         0..40,
     )
     .prop_map(|v| v.concat())

@@ -1,0 +1,283 @@
+//! One shared, pipelined connection to a memcached server.
+//!
+//! Requests from every client arrive on an unbounded channel (each client caps its own in-flight
+//! requests, so the total is bounded by `max_connections × max_inflight`). The writer drains the
+//! channel into one buffer and writes it with one syscall; before writing it appends the
+//! requests to the in-flight FIFO, which the reader uses to parse each answer by the shape its
+//! request expects (pelikan's `ClientSession { pending }`).
+//!
+//! Timeouts: every request carries a deadline. When it passes, the client is answered
+//! `SERVER_ERROR timeout` at once, but the request keeps its place in the FIFO so its late answer
+//! is read and thrown away, and the requests behind it still get their own answers (twemproxy
+//! closes the whole connection instead). Only when the oldest answer is overdue by
+//! [`stuck_limit`] is the connection given up and reopened.
+//!
+//! Reconnects back off from 20 ms to 1 s. While disconnected, requests fail at once.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::BackendError;
+use super::health::Health;
+use crate::metrics::ServerMetrics;
+use crate::protocol::backend::{Response, parse};
+use crate::protocol::command::{Op, ReplyKind};
+
+/// The answer to one backend request.
+pub type Reply = Result<Response, BackendError>;
+
+/// A request on its way to a connection.
+pub struct Job {
+    /// What to send.
+    pub op: Op,
+    /// Where the answer goes.
+    pub tx: oneshot::Sender<Reply>,
+    /// When the client stops waiting.
+    pub deadline: Instant,
+}
+
+/// A written request waiting for its answer.
+struct InFlight {
+    kind: ReplyKind,
+    /// `None` once the request timed out: the answer is read and dropped.
+    tx: Option<oneshot::Sender<Reply>>,
+    deadline: Instant,
+}
+
+/// Writes are flushed once this much is buffered even if more requests are queued.
+const WRITE_BATCH: usize = 256 * 1024;
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// How long past its deadline the oldest answer may be before the connection is reopened.
+pub fn stuck_limit(timeout: Duration) -> Duration {
+    (timeout * 10).max(Duration::from_secs(5))
+}
+
+/// What a connection needs to know about its server.
+#[derive(Clone)]
+pub struct Target {
+    /// `host:port`, resolved on every connect.
+    pub address: String,
+    /// The pool's per-request timeout (also the connect timeout).
+    pub timeout: Duration,
+    /// Shared with the server.
+    pub health: Arc<Health>,
+    /// Per-server metric handles.
+    pub metrics: ServerMetrics,
+}
+
+/// Starts a connection task; it ends when every sender is dropped and its answers are in.
+pub fn spawn(target: Target) -> mpsc::UnboundedSender<Job> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(target, rx));
+    tx
+}
+
+enum Ended {
+    /// The channel closed and every answer came back.
+    Drained,
+    /// The connection failed with this error.
+    Failed(BackendError),
+}
+
+async fn run(target: Target, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        match tokio::time::timeout(target.timeout, TcpStream::connect(&target.address)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                backoff = BACKOFF_MIN;
+                tracing::debug!(server = %target.address, "connected");
+                match serve(stream, &mut rx, &target).await {
+                    Ended::Drained => return,
+                    Ended::Failed(e) => {
+                        tracing::debug!(server = %target.address, error = %e, "connection lost");
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(server = %target.address, error = %e, "connect failed");
+                target.metrics.connect_errors.inc();
+                target.health.record_failure(&target.metrics);
+            }
+            Err(_) => {
+                tracing::debug!(server = %target.address, "connect timed out");
+                target.metrics.connect_errors.inc();
+                target.health.record_failure(&target.metrics);
+            }
+        }
+        // Back off; requests arriving meanwhile fail at once rather than wait.
+        let sleep = tokio::time::sleep(backoff);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                job = rx.recv() => match job {
+                    Some(job) => { let _ = job.tx.send(Err(BackendError::Connect)); }
+                    None => return,
+                },
+            }
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Runs one connected socket until it fails or the channel is drained.
+async fn serve(stream: TcpStream, rx: &mut mpsc::UnboundedReceiver<Job>, target: &Target) -> Ended {
+    let (mut rd, mut wr) = stream.into_split();
+    let inflight: Mutex<VecDeque<InFlight>> = Mutex::new(VecDeque::new());
+    let pushed = Notify::new();
+
+    let writer = async {
+        let mut wbuf = BytesMut::with_capacity(16 * 1024);
+        loop {
+            let Some(job) = rx.recv().await else {
+                // Drained: wait for the answers still owed, then close.
+                while !lock(&inflight).is_empty() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                return Ended::Drained;
+            };
+            {
+                let mut q = lock(&inflight);
+                push(&mut q, &mut wbuf, job, target);
+                while wbuf.len() < WRITE_BATCH {
+                    match rx.try_recv() {
+                        Ok(job) => push(&mut q, &mut wbuf, job, target),
+                        Err(_) => break,
+                    }
+                }
+            }
+            pushed.notify_one();
+            if wr.write_all(&wbuf).await.is_err() {
+                return Ended::Failed(BackendError::Closed);
+            }
+            wbuf.clear();
+        }
+    };
+
+    let reader = async {
+        let mut rbuf = BytesMut::with_capacity(64 * 1024);
+        // Timed-out requests always form a prefix of the FIFO (deadlines grow with send order).
+        let mut timed_out = 0usize;
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let mut armed = false;
+        loop {
+            // Take every complete answer off the buffer.
+            loop {
+                let Some(kind) = lock(&inflight).front().map(|f| f.kind) else {
+                    break;
+                };
+                match parse(kind, &mut rbuf) {
+                    Ok(Some(response)) => {
+                        let front = lock(&inflight).pop_front();
+                        timed_out = timed_out.saturating_sub(1);
+                        if let Some(tx) = front.and_then(|f| f.tx) {
+                            target.health.record_success(&target.metrics);
+                            let _ = tx.send(Ok(response));
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(server = %target.address, error = %e, "closing backend connection");
+                        target.metrics.protocol_errors.inc();
+                        return Ended::Failed(BackendError::Protocol);
+                    }
+                }
+            }
+            let next_deadline = lock(&inflight).get(timed_out).map(|f| f.deadline);
+            if !rbuf.is_empty() && lock(&inflight).is_empty() {
+                target.metrics.protocol_errors.inc();
+                tracing::warn!(server = %target.address, "unsolicited backend data");
+                return Ended::Failed(BackendError::Protocol);
+            }
+            // Deadlines only grow, so a timer armed for an older deadline fires early at worst;
+            // re-arming once per expiry instead of once per answer keeps timers off the hot path.
+            if let (Some(d), false) = (next_deadline, armed) {
+                sleep.as_mut().reset(d);
+                armed = true;
+            }
+            tokio::select! {
+                r = rd.read_buf(&mut rbuf) => match r {
+                    Ok(0) | Err(_) => return Ended::Failed(BackendError::Closed),
+                    Ok(_) => {}
+                },
+                _ = &mut sleep, if armed => {
+                    armed = false;
+                    let now = Instant::now();
+                    let mut q = lock(&inflight);
+                    while let Some(f) = q.get_mut(timed_out) {
+                        if f.deadline > now {
+                            break;
+                        }
+                        if let Some(tx) = f.tx.take() {
+                            let _ = tx.send(Err(BackendError::Timeout));
+                            target.metrics.timeouts.inc();
+                            target.health.record_failure(&target.metrics);
+                        }
+                        timed_out += 1;
+                    }
+                    if q.front().is_some_and(|f| f.deadline + stuck_limit(target.timeout) <= now) {
+                        tracing::warn!(server = %target.address, "backend stuck, reconnecting");
+                        return Ended::Failed(BackendError::Timeout);
+                    }
+                    if timed_out > 0 {
+                        // Check the stuck limit again later even if no new request comes.
+                        let recheck = q[0].deadline + stuck_limit(target.timeout);
+                        let next = q.get(timed_out).map_or(recheck, |f| f.deadline.min(recheck));
+                        sleep.as_mut().reset(next);
+                        armed = true;
+                    }
+                },
+                _ = pushed.notified(), if !armed => {}
+            }
+        }
+    };
+
+    let ended = tokio::select! {
+        e = writer => e,
+        e = reader => e,
+    };
+    // Whatever is still owed an answer fails; count it against the server.
+    let owed: Vec<InFlight> = lock(&inflight).drain(..).collect();
+    let mut failed = false;
+    for f in owed {
+        if let Some(tx) = f.tx {
+            failed = true;
+            target.metrics.closed.inc();
+            let error = match &ended {
+                Ended::Failed(e) => *e,
+                Ended::Drained => BackendError::Closed,
+            };
+            let _ = tx.send(Err(error));
+        }
+    }
+    if failed || matches!(ended, Ended::Failed(BackendError::Closed)) {
+        target.health.record_failure(&target.metrics);
+    }
+    ended
+}
+
+fn push(q: &mut VecDeque<InFlight>, wbuf: &mut BytesMut, job: Job, target: &Target) {
+    job.op.encode(wbuf);
+    target.metrics.requests.inc();
+    q.push_back(InFlight {
+        kind: job.op.reply_kind(),
+        tx: Some(job.tx),
+        deadline: job.deadline,
+    });
+}
+
+/// The FIFO lock is never held across an await; a poisoned lock still holds a valid queue.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

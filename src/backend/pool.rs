@@ -1,0 +1,135 @@
+//! A pool: named servers, the hash, and the ring that maps keys to them.
+//!
+//! With `eject = true` a server marked down leaves the ring and its keys move to the others
+//! (twemproxy's `auto_eject_hosts`); the ring is rebuilt when health changes or when an ejected
+//! server's retry time comes. With `eject = false` the ring never changes and a down server's
+//! keys fail fast.
+
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use super::health::{generation, now_ms};
+use super::{BackendError, Server};
+use crate::config::PoolConfig;
+use crate::ring::{Ring, RingServer, hash_key};
+
+/// One pool of a config snapshot.
+pub struct Pool {
+    /// The validated config of this pool.
+    pub config: PoolConfig,
+    /// Servers in config order (ring indices point here).
+    pub servers: Vec<Arc<Server>>,
+    /// The ring with every server.
+    ring: Ring,
+    /// `eject = true` only: the ring without down servers.
+    live: Option<LiveRing>,
+}
+
+struct LiveRing {
+    current: ArcSwap<LiveState>,
+    rebuild: Mutex<()>,
+}
+
+struct LiveState {
+    generation: u64,
+    /// Monotonic ms at which an ejected server is due a retry.
+    recheck_at: Option<u64>,
+    /// Which servers this ring leaves out.
+    ejected: Vec<bool>,
+    ring: Ring,
+}
+
+impl Pool {
+    /// Builds the pool's ring over already started servers (same order as `config.servers`).
+    pub fn new(config: PoolConfig, servers: Vec<Arc<Server>>) -> Pool {
+        let ring = build_ring(&config, &servers, false).ring;
+        let live = config.eject.then(|| LiveRing {
+            current: ArcSwap::from_pointee(build_ring(&config, &servers, true)),
+            rebuild: Mutex::new(()),
+        });
+        Pool {
+            config,
+            servers,
+            ring,
+            live,
+        }
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Index (in `servers`) of the server that owns `key`.
+    pub fn locate_index(&self, key: &[u8]) -> Result<usize, BackendError> {
+        let hash = if self.servers.len() == 1 {
+            0
+        } else {
+            hash_key(self.config.hash, self.config.hash_tag, key)
+        };
+        let found = match &self.live {
+            None => self.ring.locate(hash),
+            Some(live) => self.live_ring(live).ring.locate(hash),
+        };
+        found.ok_or(BackendError::NoServer)
+    }
+
+    /// The server that owns `key`.
+    pub fn locate(&self, key: &[u8]) -> Result<&Arc<Server>, BackendError> {
+        Ok(&self.servers[self.locate_index(key)?])
+    }
+
+    fn live_ring(&self, live: &LiveRing) -> arc_swap::Guard<Arc<LiveState>> {
+        let state = live.current.load();
+        let due = state.recheck_at.is_some_and(|t| now_ms() >= t);
+        if state.generation == generation() && !due {
+            return state;
+        }
+        let _guard = live.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        let before = live.current.load_full();
+        let next = build_ring(&self.config, &self.servers, true);
+        for (i, s) in self.servers.iter().enumerate() {
+            if next.ejected[i] && !before.ejected[i] {
+                s.metrics.ejections.inc();
+                tracing::warn!(pool = %self.config.name, server = %s.address, "server ejected from ring");
+            } else if before.ejected[i] && !next.ejected[i] {
+                tracing::info!(pool = %self.config.name, server = %s.address, "server back in ring");
+            }
+        }
+        live.current.store(Arc::new(next));
+        live.current.load()
+    }
+}
+
+/// The ring over `servers`; with `skip_down`, down servers get no points.
+fn build_ring(config: &PoolConfig, servers: &[Arc<Server>], skip_down: bool) -> LiveState {
+    let generation = generation();
+    let mut recheck_at: Option<u64> = None;
+    let mut ejected = Vec::with_capacity(servers.len());
+    let ring_servers: Vec<RingServer<'_>> = config
+        .servers
+        .iter()
+        .zip(servers)
+        .map(|(c, s)| {
+            let down = skip_down && s.health.is_down();
+            ejected.push(down);
+            if down {
+                let t = s.health.retry_at().unwrap_or(0);
+                recheck_at = Some(recheck_at.map_or(t, |r| r.min(t)));
+            }
+            RingServer {
+                name: &c.name,
+                weight: c.weight,
+                live: !down,
+            }
+        })
+        .collect();
+    let ring = Ring::build(config.distribution, &ring_servers);
+    LiveState {
+        generation,
+        recheck_at,
+        ejected,
+        ring,
+    }
+}

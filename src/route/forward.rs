@@ -1,0 +1,192 @@
+//! Plain routing: every op goes to tier 0 of its route. This is the whole request path for
+//! single-tier routes, so it does the minimum: locate, queue on the server's connection (at
+//! dispatch time, so a client's requests reach each server in the order it sent them), then
+//! await the answer.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{Route, Router};
+use crate::backend::{BackendError, Server, server::Pending};
+use crate::protocol::backend::{Response, Value};
+use crate::protocol::command::{Op, Retrieval};
+use crate::protocol::reply::{NO_ROUTE, Reply};
+
+/// A reply still being produced.
+pub type ReplyFuture = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// A reply that is already known.
+pub fn ready(reply: Reply) -> ReplyFuture {
+    Box::pin(std::future::ready(reply))
+}
+
+/// Turns a backend answer into the client's reply.
+pub fn to_reply(answer: Result<Response, BackendError>) -> Reply {
+    match answer {
+        Ok(Response::Line(line)) => Reply::Line(line),
+        Ok(Response::Values(values)) => {
+            Reply::Values(values.into_iter().map(|v| v.block).collect())
+        }
+        Ok(Response::Meta { .. }) => Reply::Static(BackendError::Protocol.reply()),
+        Err(e) => Reply::Static(e.reply()),
+    }
+}
+
+/// Sends a single-key op to tier 0 of `route`.
+pub fn single(route: &Arc<Route>, lane: usize, op: Op) -> ReplyFuture {
+    let Some(key) = op.key() else {
+        return ready(Reply::Static(NO_ROUTE));
+    };
+    let sent = route
+        .owner()
+        .locate(key)
+        .and_then(|server| server.send(lane, op));
+    match sent {
+        Ok(pending) => Box::pin(async move { to_reply(pending.wait().await) }),
+        Err(e) => ready(Reply::Static(e.reply())),
+    }
+}
+
+/// One server's share of a multi-key retrieval.
+struct Group {
+    server: Arc<Server>,
+    route: Arc<Route>,
+    keys: Vec<Bytes>,
+}
+
+/// A retrieval whose keys all route to single-tier routes: one request per server, sent at
+/// once, answers merged in the client's key order.
+pub fn multi_get(
+    router: &Router,
+    lane: usize,
+    kind: Retrieval,
+    exptime: i32,
+    keys: Vec<Bytes>,
+) -> ReplyFuture {
+    let mut groups: Vec<Group> = Vec::new();
+    // Which group each key went to (u16: a line holds far fewer keys than 65535 servers).
+    let mut key_group: Vec<u16> = Vec::with_capacity(keys.len());
+    let mut early_error = None;
+    for key in &keys {
+        let Some(route) = router.route(key) else {
+            early_error = Some(Reply::Static(NO_ROUTE));
+            break;
+        };
+        let server = match route.owner().locate(key) {
+            Ok(s) => s,
+            Err(e) => {
+                early_error = Some(Reply::Static(e.reply()));
+                break;
+            }
+        };
+        let g = match groups.iter().position(|g| Arc::ptr_eq(&g.server, server)) {
+            Some(g) => g,
+            None => {
+                groups.push(Group {
+                    server: server.clone(),
+                    route: route.clone(),
+                    keys: Vec::new(),
+                });
+                groups.len() - 1
+            }
+        };
+        groups[g].keys.push(key.clone());
+        key_group.push(g as u16);
+    }
+    if let Some(reply) = early_error {
+        return ready(reply);
+    }
+    if groups.len() == 1 {
+        let g = groups.pop().expect("one group");
+        let op = Op::Get {
+            kind,
+            exptime,
+            keys,
+        };
+        return match g.server.send(lane, op) {
+            Ok(pending) => Box::pin(async move {
+                let answer = pending.wait().await;
+                count_tier0(&g.route, g.keys.len(), &answer);
+                to_reply(answer)
+            }),
+            Err(e) => ready(Reply::Static(e.reply())),
+        };
+    }
+    let sent: Vec<(Group, Result<Pending, BackendError>)> = groups
+        .into_iter()
+        .map(|g| {
+            let op = Op::Get {
+                kind,
+                exptime,
+                keys: g.keys.clone(),
+            };
+            let pending = g.server.send(lane, op);
+            (g, pending)
+        })
+        .collect();
+    Box::pin(async move {
+        let mut answers: Vec<Vec<Value>> = Vec::with_capacity(sent.len());
+        let mut first_error = None;
+        let mut failed = 0;
+        for (g, pending) in sent {
+            let answer = match pending {
+                Ok(p) => p.wait().await,
+                Err(e) => Err(e),
+            };
+            count_tier0(&g.route, g.keys.len(), &answer);
+            match answer {
+                Ok(Response::Values(v)) => answers.push(v),
+                Ok(Response::Line(line)) => {
+                    // An error line from one server: its keys are left out, as misses.
+                    failed += 1;
+                    first_error.get_or_insert(Reply::Line(line));
+                    answers.push(Vec::new());
+                }
+                Ok(Response::Meta { .. }) | Err(_) => {
+                    failed += 1;
+                    let e = answer.err().unwrap_or(BackendError::Protocol);
+                    first_error.get_or_insert(Reply::Static(e.reply()));
+                    answers.push(Vec::new());
+                }
+            }
+        }
+        if failed == answers.len() {
+            return first_error.unwrap_or(Reply::Static(BackendError::Closed.reply()));
+        }
+        Reply::Values(merge(&keys, &key_group, answers))
+    })
+}
+
+/// Puts each group's hits back in the client's key order. Each backend answers its keys in the
+/// order asked (misses left out), so walking the client's keys with one cursor per group and
+/// taking the group's next value when its key matches reproduces what a single memcached would
+/// answer, duplicates included.
+pub fn merge(keys: &[Bytes], key_group: &[u16], answers: Vec<Vec<Value>>) -> Vec<Bytes> {
+    let mut cursors = vec![0usize; answers.len()];
+    let mut out = Vec::with_capacity(keys.len());
+    for (key, &g) in keys.iter().zip(key_group) {
+        let g = g as usize;
+        if let Some(v) = answers[g].get(cursors[g]) {
+            if v.key == *key {
+                out.push(v.block.clone());
+                cursors[g] += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Counts tier-0 hits and misses of a plain retrieval.
+fn count_tier0(route: &Route, asked: usize, answer: &Result<Response, BackendError>) {
+    let m = &route.tier_metrics[0];
+    match answer {
+        Ok(Response::Values(v)) => {
+            m.hits.inc_by(v.len() as u64);
+            m.misses.inc_by(asked.saturating_sub(v.len()) as u64);
+        }
+        _ => m.errors.inc_by(asked as u64),
+    }
+}
