@@ -1,9 +1,24 @@
-//! Stage two of loading: raw serde structs → validated [`Config`](super::Config).
-//! (Skeleton: the full validator lands with the config issue.)
+//! Stage two of loading: the raw tree ([`super::raw`]) → a validated [`Config`].
+//!
+//! Validation never stops at the first problem: each check records an error with its position
+//! and carries on with a default, so the operator fixes the whole file in one go (DESIGN §5).
+//! Tables are read through [`fields::Fields`], which reports unknown keys with a hint; pools and
+//! servers are in [`pools`], routes in [`routes`].
+
+mod fields;
+mod pools;
+mod routes;
 
 use std::fmt;
 
-use super::Config;
+use super::raw::{self, Span, Table};
+use super::{
+    AdminConfig, Config, DEFAULT_ADMIN, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_LINE_SIZE, DEFAULT_MAX_VALUE_SIZE, ListenConfig,
+};
+use fields::Fields;
+
+pub use pools::{parse_address, parse_server_entry};
 
 /// One configuration problem, located in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,10 +77,138 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Parses and validates `text`.
-pub fn parse(_text: &str, file: &str) -> Result<Config, ConfigErrors> {
-    Err(ConfigErrors::single(
-        file.to_string(),
-        "not implemented yet".into(),
-    ))
+/// Parses and validates `text`; `file` names it in error messages.
+pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+    let mut ctx = Ctx {
+        file,
+        text,
+        errors: Vec::new(),
+    };
+    let root = match raw::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            match e.span {
+                Some(span) => ctx.error(&span, e.message),
+                None => ctx.global(e.message),
+            }
+            return Err(ctx.into_errors());
+        }
+    };
+    let config = config(&mut ctx, &root);
+    if ctx.errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ctx.into_errors())
+    }
 }
+
+/// Collects errors while the tree is walked.
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+    /// Byte offset (None = no position) and message.
+    errors: Vec<(Option<usize>, String)>,
+}
+
+impl Ctx<'_> {
+    /// Records a problem at `span`.
+    fn error(&mut self, span: &Span, message: impl Into<String>) {
+        self.errors.push((Some(span.start), message.into()));
+    }
+
+    /// Records a problem of the file as a whole.
+    fn global(&mut self, message: impl Into<String>) {
+        self.errors.push((None, message.into()));
+    }
+
+    /// The 1-based line of `span`, for "first defined at line N" hints.
+    fn line(&self, span: &Span) -> usize {
+        raw::position(self.text, span.start).0
+    }
+
+    /// Errors in file order; those without a position last.
+    fn into_errors(self) -> ConfigErrors {
+        let mut errors = self.errors;
+        // Stable: two errors at one spot keep the order they were found in.
+        errors.sort_by_key(|(offset, _)| offset.unwrap_or(usize::MAX));
+        ConfigErrors(
+            errors
+                .into_iter()
+                .map(|(offset, message)| {
+                    let (line, column) = offset.map_or((0, 0), |o| raw::position(self.text, o));
+                    ConfigError {
+                        file: self.file.to_string(),
+                        line,
+                        column,
+                        message,
+                    }
+                })
+                .collect(),
+        )
+    }
+}
+
+const TOP_KEYS: &[&str] = &["listen", "admin", "pools", "routes"];
+const LISTEN_KEYS: &[&str] = &[
+    "address",
+    "max_connections",
+    "allow_flush_all",
+    "max_value_size",
+    "max_line_size",
+    "max_inflight",
+];
+/// A request line must hold a 250-byte key plus the command and every numeric field.
+const MIN_LINE_SIZE: u64 = 1024;
+
+fn config(ctx: &mut Ctx<'_>, root: &Table) -> Config {
+    let top = Fields::new(ctx, root, "the top level", TOP_KEYS, &[]);
+    let listen = match top.table(ctx, "listen") {
+        Some(t) => listen(ctx, t),
+        None => listen(ctx, &Table::default()),
+    };
+    let admin = top.table(ctx, "admin").map(|t| {
+        let f = Fields::new(ctx, t, "[admin]", &["address"], &[]);
+        let address = f
+            .address(ctx, "address")
+            .unwrap_or_else(|| DEFAULT_ADMIN.to_string());
+        AdminConfig { address }
+    });
+    // Port 0 asks for any free port (tests do that), so two of them do not clash.
+    if let (Some(admin), Some(entry)) = (&admin, root.get("admin")) {
+        if admin.address == listen.address && !admin.address.ends_with(":0") {
+            ctx.error(
+                &entry.node.span,
+                "[admin] address is the same as [listen] address",
+            );
+        }
+    }
+    let pools = pools::pools(ctx, top.entry("pools"));
+    let routes = routes::routes(ctx, top.entry("routes"), &pools);
+    Config {
+        listen,
+        admin,
+        pools,
+        routes,
+    }
+}
+
+fn listen(ctx: &mut Ctx<'_>, t: &Table) -> ListenConfig {
+    let f = Fields::new(ctx, t, "[listen]", LISTEN_KEYS, &[]);
+    let size = |ctx: &mut Ctx<'_>, key, min, default: usize| {
+        f.integer(ctx, key, min, u32::MAX.into())
+            .map_or(default, |n| n as usize)
+    };
+    ListenConfig {
+        address: f
+            .address(ctx, "address")
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
+        max_connections: size(ctx, "max_connections", 1, DEFAULT_MAX_CONNECTIONS),
+        allow_flush_all: f.boolean(ctx, "allow_flush_all").unwrap_or(false),
+        max_value_size: size(ctx, "max_value_size", 1, DEFAULT_MAX_VALUE_SIZE),
+        max_line_size: size(ctx, "max_line_size", MIN_LINE_SIZE, DEFAULT_MAX_LINE_SIZE),
+        max_inflight: size(ctx, "max_inflight", 1, DEFAULT_MAX_INFLIGHT),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,358 @@
+//! `[pools.NAME]` tables and their server entries (DESIGN §2, §3).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv6Addr;
+use std::str::FromStr;
+
+use super::Ctx;
+use super::fields::{Fields, array, string, suggest};
+use crate::config::raw::{Entry, Node, Span, Table, Value};
+use crate::config::{
+    DEFAULT_CONNECTIONS, DEFAULT_FAILURE_LIMIT, DEFAULT_RETRY_TIMEOUT, DEFAULT_TIMEOUT, PoolConfig,
+    ServerConfig,
+};
+
+pub(super) const POOL_KEYS: &[&str] = &[
+    "servers",
+    "hash",
+    "distribution",
+    "hash_tag",
+    "timeout",
+    "connections",
+    "failure_limit",
+    "retry_timeout",
+    "eject",
+];
+/// twemproxy users will type their old key names: point them at ours.
+const TWEMPROXY_KEYS: &[(&str, &str)] = &[
+    ("auto_eject_hosts", "eject"),
+    ("server_connections", "connections"),
+    ("server_failure_limit", "failure_limit"),
+    ("server_retry_timeout", "retry_timeout"),
+];
+pub(super) const SERVER_KEYS: &[&str] = &["address", "weight", "name"];
+/// `modula` gives a server one slot per unit of weight, so a huge weight would be a huge table.
+const MAX_WEIGHT: u64 = 10_000;
+/// More shared pipelined connections than this only costs backend sockets.
+const MAX_CONNECTIONS: u64 = 1024;
+/// memcached's default port: twemproxy leaves it out of the ring name.
+const MEMCACHED_PORT: u16 = 11211;
+
+/// All pools; a pool with errors is still returned (with defaults) so routes naming it do not
+/// get a second, misleading "no such pool" error.
+pub(super) fn pools(ctx: &mut Ctx<'_>, entry: Option<&Entry>) -> BTreeMap<String, PoolConfig> {
+    let mut pools = BTreeMap::new();
+    let Some(entry) = entry else {
+        ctx.global("no pools: add a [pools.NAME] table with `servers = [\"host:port\"]`");
+        return pools;
+    };
+    let Value::Table(table) = &entry.node.value else {
+        ctx.error(
+            &entry.node.span,
+            "`pools` must be a table of [pools.NAME] tables",
+        );
+        return pools;
+    };
+    if table.entries.is_empty() {
+        ctx.error(&entry.key_span, "no pools: add a [pools.NAME] table");
+    }
+    for e in &table.entries {
+        if !e
+            .key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            || e.key.is_empty()
+        {
+            ctx.error(
+                &e.key_span,
+                format!(
+                    "pool name {:?} may only use letters, digits, `_`, `-` and `.`",
+                    e.key
+                ),
+            );
+        }
+        let pool = match &e.node.value {
+            Value::Table(t) => pool(ctx, &e.key, &e.node, t),
+            other => {
+                let found = other.type_name();
+                ctx.error(
+                    &e.node.span,
+                    format!("pool `{}` must be a table, found {found}", e.key),
+                );
+                pool(ctx, &e.key, &e.node, &Table { entries: vec![] })
+            }
+        };
+        pools.insert(e.key.clone(), pool);
+    }
+    pools
+}
+
+fn pool(ctx: &mut Ctx<'_>, name: &str, node: &Node, t: &Table) -> PoolConfig {
+    let f = Fields::new(
+        ctx,
+        t,
+        &format!("[pools.{name}]"),
+        POOL_KEYS,
+        TWEMPROXY_KEYS,
+    );
+    let servers = match f.entry("servers") {
+        Some(e) => servers(ctx, name, &e.node),
+        None => {
+            ctx.error(&node.span, format!("pool `{name}` has no `servers`"));
+            Vec::new()
+        }
+    };
+    let hash_tag = f
+        .string(ctx, "hash_tag")
+        .and_then(|(tag, node)| match tag.as_bytes() {
+            &[open, close] => Some([open, close]),
+            _ => {
+                let msg = format!(
+                    "`hash_tag` must be exactly two ASCII characters, e.g. \"{{}}\"; found {tag:?}"
+                );
+                ctx.error(&node.span, msg);
+                None
+            }
+        });
+    let timeout = f.duration(ctx, "timeout").and_then(|d| {
+        if d.is_zero() {
+            ctx.error(
+                &f.entry("timeout")?.node.span,
+                "`timeout` must be more than 0",
+            );
+            return None;
+        }
+        Some(d)
+    });
+    PoolConfig {
+        name: name.to_string(),
+        servers,
+        hash: parsed(ctx, &f, "hash").unwrap_or_default(),
+        distribution: parsed(ctx, &f, "distribution").unwrap_or_default(),
+        hash_tag,
+        timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
+        connections: f
+            .integer(ctx, "connections", 1, MAX_CONNECTIONS)
+            .map_or(DEFAULT_CONNECTIONS, |n| n as usize),
+        failure_limit: f
+            .integer(ctx, "failure_limit", 1, u32::MAX.into())
+            .map_or(DEFAULT_FAILURE_LIMIT, |n| n as u32),
+        retry_timeout: f
+            .duration(ctx, "retry_timeout")
+            .unwrap_or(DEFAULT_RETRY_TIMEOUT),
+        eject: f.boolean(ctx, "eject").unwrap_or(false),
+    }
+}
+
+/// A string key whose value names a variant (`hash`, `distribution`): the type's own `FromStr`
+/// decides, so a hash added to `ring` is accepted here with no change.
+fn parsed<T: FromStr<Err = String>>(ctx: &mut Ctx<'_>, f: &Fields<'_>, key: &str) -> Option<T> {
+    let (text, node) = f.string(ctx, key)?;
+    text.parse()
+        .map_err(|e| ctx.error(&node.span, format!("`{key}`: {e}")))
+        .ok()
+}
+
+fn servers(ctx: &mut Ctx<'_>, pool: &str, node: &Node) -> Vec<ServerConfig> {
+    let Some(list) = array(ctx, node, "servers") else {
+        return Vec::new();
+    };
+    if list.is_empty() {
+        ctx.error(&node.span, format!("pool `{pool}` has no servers"));
+    }
+    let mut by_name: HashMap<String, Span> = HashMap::new();
+    let mut by_address: HashMap<String, Span> = HashMap::new();
+    let mut servers = Vec::new();
+    for node in list {
+        let server = match &node.value {
+            Value::String(s) => parse_server_entry(s)
+                .map_err(|e| ctx.error(&node.span, e))
+                .ok(),
+            Value::Table(t) => server_table(ctx, node, t),
+            other => {
+                let found = other.type_name();
+                let msg = format!(
+                    "a server is \"host:port[:weight [name]]\" or {{ address, weight, name }}, found {found}"
+                );
+                ctx.error(&node.span, msg);
+                None
+            }
+        };
+        let Some(server) = server else { continue };
+        // Two servers with one ring name would share ketama points; twemproxy refuses that too.
+        if let Some(first) = by_name.get(&server.name) {
+            let msg = format!(
+                "duplicate server name `{}` in pool `{pool}` (also at line {}); give each server a distinct name",
+                server.name,
+                ctx.line(first)
+            );
+            ctx.error(&node.span, msg);
+        } else if let Some(first) = by_address.get(&server.address) {
+            let msg = format!(
+                "server `{}` is listed twice in pool `{pool}` (also at line {}); use `weight` instead",
+                server.address,
+                ctx.line(first)
+            );
+            ctx.error(&node.span, msg);
+        }
+        by_name
+            .entry(server.name.clone())
+            .or_insert_with(|| node.span.clone());
+        by_address
+            .entry(server.address.clone())
+            .or_insert_with(|| node.span.clone());
+        servers.push(server);
+    }
+    servers
+}
+
+fn server_table(ctx: &mut Ctx<'_>, node: &Node, t: &Table) -> Option<ServerConfig> {
+    let f = Fields::new(ctx, t, "a server table", SERVER_KEYS, &[]);
+    let weight = f.integer(ctx, "weight", 1, MAX_WEIGHT);
+    let name = match f.entry("name") {
+        Some(e) => match string(ctx, &e.node, "name").map(check_name) {
+            Some(Ok(name)) => Some(name),
+            Some(Err(msg)) => {
+                ctx.error(&e.node.span, msg);
+                None
+            }
+            None => None,
+        },
+        None => None,
+    };
+    let Some((address, node)) = f.string(ctx, "address") else {
+        if f.entry("address").is_none() {
+            ctx.error(&node.span, "server table needs `address = \"host:port\"`");
+        }
+        return None;
+    };
+    let (host, port) = parse_address(address, false)
+        .map_err(|e| ctx.error(&node.span, e))
+        .ok()?;
+    let weight = match f.entry("weight") {
+        Some(_) => weight? as u32,
+        None => 1,
+    };
+    Some(server(host, port, weight, name))
+}
+
+/// Parses twemproxy's string form: `host:port`, `host:port:weight` or `host:port:weight name`.
+pub fn parse_server_entry(entry: &str) -> Result<ServerConfig, String> {
+    let entry = entry.trim();
+    let (addr, name) = match entry.split_once(char::is_whitespace) {
+        Some((addr, name)) => (addr, Some(check_name(name.trim())?)),
+        None => (entry, None),
+    };
+    // The weight is a third `:` field; look for colons only after an IPv6 `[...]`.
+    let after_host = if addr.starts_with('[') {
+        addr.find(']').map_or(0, |i| i + 1)
+    } else {
+        0
+    };
+    let colons: Vec<usize> = addr[after_host..]
+        .match_indices(':')
+        .map(|(i, _)| i + after_host)
+        .collect();
+    let (address, weight) = match colons.as_slice() {
+        &[_, second] => (&addr[..second], Some(&addr[second + 1..])),
+        _ => (addr, None),
+    };
+    let (host, port) = parse_address(address, false)?;
+    let weight = match weight {
+        None => 1,
+        Some(text) => match text.parse::<u64>() {
+            Ok(w) if text.bytes().all(|b| b.is_ascii_digit()) && (1..=MAX_WEIGHT).contains(&w) => {
+                w as u32
+            }
+            _ => {
+                return Err(format!(
+                    "bad server {entry:?}: weight must be a number from 1 to {MAX_WEIGHT}, found {text:?}"
+                ));
+            }
+        },
+    };
+    Ok(server(host, port, weight, name))
+}
+
+/// Splits `host:port`; a host is a name, an IPv4 address or a bracketed IPv6 address. Port 0
+/// (any free port) is only allowed for addresses we listen on.
+pub fn parse_address(address: &str, listen: bool) -> Result<(&str, u16), String> {
+    let expected = "expected host:port, e.g. \"127.0.0.1:11211\"";
+    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
+        let end = rest
+            .find(']')
+            .ok_or_else(|| format!("bad address {address:?}: missing `]`"))?;
+        if rest[..end].parse::<Ipv6Addr>().is_err() {
+            return Err(format!(
+                "bad address {address:?}: {:?} is not an IPv6 address",
+                &rest[..end]
+            ));
+        }
+        let port = rest[end + 1..].strip_prefix(':');
+        (
+            &address[..end + 2],
+            port.ok_or_else(|| format!("bad address {address:?}: {expected}"))?,
+        )
+    } else {
+        let (host, port) = address
+            .rsplit_once(':')
+            .ok_or_else(|| format!("bad address {address:?}: {expected}"))?;
+        if host.contains(':') {
+            return Err(format!(
+                "bad address {address:?}: write an IPv6 host in brackets, e.g. \"[::1]:11211\""
+            ));
+        }
+        let name_chars = |c: char| c.is_ascii_alphanumeric() || "-._".contains(c);
+        if host.is_empty() || !host.chars().all(name_chars) {
+            return Err(format!(
+                "bad address {address:?}: {host:?} is not a host name or IP address"
+            ));
+        }
+        (host, port)
+    };
+    let min = if listen { 0 } else { 1 };
+    match port.parse::<u16>() {
+        Ok(p) if port.bytes().all(|b| b.is_ascii_digit()) && p >= min => Ok((host, p)),
+        _ => Err(format!(
+            "bad address {address:?}: port {port:?} is not a number from {min} to 65535"
+        )),
+    }
+}
+
+/// Names label metrics and appear in logs, so no spaces.
+fn check_name(name: &str) -> Result<String, String> {
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(format!(
+            "server name {name:?} must be non-empty and without spaces"
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// twemproxy's ring name rule (DESIGN §2, step 1).
+fn server(host: &str, port: u16, weight: u32, name: Option<String>) -> ServerConfig {
+    let address = format!("{host}:{port}");
+    let named = name.is_some();
+    let name = name.unwrap_or_else(|| {
+        if port == MEMCACHED_PORT {
+            host.to_string()
+        } else {
+            address.clone()
+        }
+    });
+    ServerConfig {
+        address,
+        weight,
+        name,
+        named,
+    }
+}
+
+/// The pool name closest to a misspelt `name`, for "no such pool" hints.
+pub(super) fn suggest_pool<'a>(
+    name: &str,
+    pools: &'a BTreeMap<String, PoolConfig>,
+) -> Option<&'a str> {
+    let names: Vec<&str> = pools.keys().map(String::as_str).collect();
+    suggest(name, &names)
+}

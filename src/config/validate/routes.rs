@@ -1,0 +1,174 @@
+//! `[[routes]]`: key prefixes and their tiers (DESIGN §4).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use super::Ctx;
+use super::fields::{Fields, array, string};
+use super::pools::suggest_pool;
+use crate::config::raw::{Entry, Node, Span, Table, Value};
+use crate::config::{LowerOnWrite, PoolConfig, RouteConfig};
+
+pub(super) const ROUTE_KEYS: &[&str] = &["prefix", "tiers", "warm", "warm_ttl", "lower_on_write"];
+/// memcached's longest key: a longer prefix could never match.
+const MAX_KEY_LEN: usize = 250;
+
+/// All routes. Without `[[routes]]`, a single pool gets the implied default route.
+pub(super) fn routes(
+    ctx: &mut Ctx<'_>,
+    entry: Option<&Entry>,
+    pools: &BTreeMap<String, PoolConfig>,
+) -> Vec<RouteConfig> {
+    let Some(entry) = entry else {
+        return match pools.keys().collect::<Vec<_>>().as_slice() {
+            // "no pools" is already reported.
+            [] => Vec::new(),
+            [only] => vec![RouteConfig {
+                prefix: String::new(),
+                tiers: vec![(*only).clone()],
+                warm: true,
+                warm_ttl: None,
+                lower_on_write: LowerOnWrite::default(),
+            }],
+            names => {
+                let names: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+                ctx.global(format!(
+                    "no [[routes]] and several pools ({}): add a [[routes]] with prefix = \"\" and the tiers to use",
+                    names.join(", ")
+                ));
+                Vec::new()
+            }
+        };
+    };
+    let Some(list) = array(ctx, &entry.node, "routes") else {
+        return Vec::new();
+    };
+    let mut prefixes: HashMap<&str, &Span> = HashMap::new();
+    let mut routes = Vec::new();
+    for node in list {
+        let Value::Table(t) = &node.value else {
+            let found = node.value.type_name();
+            ctx.error(
+                &node.span,
+                format!("a route must be a [[routes]] table, found {found}"),
+            );
+            continue;
+        };
+        let route = route(ctx, node, t, pools);
+        let span = t.get("prefix").map_or(&node.span, |e| &e.node.span);
+        if let Some(first) = prefixes.get(route.prefix.as_str()) {
+            let msg = format!(
+                "duplicate route prefix {:?} (also at line {})",
+                route.prefix,
+                ctx.line(first)
+            );
+            ctx.error(span, msg);
+        } else {
+            let prefix = t.get("prefix").and_then(|e| match &e.node.value {
+                Value::String(s) => Some(s.as_str()),
+                _ => None,
+            });
+            prefixes.insert(prefix.unwrap_or(""), span);
+        }
+        routes.push(route);
+    }
+    // Without it, a key that matches no prefix would have nowhere to go.
+    if !routes.iter().any(|r| r.prefix.is_empty()) {
+        ctx.error(
+            &entry.node.span,
+            "no default route: add a [[routes]] with prefix = \"\" for keys that match no other prefix",
+        );
+    }
+    routes
+}
+
+fn route(
+    ctx: &mut Ctx<'_>,
+    node: &Node,
+    t: &Table,
+    pools: &BTreeMap<String, PoolConfig>,
+) -> RouteConfig {
+    let f = Fields::new(ctx, t, "[[routes]]", ROUTE_KEYS, &[]);
+    let prefix = match f.string(ctx, "prefix") {
+        Some((p, node)) => {
+            if p.len() > MAX_KEY_LEN || p.contains(|c: char| c.is_whitespace() || c.is_control()) {
+                let msg = "route `prefix` can never match: keys are at most 250 bytes without spaces or control characters";
+                ctx.error(&node.span, msg);
+            }
+            p.to_string()
+        }
+        None => String::new(),
+    };
+    let warm_ttl = f.duration(ctx, "warm_ttl").and_then(|ttl| {
+        // memcached TTLs are whole seconds, and 0 would mean "never expires".
+        if ttl < Duration::from_secs(1) || ttl.subsec_nanos() != 0 {
+            let span = &f.entry("warm_ttl")?.node.span;
+            ctx.error(
+                span,
+                "`warm_ttl` must be a whole number of seconds, at least 1s",
+            );
+            return None;
+        }
+        Some(ttl)
+    });
+    let lower_on_write = f
+        .string(ctx, "lower_on_write")
+        .and_then(|(text, node)| match text {
+            "delete" => Some(LowerOnWrite::Delete),
+            "ignore" => Some(LowerOnWrite::Ignore),
+            "set" => Some(LowerOnWrite::Set),
+            _ => {
+                let msg = format!(
+                    "`lower_on_write` must be \"delete\", \"ignore\" or \"set\", found {text:?}"
+                );
+                ctx.error(&node.span, msg);
+                None
+            }
+        });
+    RouteConfig {
+        prefix,
+        tiers: tiers(ctx, node, f.entry("tiers"), pools),
+        warm: f.boolean(ctx, "warm").unwrap_or(true),
+        warm_ttl,
+        lower_on_write: lower_on_write.unwrap_or_default(),
+    }
+}
+
+fn tiers(
+    ctx: &mut Ctx<'_>,
+    route: &Node,
+    entry: Option<&Entry>,
+    pools: &BTreeMap<String, PoolConfig>,
+) -> Vec<String> {
+    let no_tiers = "route has no tiers: add `tiers = [\"POOL\"]` (tier 0 owns the keys)";
+    let Some(entry) = entry else {
+        ctx.error(&route.span, no_tiers);
+        return Vec::new();
+    };
+    let Some(list) = array(ctx, &entry.node, "tiers") else {
+        return Vec::new();
+    };
+    if list.is_empty() {
+        ctx.error(&entry.node.span, no_tiers);
+    }
+    let mut tiers: Vec<String> = Vec::new();
+    for node in list {
+        let Some(name) = string(ctx, node, "tiers") else {
+            continue;
+        };
+        if tiers.iter().any(|t| t == name) {
+            ctx.error(&node.span, format!("pool `{name}` is twice in `tiers`"));
+        } else if !pools.contains_key(name) {
+            let msg = match suggest_pool(name, pools) {
+                Some(s) => format!("no pool named `{name}`; did you mean `{s}`?"),
+                None => {
+                    let names: Vec<&str> = pools.keys().map(String::as_str).collect();
+                    format!("no pool named `{name}` (pools: {})", names.join(", "))
+                }
+            };
+            ctx.error(&node.span, msg);
+        }
+        tiers.push(name.to_string());
+    }
+    tiers
+}
