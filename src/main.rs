@@ -21,7 +21,7 @@ const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 #[command(name = "memroute", version, about, long_about = None)]
 struct Cli {
     /// The TOML config file to run with (reloaded on change and on SIGHUP).
-    #[arg(short, long, value_name = "FILE", required_unless_present_any = ["check_config", "command"])]
+    #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
 
     /// Only validate FILE: print every error with its line and column, exit 0 if valid, 1 if not.
