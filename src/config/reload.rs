@@ -87,7 +87,7 @@ pub fn spawn_watcher(
     path: &Path,
     debounce: Duration,
 ) -> Result<mpsc::Receiver<Trigger>, WatchError> {
-    // Absolute, so that a relative path's parent is never "" and symlinks resolve from the right place.
+    // Absolute, so a relative path's parent is never "" and symlinks resolve from the right place.
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let dir = path
         .parent()
@@ -259,7 +259,8 @@ impl Reloader {
                 for e in &errors.0 {
                     error!(path = %file, "config rejected: {e}");
                 }
-                error!(path = %file, errors = errors.0.len(), "config rejected; still running the previous one");
+                let count = errors.0.len();
+                error!(path = %file, errors = count, "config rejected; the previous one keeps running");
                 ReloadOutcome::Rejected(errors)
             }
         }

@@ -29,6 +29,7 @@ const TWEMPROXY_KEYS: &[(&str, &str)] = &[
     ("server_connections", "connections"),
     ("server_failure_limit", "failure_limit"),
     ("server_retry_timeout", "retry_timeout"),
+    ("listen", "[listen] address"),
 ];
 pub(super) const SERVER_KEYS: &[&str] = &["address", "weight", "name"];
 /// `modula` gives a server one slot per unit of weight, so a huge weight would be a huge table.

@@ -40,10 +40,17 @@ pub(super) fn routes(
             }
         };
     };
+    if let Value::Table(_) = entry.node.value {
+        ctx.error(
+            &entry.node.span,
+            "write each route as [[routes]] (double brackets), not [routes]",
+        );
+        return Vec::new();
+    }
     let Some(list) = array(ctx, &entry.node, "routes") else {
         return Vec::new();
     };
-    let mut prefixes: HashMap<&str, &Span> = HashMap::new();
+    let mut prefixes: HashMap<String, &Span> = HashMap::new();
     let mut routes = Vec::new();
     for node in list {
         let Value::Table(t) = &node.value else {
@@ -56,19 +63,18 @@ pub(super) fn routes(
         };
         let route = route(ctx, node, t, pools);
         let span = t.get("prefix").map_or(&node.span, |e| &e.node.span);
-        if let Some(first) = prefixes.get(route.prefix.as_str()) {
-            let msg = format!(
-                "duplicate route prefix {:?} (also at line {})",
-                route.prefix,
-                ctx.line(first)
-            );
-            ctx.error(span, msg);
-        } else {
-            let prefix = t.get("prefix").and_then(|e| match &e.node.value {
-                Value::String(s) => Some(s.as_str()),
-                _ => None,
-            });
-            prefixes.insert(prefix.unwrap_or(""), span);
+        match prefixes.get(&route.prefix) {
+            Some(first) => {
+                let msg = format!(
+                    "duplicate route prefix {:?} (also at line {})",
+                    route.prefix,
+                    ctx.line(first)
+                );
+                ctx.error(span, msg);
+            }
+            None => {
+                prefixes.insert(route.prefix.clone(), span);
+            }
         }
         routes.push(route);
     }

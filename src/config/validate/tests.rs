@@ -205,6 +205,10 @@ fn unknown_keys_get_hints_including_twemproxy_names() {
         one_error(&format!("{POOL}[pool.b]\n"), "did you mean `pools`?"),
         3
     );
+    let single = format!("{POOL}[routes]\ntiers = [\"a\"]\n");
+    assert_eq!(one_error(&single, "[[routes]] (double brackets)"), 3);
+    let listen = format!("{POOL}listen = \"127.0.0.1:22121\"\n");
+    assert_eq!(one_error(&listen, "did you mean `[listen] address`?"), 3);
     let tier = "[pools.main]\nservers = [\"h:1\"]\n[[routes]]\ntiers = [\"mian\"]\n";
     assert_eq!(
         one_error(tier, "no pool named `mian`; did you mean `main`?"),
@@ -266,11 +270,9 @@ fn pool_settings_are_checked() {
             "`servers` must be an array, found a string",
         ),
         ("hash_tag = \"{\"", "exactly two ASCII characters"),
-        ("hash = \"sha1\"", "`hash`: unknown hash"),
-        (
-            "distribution = \"round_robin\"",
-            "`distribution`: unknown distribution",
-        ),
+        // after the key, the messages are ring::{HashFn, Distribution}'s own
+        ("hash = \"sha1\"", "`hash`: "),
+        ("distribution = \"round_robin\"", "`distribution`: "),
         (
             "connections = 0",
             "`connections` must be at least 1, found 0",
