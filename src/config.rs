@@ -156,10 +156,3 @@ impl Config {
         validate::parse(text, file)
     }
 }
-
-/// A short hex digest of config text, shown by `/config` and used to skip no-op reloads.
-pub fn source_hash(text: &str) -> String {
-    use md5::{Digest, Md5};
-    let digest = Md5::digest(text.as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}

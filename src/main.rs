@@ -8,9 +8,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use memroute::config::Config;
+use memroute::config::{Config, reload};
 use memroute::metrics::Metrics;
 use memroute::runtime::Shared;
+
+/// Quiet time after the last file event before a reload (editors write in bursts).
+const RELOAD_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// How long shutdown waits for clients to get their in-flight replies.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -85,21 +88,6 @@ fn main() -> ExitCode {
         eprintln!("memroute: --config FILE is required");
         return ExitCode::FAILURE;
     };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("{}: cannot read file: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    let config = match Config::parse(&text, &path.display().to_string()) {
-        Ok(c) => c,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let source_hash = memroute::config::source_hash(&text);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = cli.threads {
         runtime.worker_threads(n.max(1));
@@ -111,10 +99,26 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(path, config, source_hash))
+    runtime.block_on(run(path))
 }
 
-async fn run(_path: PathBuf, config: Config, source_hash: String) -> ExitCode {
+async fn run(path: PathBuf) -> ExitCode {
+    // Watch before the first load, so an edit made during it is not missed.
+    let triggers = match reload::spawn_watcher(&path, RELOAD_DEBOUNCE) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!(error = %e, "config watch unavailable; hot reload is off");
+            None
+        }
+    };
+    let (reloader, config) = match reload::Reloader::load(&path) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let source_hash = reloader.digest().to_string();
     let metrics = Arc::new(Metrics::new());
     let address = config.listen.address.clone();
     let shared = Shared::new(config, source_hash, metrics);
@@ -129,6 +133,20 @@ async fn run(_path: PathBuf, config: Config, source_hash: String) -> ExitCode {
         .listening
         .store(true, std::sync::atomic::Ordering::Release);
     tracing::info!(address = %address, version = env!("CARGO_PKG_VERSION"), "memroute listening");
+    if let Some(triggers) = triggers {
+        let apply = shared.clone();
+        let report = shared.clone();
+        tokio::spawn(reload::reload_loop(
+            reloader,
+            triggers,
+            move |config, digest| apply.apply(config, digest.to_string()),
+            move |outcome| {
+                if let reload::ReloadOutcome::Rejected(_) = outcome {
+                    report.metrics.reloads.with_label_values(&["failure"]).inc();
+                }
+            },
+        ));
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(memroute::server::serve(listener, shared.clone(), stop_rx));
     let mut signals = match memroute::server::shutdown::Signals::new() {
@@ -157,9 +175,16 @@ fn import_nutcracker(file: &std::path::Path, pool: Option<&str>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let _ = (text, pool);
-    eprintln!("import-nutcracker: not built yet"); // replaced when the config module lands
-    ExitCode::FAILURE
+    match memroute::config::nutcracker::import(&text, pool) {
+        Ok(toml) => {
+            print!("{toml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logs(format: LogFormat, level: &str) {

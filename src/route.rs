@@ -77,7 +77,7 @@ pub struct Router {
 impl Router {
     /// Orders routes so the first match is the longest prefix.
     pub fn new(mut routes: Vec<Arc<Route>>) -> Router {
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Router { routes }
     }
 

@@ -78,6 +78,20 @@ impl Shared {
             .flat_map(|p| p.servers.iter().map(|s| s.address.clone()))
             .collect();
         let old = self.current.swap(Arc::new(snapshot));
+        let new = self.current.load();
+        if old.config.listen.address != new.config.listen.address {
+            // The listener is bound once; moving it would drop every client connection.
+            tracing::warn!(
+                running = %old.config.listen.address,
+                requested = %new.config.listen.address,
+                "listen address change needs a restart; still listening on the old address"
+            );
+        }
+        if old.config.admin != new.config.admin {
+            tracing::warn!(
+                "admin address change needs a restart; the admin server keeps its address"
+            );
+        }
         self.metrics.reloads.with_label_values(&["success"]).inc();
         self.metrics.last_reload.set(unix_now());
         for pool in old.pools.values() {

@@ -233,9 +233,9 @@ impl Reloader {
         &self.digest
     }
 
-    /// Reads the file again; calls `apply` with the new config only when the text changed and
+    /// Reads the file again; calls `apply` with the new config (and its digest) only when the text changed and
     /// is valid. Logs the result: rejected files get one `error!` line per problem.
-    pub fn reload(&mut self, apply: impl FnOnce(Config)) -> ReloadOutcome {
+    pub fn reload(&mut self, apply: impl FnOnce(Config, &str)) -> ReloadOutcome {
         let file = self.path.display().to_string();
         let parsed = read(&self.path).and_then(|text| {
             let digest = digest(&text);
@@ -250,7 +250,7 @@ impl Reloader {
                 ReloadOutcome::Unchanged
             }
             Ok(Some((config, digest))) => {
-                apply(config);
+                apply(config, &digest);
                 info!(path = %file, digest = %digest, "config reloaded");
                 self.digest.clone_from(&digest);
                 ReloadOutcome::Applied { digest }
@@ -275,7 +275,7 @@ impl Reloader {
 pub async fn reload_loop(
     mut reloader: Reloader,
     mut triggers: mpsc::Receiver<Trigger>,
-    mut apply: impl FnMut(Config),
+    mut apply: impl FnMut(Config, &str),
     mut report: impl FnMut(&ReloadOutcome),
 ) {
     while let Some(trigger) = triggers.recv().await {

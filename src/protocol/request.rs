@@ -117,7 +117,7 @@ impl Decoder {
     }
 
     /// The next complete request or invalid input, or `None` when more bytes are needed.
-    pub fn next(&mut self) -> Option<Result<Request, Invalid>> {
+    pub fn next_request(&mut self) -> Option<Result<Request, Invalid>> {
         if self.swallow > 0 {
             let n = self.swallow.min(self.buf.len());
             self.buf.advance(n);
@@ -371,7 +371,7 @@ fn parse_storage(
     } else {
         0
     };
-    if vlen < 0 || vlen > i32::MAX - 2 {
+    if !(0..=i32::MAX - 2).contains(&vlen) {
         return fail(buf, bad);
     }
     let vlen = vlen as usize;

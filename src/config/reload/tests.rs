@@ -60,7 +60,7 @@ impl Running {
         tokio::spawn(reload_loop(
             reloader,
             triggers,
-            move |c| atx.send(c).unwrap(),
+            move |c, _| atx.send(c).unwrap(),
             move |o| otx.send(o.clone()).unwrap(),
         ));
         Running { outcomes, applied }
@@ -193,12 +193,12 @@ fn reloader_reports_each_outcome_and_tracks_the_digest() {
     assert_eq!(reloader.digest(), digest(&config_text(1)));
     let mut applied = Vec::new();
     assert_eq!(
-        reloader.reload(|c| applied.push(c)),
+        reloader.reload(|c, _| applied.push(c)),
         ReloadOutcome::Unchanged
     );
     fs::write(&path, "nonsense = [").unwrap();
     assert!(matches!(
-        reloader.reload(|c| applied.push(c)),
+        reloader.reload(|c, _| applied.push(c)),
         ReloadOutcome::Rejected(_)
     ));
     assert_eq!(
@@ -207,12 +207,12 @@ fn reloader_reports_each_outcome_and_tracks_the_digest() {
         "a rejected file is not running"
     );
     fs::remove_file(&path).unwrap();
-    let missing = reloader.reload(|c| applied.push(c));
+    let missing = reloader.reload(|c, _| applied.push(c));
     assert!(
         matches!(missing, ReloadOutcome::Rejected(e) if e.0[0].message.starts_with("cannot read file"))
     );
     fs::write(&path, config_text(2)).unwrap();
-    let outcome = reloader.reload(|c| applied.push(c));
+    let outcome = reloader.reload(|c, _| applied.push(c));
     assert_eq!(
         outcome,
         ReloadOutcome::Applied {

@@ -13,7 +13,7 @@ fn drive(chunks: &[&[u8]]) -> Vec<Result<Request, Invalid>> {
     let mut out = Vec::new();
     for chunk in chunks {
         d.buffer().extend_from_slice(chunk);
-        while let Some(r) = d.next() {
+        while let Some(r) = d.next_request() {
             let close = matches!(r, Err(Invalid { close: true, .. }));
             out.push(r);
             if close {
