@@ -15,7 +15,7 @@
 //! let triggers = spawn_watcher(&path, Duration::from_millis(200))?;
 //! let (reloader, config) = Reloader::load(&path)?;
 //! # let _ = config;
-//! tokio::spawn(reload_loop(reloader, triggers, |_new| { /* store in the ArcSwap */ }, |_outcome| {
+//! tokio::spawn(reload_loop(reloader, triggers, |_new, _digest| { /* store in the ArcSwap */ }, |_outcome| {
 //!     /* count success / failure */
 //! }));
 //! # Ok(()) }
