@@ -30,6 +30,8 @@ pub struct Route {
     pub warm_ttl: Option<Duration>,
     /// What writes do to the lower tiers.
     pub lower_on_write: LowerOnWrite,
+    /// Fallback counters (copies, lower-tier writes).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Route {
@@ -37,7 +39,7 @@ impl Route {
     pub fn new(
         config: &RouteConfig,
         pools: &BTreeMap<String, Arc<Pool>>,
-        metrics: &Metrics,
+        metrics: &Arc<Metrics>,
     ) -> Option<Route> {
         let tiers: Option<Vec<Arc<Pool>>> =
             config.tiers.iter().map(|t| pools.get(t).cloned()).collect();
@@ -54,6 +56,7 @@ impl Route {
             warm: config.warm,
             warm_ttl: config.warm_ttl,
             lower_on_write: config.lower_on_write,
+            metrics: metrics.clone(),
         })
     }
 

@@ -117,7 +117,7 @@ impl Shared {
 fn build(
     config: Config,
     source_hash: String,
-    metrics: &Metrics,
+    metrics: &Arc<Metrics>,
     servers: &Mutex<HashMap<ServerKey, Weak<Server>>>,
 ) -> Snapshot {
     let mut table = servers.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,25 +1,35 @@
-//! Fallback tiers (DESIGN §4). Skeleton: serves tier 0 only until the tier issue lands.
+//! Fallback tiers (DESIGN §4): the logical cache is "tier 0, and where tier 0 has nothing, the
+//! first lower tier that has it", and every command keeps memcached's meaning under that view.
+//!
+//! - [`read`]: retrievals fall through tier by tier, one request per server per tier; `get`
+//!   hits from below are answered at once and copied up in the background, `gets`/`gat`/`gats`
+//!   copy first and re-read tier 0 so CAS tokens and TTLs are tier 0's.
+//! - [`write`]: storage, counters, touch and delete, with copy-up-and-retry and the
+//!   `lower_on_write` step that keeps old values from coming back.
+//! - [`copy`]: copying one item up with its remaining TTL (`mg <key> v f t`).
+//!
+//! A request on a tiered route is a barrier in its client's pipeline (see the session), so the
+//! several round trips here cannot be overtaken by the same client's next request.
 
-use std::sync::Arc;
+pub mod copy;
+pub mod read;
+pub mod write;
 
-use bytes::Bytes;
+pub use read::retrieve;
+pub use write::dispatch;
 
-use super::forward::{self, ReplyFuture};
-use super::{Route, Router};
-use crate::protocol::command::{Op, Retrieval};
+use crate::backend::{BackendError, Pool};
+use crate::protocol::backend::Response;
+use crate::protocol::command::Op;
 
-/// A retrieval where at least one key is on a tiered route.
-pub fn retrieve(
-    router: &Router,
-    lane: usize,
-    kind: Retrieval,
-    exptime: i32,
-    keys: Vec<Bytes>,
-) -> ReplyFuture {
-    forward::multi_get(router, lane, kind, exptime, keys)
+/// Sends `op` to the server of `pool` that owns its key and waits for the answer.
+pub async fn call(pool: &Pool, lane: usize, op: Op) -> Result<Response, BackendError> {
+    let key = op.key().ok_or(BackendError::Protocol)?;
+    let server = pool.locate(key)?;
+    server.call(lane, op).await
 }
 
-/// A single-key op on a tiered route.
-pub fn dispatch(route: Arc<Route>, lane: usize, op: Op) -> ReplyFuture {
-    forward::single(&route, lane, op)
+/// True when the answer is exactly `line` (e.g. `STORED\r\n`).
+pub fn is_line(answer: &Result<Response, BackendError>, line: &[u8]) -> bool {
+    matches!(answer, Ok(Response::Line(l)) if &l[..] == line)
 }

@@ -84,7 +84,9 @@ pub async fn run(
 
     loop {
         while !closing && !barrier && pending.len() < max_inflight {
-            let Some(parsed) = decoder.next_request() else { break };
+            let Some(parsed) = decoder.next_request() else {
+                break;
+            };
             let snapshot = shared.snapshot();
             let tagged = dispatch(parsed, &snapshot, &shared, lane);
             let meta = tagged.meta.as_ref().expect("fresh");

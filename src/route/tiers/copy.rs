@@ -1,0 +1,154 @@
+//! Copying one item from a lower tier into tier 0.
+//!
+//! The item is read with `mg <key> v f t` (value, flags, remaining TTL) and written with `add`,
+//! so a copy never overwrites a newer value in tier 0 and never lives longer than the original.
+//! A lower tier without meta commands answers `ERROR`; then the value is read with `get` and the
+//! route's `warm_ttl` is used (no copy without it).
+
+use bytes::Bytes;
+
+use super::call;
+use crate::protocol::backend::Response;
+use crate::protocol::command::{Op, Retrieval, Storage};
+use crate::protocol::reply;
+use crate::route::Route;
+use crate::runtime::unix_now;
+
+/// memcached reads an exptime above 30 days as an absolute Unix time.
+const RELATIVE_TTL_MAX: i64 = 30 * 24 * 3600;
+
+/// How a copy went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Copy {
+    /// Tier 0 has the lower tier's item now.
+    Copied,
+    /// Tier 0 already had the key (someone wrote it meanwhile): it is not overwritten.
+    NotStored,
+    /// The lower tier does not have the key.
+    Missing,
+    /// The lower tier failed (counted, treated as a miss).
+    LowerError,
+    /// The item was found but could not be written to tier 0.
+    Failed,
+}
+
+impl Copy {
+    /// Tier 0 now holds the key (copied or already there).
+    pub fn in_tier0(self) -> bool {
+        matches!(self, Copy::Copied | Copy::NotStored)
+    }
+}
+
+/// The `add` exptime for an item with `ttl` seconds left (`-1`: never expires); `None` when the
+/// item is about to expire and is not worth copying.
+pub fn exptime_for(ttl: i64, now: i64) -> Option<i32> {
+    match ttl {
+        -1 => Some(0),
+        t if t <= 0 => None,
+        t if t > RELATIVE_TTL_MAX => i32::try_from(now + t).ok(),
+        t => Some(t as i32),
+    }
+}
+
+/// Copies `key` from tier `from` into tier 0.
+pub async fn copy_up(route: &Route, lane: usize, key: &Bytes, from: usize) -> Copy {
+    let lower = &route.tiers[from];
+    let (flags, exptime, data) = match call(lower, lane, Op::MetaGet { key: key.clone() }).await {
+        Ok(Response::Meta { flags, ttl, data }) => match exptime_for(ttl, unix_now()) {
+            Some(exptime) => (flags, exptime, data),
+            None => return Copy::Missing,
+        },
+        Ok(Response::Line(line)) if line.starts_with(b"EN") => return Copy::Missing,
+        Ok(Response::Line(line)) if line.starts_with(reply::ERROR) => {
+            // No meta commands on this tier: plain get, and warm_ttl for the copy.
+            match get_with_warm_ttl(route, lane, key, from).await {
+                Some(found) => found,
+                None => return Copy::Missing,
+            }
+        }
+        _ => return Copy::LowerError,
+    };
+    let add = Op::Store {
+        kind: Storage::Add,
+        key: key.clone(),
+        flags,
+        exptime,
+        data,
+        cas: 0,
+    };
+    let m = &route.metrics;
+    match call(route.owner(), lane, add).await {
+        Ok(Response::Line(l)) if &l[..] == reply::STORED => {
+            m.copies_ok.inc();
+            Copy::Copied
+        }
+        Ok(Response::Line(l)) if &l[..] == reply::NOT_STORED => {
+            m.copies_not_stored.inc();
+            Copy::NotStored
+        }
+        _ => {
+            m.copies_failed.inc();
+            Copy::Failed
+        }
+    }
+}
+
+async fn get_with_warm_ttl(
+    route: &Route,
+    lane: usize,
+    key: &Bytes,
+    from: usize,
+) -> Option<(u32, i32, Bytes)> {
+    let get = Op::Get {
+        kind: Retrieval::Get,
+        exptime: 0,
+        keys: vec![key.clone()],
+    };
+    let Ok(Response::Values(mut values)) = call(&route.tiers[from], lane, get).await else {
+        return None;
+    };
+    let value = values.pop()?;
+    let Some(ttl) = route.warm_ttl else {
+        tracing::debug!(pool = %route.tiers[from].name(), "lower tier has no meta commands and no warm_ttl is set: not copied");
+        route.metrics.copies_failed.inc();
+        return None;
+    };
+    let exptime = exptime_for(ttl.as_secs() as i64, unix_now())?;
+    Some((value.flags, exptime, value.data))
+}
+
+/// Looks for `key` in the lower tiers in order and copies the first hit into tier 0.
+pub async fn find_and_copy(route: &Route, lane: usize, key: &Bytes) -> Copy {
+    for tier in 1..route.tiers.len() {
+        let m = &route.tier_metrics[tier];
+        match copy_up(route, lane, key, tier).await {
+            Copy::Missing => m.misses.inc(),
+            Copy::LowerError => m.errors.inc(),
+            found => {
+                m.hits.inc();
+                return found;
+            }
+        }
+    }
+    Copy::Missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remaining_ttl_becomes_add_exptime() {
+        assert_eq!(exptime_for(-1, 1_000), Some(0));
+        assert_eq!(exptime_for(0, 1_000), None);
+        assert_eq!(exptime_for(100, 1_000), Some(100));
+        assert_eq!(
+            exptime_for(RELATIVE_TTL_MAX, 1_000),
+            Some(RELATIVE_TTL_MAX as i32)
+        );
+        assert_eq!(
+            exptime_for(RELATIVE_TTL_MAX + 1, 1_000),
+            Some((1_000 + RELATIVE_TTL_MAX + 1) as i32)
+        );
+    }
+}

@@ -1,0 +1,212 @@
+//! Retrievals on tiered routes.
+//!
+//! Tier 0 is asked for every key (one request per server). Keys it misses are asked of tier 1,
+//! then tier 2, … again one request per server per tier. A lower-tier error counts as a miss.
+//! `get` answers lower-tier hits at once and, with `warm = true`, copies them up in the
+//! background. `gets`/`gat`/`gats` copy first (whatever `warm` says: their answer must come from
+//! tier 0) and re-issue the command to tier 0, so the CAS token a later `cas` uses and the TTL a
+//! `gat` sets are tier 0's.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+
+use super::copy::copy_up;
+use crate::backend::{BackendError, Pool, Server};
+use crate::protocol::backend::{Response, Value};
+use crate::protocol::command::{Op, Retrieval};
+use crate::protocol::reply::{NO_ROUTE, Reply};
+use crate::route::forward::{ReplyFuture, ready};
+use crate::route::{Route, Router};
+
+/// What one tier said about one key.
+#[derive(Clone)]
+enum Slot {
+    Hit(Value),
+    Miss,
+    Error(BackendError),
+}
+
+/// A retrieval where at least one key is on a tiered route.
+pub fn retrieve(
+    router: &Router,
+    lane: usize,
+    kind: Retrieval,
+    exptime: i32,
+    keys: Vec<Bytes>,
+) -> ReplyFuture {
+    let routes: Option<Vec<Arc<Route>>> = keys.iter().map(|k| router.route(k).cloned()).collect();
+    let Some(routes) = routes else {
+        return ready(Reply::Static(NO_ROUTE));
+    };
+    Box::pin(async move {
+        let all: Vec<usize> = (0..keys.len()).collect();
+        let mut slots = lookup(lane, kind, exptime, &keys, &routes, &all, 0).await;
+        if slots.iter().all(|s| matches!(s, Slot::Error(_))) {
+            if let Some(Slot::Error(e)) = slots.first() {
+                return Reply::Static(e.reply());
+            }
+        }
+        // Fall through, tier by tier, for the keys still missing.
+        let depth = routes.iter().map(|r| r.tiers.len()).max().unwrap_or(1);
+        let mut served_by: Vec<usize> = vec![0; keys.len()];
+        for tier in 1..depth {
+            let missing: Vec<usize> = (0..keys.len())
+                .filter(|&i| matches!(slots[i], Slot::Miss) && routes[i].tiers.len() > tier)
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            let found = lookup(lane, Retrieval::Get, 0, &keys, &routes, &missing, tier).await;
+            for i in missing {
+                if let Slot::Hit(_) = found[i] {
+                    slots[i] = found[i].clone();
+                    served_by[i] = tier;
+                }
+            }
+        }
+        let from_below: Vec<usize> = (0..keys.len()).filter(|&i| served_by[i] > 0).collect();
+        if !from_below.is_empty() {
+            if kind == Retrieval::Get {
+                warm_in_background(lane, &keys, &routes, &served_by, &from_below);
+            } else {
+                copy_then_reread(
+                    lane,
+                    kind,
+                    exptime,
+                    &keys,
+                    &routes,
+                    &served_by,
+                    &from_below,
+                    &mut slots,
+                )
+                .await;
+            }
+        }
+        let blocks = slots
+            .into_iter()
+            .filter_map(|s| match s {
+                Slot::Hit(v) => Some(v.block),
+                _ => None,
+            })
+            .collect();
+        Reply::Values(blocks)
+    })
+}
+
+/// `get`: answer now, copy up later (each distinct key once).
+fn warm_in_background(
+    lane: usize,
+    keys: &[Bytes],
+    routes: &[Arc<Route>],
+    served_by: &[usize],
+    idx: &[usize],
+) {
+    let mut seen: Vec<&Bytes> = Vec::new();
+    for &i in idx {
+        if !routes[i].warm || seen.contains(&&keys[i]) {
+            continue;
+        }
+        seen.push(&keys[i]);
+        let (route, key, tier) = (routes[i].clone(), keys[i].clone(), served_by[i]);
+        tokio::spawn(async move {
+            copy_up(&route, lane, &key, tier).await;
+        });
+    }
+}
+
+/// `gets`/`gat`/`gats`: copy every lower-tier hit into tier 0, then read those keys from tier 0.
+#[allow(clippy::too_many_arguments)]
+async fn copy_then_reread(
+    lane: usize,
+    kind: Retrieval,
+    exptime: i32,
+    keys: &[Bytes],
+    routes: &[Arc<Route>],
+    served_by: &[usize],
+    idx: &[usize],
+    slots: &mut [Slot],
+) {
+    let mut distinct: Vec<usize> = Vec::new();
+    for &i in idx {
+        if !distinct.iter().any(|&j| keys[j] == keys[i]) {
+            distinct.push(i);
+        }
+    }
+    join_all(
+        distinct
+            .iter()
+            .map(|&i| copy_up(&routes[i], lane, &keys[i], served_by[i])),
+    )
+    .await;
+    let again = lookup(lane, kind, exptime, keys, routes, idx, 0).await;
+    for &i in idx {
+        // Not in tier 0 after all (copy failed, or evicted at once): a miss, never a lower-tier
+        // CAS token that tier 0 would not accept.
+        slots[i] = match &again[i] {
+            Slot::Hit(v) => Slot::Hit(v.clone()),
+            _ => Slot::Miss,
+        };
+    }
+}
+
+/// Asks tier `tier` of each key's route for the keys at `idx`, one request per server. The result
+/// has a slot for every key of the request (`Miss` for those not asked).
+async fn lookup(
+    lane: usize,
+    kind: Retrieval,
+    exptime: i32,
+    keys: &[Bytes],
+    routes: &[Arc<Route>],
+    idx: &[usize],
+    tier: usize,
+) -> Vec<Slot> {
+    let mut slots = vec![Slot::Miss; keys.len()];
+    // (server, indices) in first-seen order.
+    let mut groups: Vec<(Arc<Server>, Vec<usize>)> = Vec::new();
+    for &i in idx {
+        let pool: &Pool = &routes[i].tiers[tier];
+        match pool.locate(&keys[i]) {
+            Ok(server) => match groups.iter_mut().find(|(s, _)| Arc::ptr_eq(s, server)) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((server.clone(), vec![i])),
+            },
+            Err(e) => slots[i] = Slot::Error(e),
+        }
+    }
+    let answers = join_all(groups.iter().map(|(server, members)| {
+        let op = Op::Get {
+            kind,
+            exptime,
+            keys: members.iter().map(|&i| keys[i].clone()).collect(),
+        };
+        server.call(lane, op)
+    }))
+    .await;
+    for ((_, members), answer) in groups.iter().zip(answers) {
+        match answer {
+            Ok(Response::Values(values)) => {
+                let mut next = values.into_iter().peekable();
+                for &i in members {
+                    if next.peek().is_some_and(|v| v.key == keys[i]) {
+                        slots[i] = Slot::Hit(next.next().expect("peeked"));
+                    }
+                }
+            }
+            Ok(_) => members
+                .iter()
+                .for_each(|&i| slots[i] = Slot::Error(BackendError::Protocol)),
+            Err(e) => members.iter().for_each(|&i| slots[i] = Slot::Error(e)),
+        }
+    }
+    for &i in idx {
+        let m = &routes[i].tier_metrics[tier];
+        match slots[i] {
+            Slot::Hit(_) => m.hits.inc(),
+            Slot::Miss => m.misses.inc(),
+            Slot::Error(_) => m.errors.inc(),
+        }
+    }
+    slots
+}
