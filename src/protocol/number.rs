@@ -44,20 +44,20 @@ pub fn parse_u64(token: &[u8]) -> Option<u64> {
     Some(wrapped)
 }
 
-/// memcached's `safe_strtoul` into a `uint32_t` (flags, verbosity): parsed as a 64-bit unsigned
-/// long, then truncated to 32 bits exactly as the C assignment does.
+/// memcached's `safe_strtoul` for a `uint32_t` (flags, verbosity), except that values above
+/// 2^32 - 1 are refused: memcached silently keeps them modulo 2^32 (flags `4294967301` become 5),
+/// which a proxy forwarding numbers should not copy.
 pub fn parse_u32(token: &[u8]) -> Option<u32> {
-    parse_u64(token).map(|v| v as u32)
+    parse_u64(token).and_then(|v| u32::try_from(v).ok())
 }
 
-/// memcached's `safe_strtol` into an `int32_t` (exptime, value length): parsed as a 64-bit long,
-/// then truncated to 32 bits as the C assignment does (so `4294967297` reads as 1).
+/// memcached's `safe_strtol` for an `int32_t` (exptime, value length), except that values outside
+/// the 32-bit range are refused: memcached truncates them (a `bytes` of `4294967297` reads as 1,
+/// `99999999999` as 1.2 GB), which would make the proxy and the client disagree on where the data
+/// block ends.
 pub fn parse_i32(token: &[u8]) -> Option<i32> {
     let (v, _) = strto(token)?;
-    if v > i128::from(i64::MAX) || v < i128::from(i64::MIN) {
-        return None;
-    }
-    Some(v as i64 as i32)
+    i32::try_from(v).ok()
 }
 
 #[cfg(test)]
@@ -67,13 +67,15 @@ mod tests {
     #[test]
     fn parses_like_memcached() {
         assert_eq!(parse_u32(b"12"), Some(12));
-        assert_eq!(parse_u32(b"4294967296"), Some(0));
+        assert_eq!(parse_u32(b"4294967295"), Some(u32::MAX));
+        assert_eq!(parse_u32(b"4294967296"), None);
         assert_eq!(parse_u32(b"-1"), None);
         assert_eq!(parse_u32(b"1x"), None);
         assert_eq!(parse_u32(b""), None);
         assert_eq!(parse_i32(b"-1"), Some(-1));
-        assert_eq!(parse_i32(b"4294967297"), Some(1));
-        assert_eq!(parse_i32(b"2147483648"), Some(i32::MIN));
+        assert_eq!(parse_i32(b"4294967297"), None);
+        assert_eq!(parse_i32(b"2147483648"), None);
+        assert_eq!(parse_i32(b"-2147483648"), Some(i32::MIN));
         assert_eq!(parse_i32(b"99999999999999999999"), None);
         assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
         assert_eq!(parse_u64(b"18446744073709551616"), None);

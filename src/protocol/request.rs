@@ -63,7 +63,7 @@ pub enum Request {
 }
 
 /// A request that cannot be served, with memcached's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
     /// The reply line.
     pub reply: &'static [u8],
@@ -74,6 +74,9 @@ pub struct Invalid {
     pub swallow: usize,
     /// Close the connection after the reply (cannot resync).
     pub close: bool,
+    /// A key whose stored value must be removed: memcached deletes the old value when a `set`
+    /// is refused as too large, so a client never reads the value it just tried to replace.
+    pub forget: Option<Bytes>,
 }
 
 impl Invalid {
@@ -83,6 +86,7 @@ impl Invalid {
             noreply: false,
             swallow: 0,
             close: false,
+            forget: None,
         }
     }
 
@@ -165,6 +169,9 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request>, Inv
     };
     let line_len = nl + 1;
 
+    // memcached treats the line as a C string: a NUL byte ends it. Cutting here too means a key
+    // with a NUL is never forwarded (the backend would answer it twice and shift the FIFO).
+    let line_end = memchr(0, &buf[..line_end]).unwrap_or(line_end);
     let tokens = Tokens::split(&buf[..line_end]);
     let cmd = tokens.get(&buf[..line_end], 0);
     if tokens.count == 0 || cmd.len() < 2 {
@@ -377,11 +384,13 @@ fn parse_storage(
     let vlen = vlen as usize;
     if vlen > limits.max_value_size {
         // Refused before the data arrives; the data block is discarded as it comes in.
-        let invalid = Invalid {
+        let line = buf.split_to(line_len).freeze();
+        let forget = (kind == Storage::Set).then(|| t.slice(&line, 1));
+        return Err(Invalid {
             swallow: vlen + 2,
-            ..Invalid::reply(reply::TOO_LARGE)
-        };
-        return fail(buf, invalid.noreply(noreply));
+            forget,
+            ..Invalid::reply(reply::TOO_LARGE).noreply(noreply)
+        });
     }
     if buf.len() < line_len + vlen + 2 {
         return Ok(None);

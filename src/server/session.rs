@@ -175,10 +175,20 @@ fn dispatch(
             shared.metrics.cmd(Cmd::Invalid).requests.inc();
             let mut m = meta(Cmd::Invalid, invalid.noreply);
             m.close = invalid.close;
-            return Tagged {
-                fut: ready(Reply::Static(invalid.reply)),
-                meta: Some(m),
+            let line = invalid.reply;
+            let fut = match invalid.forget {
+                // A refused `set` removes the old value, as memcached does.
+                Some(key) => {
+                    let (delete, barrier) = route_op(Op::Delete { key }, snapshot, lane);
+                    m.barrier = barrier;
+                    Box::pin(async move {
+                        delete.await;
+                        Reply::Static(line)
+                    })
+                }
+                None => ready(Reply::Static(line)),
             };
+            return Tagged { fut, meta: Some(m) };
         }
     };
     let (fut, meta) = match request {

@@ -210,3 +210,38 @@ fn a_request_cut_at_every_byte_gives_the_same_replies() {
     let bytes: Vec<&[u8]> = input.chunks(1).collect();
     assert_eq!(drive(&bytes), whole);
 }
+
+#[test]
+fn numbers_memcached_would_truncate_are_refused_at_once() {
+    // memcached narrows these to 32 bits; the proxy refuses them without waiting for data.
+    assert_eq!(err(b"set k 0 0 99999999999\r\n"), reply::BAD_FORMAT);
+    assert_eq!(err(b"set k 0 0 4294967297\r\n"), reply::BAD_FORMAT);
+    assert_eq!(err(b"set k 4294967301 0 1\r\n"), reply::BAD_FORMAT);
+}
+
+#[test]
+fn a_nul_byte_ends_the_line_as_in_memcached() {
+    let v = drive(&[b"set a\x00b 0 0 1\r\nx\r\nget a\x00b\r\n"]);
+    assert_eq!(v.len(), 3, "{v:?}");
+    assert_eq!(v[0].as_ref().unwrap_err().reply, reply::ERROR);
+    assert_eq!(v[1].as_ref().unwrap_err().reply, reply::ERROR);
+    let Ok(Request::Op {
+        op: Op::Get { keys, .. },
+        ..
+    }) = &v[2]
+    else {
+        panic!()
+    };
+    assert_eq!(&keys[0][..], b"a");
+}
+
+#[test]
+fn too_large_set_names_the_key_to_forget() {
+    let v = drive(&[b"set k 0 0 2000\r\n"]);
+    assert_eq!(
+        v[0].as_ref().unwrap_err().forget.as_deref(),
+        Some(&b"k"[..])
+    );
+    let v = drive(&[b"append k 0 0 2000\r\n"]);
+    assert_eq!(v[0].as_ref().unwrap_err().forget, None);
+}

@@ -61,7 +61,8 @@ pub fn dispatch(route: Arc<Route>, lane: usize, op: Op) -> ReplyFuture {
             }
             Op::Store { .. } | Op::Arith { .. } | Op::Touch { .. } => {
                 let mut answer = call(route.owner(), lane, op.clone()).await;
-                let absent = is_line(&answer, reply::NOT_STORED) || is_line(&answer, reply::NOT_FOUND);
+                let absent =
+                    is_line(&answer, reply::NOT_STORED) || is_line(&answer, reply::NOT_FOUND);
                 if absent && find_and_copy(&route, lane, &key).await.in_tier0() {
                     answer = call(route.owner(), lane, op.clone()).await;
                 }
