@@ -300,6 +300,10 @@ fn parse_line(line: &Bytes, t: &Tokens) -> Result<Option<Request>, Invalid> {
                 noreply,
             }
         }
+        // memcached 1.6 ignores extra tokens here; memcached before 1.6 answered ERROR. memroute
+        // reports its own version (0.x), and clients such as libmemcached's memcapable pick
+        // the pre-1.6 rules from it, so extra tokens get ERROR, consistent with that version.
+        b"version" | b"quit" if ntokens != 2 => return Err(Invalid::reply(reply::ERROR)),
         b"version" => Request::Version,
         b"quit" => Request::Quit,
         b"verbosity" => {
