@@ -129,6 +129,13 @@ async fn run(_path: PathBuf, config: Config, source_hash: String) -> ExitCode {
         .listening
         .store(true, std::sync::atomic::Ordering::Release);
     tracing::info!(address = %address, version = env!("CARGO_PKG_VERSION"), "memroute listening");
+    // Bound once: a reload that changes `[admin] address` needs a restart.
+    if let Some(admin) = shared.snapshot().config.admin.clone() {
+        if let Err(e) = memroute::admin::spawn(&admin.address, shared.clone()).await {
+            tracing::error!(address = %admin.address, error = %e, "cannot bind the admin server");
+            return ExitCode::FAILURE;
+        }
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(memroute::server::serve(listener, shared.clone(), stop_rx));
     let mut signals = match memroute::server::shutdown::Signals::new() {
