@@ -133,6 +133,13 @@ async fn run(path: PathBuf) -> ExitCode {
         .listening
         .store(true, std::sync::atomic::Ordering::Release);
     tracing::info!(address = %address, version = env!("CARGO_PKG_VERSION"), "memroute listening");
+    // Bound once: a reload that changes `[admin] address` needs a restart.
+    if let Some(admin) = shared.snapshot().config.admin.clone() {
+        if let Err(e) = memroute::admin::spawn(&admin.address, shared.clone()).await {
+            tracing::error!(address = %admin.address, error = %e, "cannot bind the admin server");
+            return ExitCode::FAILURE;
+        }
+    }
     if let Some(triggers) = triggers {
         let apply = shared.clone();
         let report = shared.clone();

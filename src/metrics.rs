@@ -382,3 +382,65 @@ impl Default for Metrics {
         Metrics::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use prometheus::proto::MetricType;
+
+    use super::*;
+
+    /// Every label memroute may use: each has a small, config-bounded set of values. A key, a
+    /// client address or anything else a client controls must never become a label.
+    const BOUNDED_LABELS: [&str; 8] = [
+        "command", "kind", "pool", "server", "tier", "result", "action", "version",
+    ];
+
+    /// The registry with a child in every vector, so every family is gathered.
+    fn every_family() -> Metrics {
+        let m = Metrics::new();
+        let _ = m.server("127.0.0.1:11211");
+        let _ = m.tier("main", 0);
+        m.reloads.with_label_values(&["success"]);
+        m.lower_writes.with_label_values(&["delete", "ok"]);
+        m
+    }
+
+    #[test]
+    fn metric_names_follow_the_prometheus_conventions() {
+        let m = every_family();
+        let families = m.registry.gather();
+        let mut names = HashSet::new();
+        for f in &families {
+            let name = f.get_name();
+            assert!(names.insert(name.to_string()), "{name}: registered twice");
+            assert!(name.starts_with("memroute_"), "{name}: no memroute_ prefix");
+            match f.get_field_type() {
+                MetricType::COUNTER => {
+                    assert!(name.ends_with("_total"), "{name}: counter without _total")
+                }
+                MetricType::HISTOGRAM => assert!(
+                    name.ends_with("_seconds"),
+                    "{name}: histogram not in seconds"
+                ),
+                _ => assert!(
+                    !name.ends_with("_total"),
+                    "{name}: only counters end in _total"
+                ),
+            }
+            for metric in f.get_metric() {
+                for label in metric.get_label() {
+                    assert!(
+                        BOUNDED_LABELS.contains(&label.get_name()),
+                        "{name}: unbounded label {:?}",
+                        label.get_name()
+                    );
+                }
+            }
+        }
+        // Every family was gathered (a vector without children is left out silently, and
+        // would escape the checks above). Adding a series means raising this count.
+        assert_eq!(names.len(), 18, "families: {names:?}");
+    }
+}

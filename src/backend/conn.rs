@@ -261,7 +261,9 @@ async fn serve(stream: TcpStream, rx: &mut mpsc::UnboundedReceiver<Job>, target:
             let _ = tx.send(Err(error));
         }
     }
-    if failed || matches!(ended, Ended::Failed(BackendError::Closed)) {
+    // An idle connection closed by the server (restart, idle timeout) is not a failure by
+    // itself; the reconnect that follows tells whether the server is really gone.
+    if failed {
         target.health.record_failure(&target.metrics);
     }
     ended

@@ -137,7 +137,8 @@ fn finish(shared: &Shared, out: &mut BytesMut, reply: Reply, meta: Meta) {
     } else if reply.is_client_error() {
         m.client_errors.inc();
     }
-    if meta.keys > 0 {
+    // Keys of a failed retrieval are neither hits nor misses (the error counters have them).
+    if meta.keys > 0 && !reply.is_server_error() {
         let hits = match &reply {
             Reply::Values(v) => v.len() as u64,
             _ => 0,

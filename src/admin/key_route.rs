@@ -1,0 +1,98 @@
+//! `/route?key=K`: where a key goes: the route its prefix matches and, for each tier, the pool
+//! and the server that owns the key there (computed exactly as a request would, with
+//! [`Pool::locate_index`], so an ejecting pool shows the server after ejections).
+//!
+//! ```json
+//! {"key": "foo", "route": "", "tiers": [{"tier": 0, "pool": "main", "server": "127.0.0.1:11211", "down": false}]}
+//! ```
+//!
+//! The key is percent-decoded (`%20` → space); `+` stays a plus sign, since memcached keys have
+//! no spaces and `+` is a common key character. With `distribution = "random"` the server shown
+//! is one random pick. No matching route gives `"route": null`.
+
+use serde_json::{Value, json};
+
+use crate::backend::Pool;
+use crate::runtime::Snapshot;
+
+/// The JSON answer for the query string, or what is wrong with it (a `400`).
+pub fn render(snapshot: &Snapshot, query: Option<&str>) -> Result<Value, String> {
+    let raw = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("key="))
+        .ok_or("missing query parameter: /route?key=K")?;
+    let key = percent_decode(raw).ok_or("bad percent-encoding in key")?;
+    if key.is_empty() {
+        return Err("empty key".into());
+    }
+    let shown = String::from_utf8_lossy(&key);
+    let Some(route) = snapshot.router.route(&key) else {
+        return Ok(json!({ "key": shown, "route": null, "tiers": [] }));
+    };
+    let tiers: Vec<Value> = route
+        .tiers
+        .iter()
+        .enumerate()
+        .map(|(i, pool)| tier(i, pool, &key))
+        .collect();
+    Ok(json!({ "key": shown, "route": route.prefix, "tiers": tiers }))
+}
+
+/// One tier: its pool and the server that owns `key` there.
+fn tier(index: usize, pool: &Pool, key: &[u8]) -> Value {
+    match pool.locate_index(key) {
+        Ok(i) => {
+            let server = &pool.servers[i];
+            json!({
+                "tier": index,
+                "pool": pool.name(),
+                "server": server.address,
+                "down": server.health.is_down(),
+            })
+        }
+        Err(e) => {
+            json!({ "tier": index, "pool": pool.name(), "server": null, "error": e.to_string() })
+        }
+    }
+}
+
+/// Decodes `%XX` escapes; `None` for a `%` not followed by two hex digits.
+pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            // Digit by digit: `u8::from_str_radix` would accept a sign (`%+1`).
+            let digit = |j: usize| char::from(*bytes.get(j)?).to_digit(16);
+            out.push((digit(i + 1)? * 16 + digit(i + 2)?) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn percent_escapes_are_decoded_and_plus_is_kept() {
+        assert_eq!(percent_decode("user%3A42").unwrap(), b"user:42");
+        assert_eq!(percent_decode("a+b%2Bc").unwrap(), b"a+b+c");
+        assert_eq!(percent_decode("%e2%82%AC").unwrap(), "€".as_bytes());
+        assert_eq!(percent_decode("%ff").unwrap(), [0xff]);
+    }
+
+    #[test]
+    fn broken_escapes_are_refused() {
+        assert_eq!(percent_decode("abc%"), None);
+        assert_eq!(percent_decode("abc%4"), None);
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%+1"), None);
+    }
+}
