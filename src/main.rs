@@ -150,6 +150,7 @@ async fn run(path: PathBuf) -> ExitCode {
             move |outcome| {
                 if let reload::ReloadOutcome::Rejected(_) = outcome {
                     report.metrics.reloads.with_label_values(&["failure"]).inc();
+                    report.metrics.last_reload_ok.set(0);
                 }
             },
         ));

@@ -161,6 +161,11 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// `memroute_config_last_reload_success_timestamp_seconds`
     pub last_reload: IntGauge,
+    /// `memroute_config_last_reload_successful`: 1 if the last reload attempt applied, 0 if the
+    /// file was rejected (the previous config keeps running).
+    pub last_reload_ok: IntGauge,
+    /// `memroute_client_connections_max`: the configured `max_connections`.
+    pub connections_max: IntGauge,
     server_requests: IntCounterVec,
     server_errors: IntCounterVec,
     server_up: IntGaugeVec,
@@ -263,6 +268,27 @@ impl Metrics {
         .expect("valid metric name");
         r.register(Box::new(last_reload.clone()))
             .expect("unique metric name");
+        let last_reload_ok = IntGauge::new(
+            "memroute_config_last_reload_successful",
+            "1 if the last config load applied, 0 if the file was rejected.",
+        )
+        .expect("valid metric name");
+        r.register(Box::new(last_reload_ok.clone()))
+            .expect("unique metric name");
+        last_reload_ok.set(1);
+        let connections_max = IntGauge::new(
+            "memroute_client_connections_max",
+            "The configured max_connections.",
+        )
+        .expect("valid metric name");
+        r.register(Box::new(connections_max.clone()))
+            .expect("unique metric name");
+        // Process CPU, memory, open files and start time (Linux /proc).
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("unique metric name");
         let build = gauge_vec(r, "memroute_build_info", "Build information.", &["version"]);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         Metrics {
@@ -291,6 +317,8 @@ impl Metrics {
             ),
             reloads,
             last_reload,
+            last_reload_ok,
+            connections_max,
             server_requests: counter_vec(
                 r,
                 "memroute_backend_requests_total",
@@ -415,7 +443,11 @@ mod tests {
         for f in &families {
             let name = f.get_name();
             assert!(names.insert(name.to_string()), "{name}: registered twice");
-            assert!(name.starts_with("memroute_"), "{name}: no memroute_ prefix");
+            // process_* are the standard process collector's names, shared by every exporter.
+            assert!(
+                name.starts_with("memroute_") || name.starts_with("process_"),
+                "{name}: no memroute_ prefix"
+            );
             match f.get_field_type() {
                 MetricType::COUNTER => {
                     assert!(name.ends_with("_total"), "{name}: counter without _total")
@@ -441,6 +473,7 @@ mod tests {
         }
         // Every family was gathered (a vector without children is left out silently, and
         // would escape the checks above). Adding a series means raising this count.
-        assert_eq!(names.len(), 18, "families: {names:?}");
+        let ours = names.iter().filter(|n| n.starts_with("memroute_")).count();
+        assert_eq!(ours, 20, "families: {names:?}");
     }
 }

@@ -54,6 +54,9 @@ impl Shared {
         let servers = Mutex::new(HashMap::new());
         let snapshot = build(config, source_hash, &metrics, &servers);
         metrics.last_reload.set(unix_now());
+        metrics
+            .connections_max
+            .set(snapshot.config.listen.max_connections as i64);
         Arc::new(Shared {
             current: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -94,6 +97,10 @@ impl Shared {
         }
         self.metrics.reloads.with_label_values(&["success"]).inc();
         self.metrics.last_reload.set(unix_now());
+        self.metrics.last_reload_ok.set(1);
+        self.metrics
+            .connections_max
+            .set(new.config.listen.max_connections as i64);
         for pool in old.pools.values() {
             for s in &pool.servers {
                 if !in_use.contains(&s.address) {
