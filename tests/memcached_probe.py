@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-WAIT = 0.4
+WAIT = 0.3
 MIB = 1024 * 1024
 
 
@@ -202,6 +202,13 @@ CASES = [
     ("set key of 251 bytes", b"set " + K251 + b" 0 0 1\r\nx\r\n"),
     ("set key of 251 bytes noreply", b"set " + K251 + b" 0 0 1 noreply\r\nx\r\n"),
     ("set key of 251 bytes, data is a command", b"set g3 0 0 1\r\n1\r\nset " + K251 + b" 0 0 9\r\ndelete g3\r\nget g3\r\n"),
+    ("refused get loses the STORED before it", b"set r1 0 0 1\r\nx\r\nget " + K251 + b"\r\n"),
+    ("refused get loses the ERRORs before it", b"foo\r\nbar\r\nget " + K251 + b"\r\n"),
+    ("refused get loses STORED and VERSION", b"set r2 0 0 1\r\nx\r\nversion\r\nget " + K251 + b"\r\n"),
+    ("refused get after a get keeps replies", b"set r3 0 0 1\r\nx\r\nget r3\r\nget " + K251 + b"\r\n"),
+    ("refused get after get, set", b"get r3\r\nset r3 0 0 1\r\nx\r\nget " + K251 + b"\r\n"),
+    ("refused delete keeps the STORED before it", b"set r4 0 0 1\r\nx\r\ndelete " + K251 + b"\r\n"),
+    ("refused get in a later write", b"", {"chunks": [b"set r5 0 0 1\r\nx\r\n", b"get " + K251 + b"\r\n"]}),
     ("cas key of 251 bytes", b"cas " + K251 + b" 0 0 1 1\r\nx\r\n"),
     ("delete key of 251 bytes", b"delete " + K251 + b"\r\n"),
     ("incr key of 251 bytes", b"incr " + K251 + b" 1\r\n"),
