@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what the tests and the demo run against, if missing (idempotent; root on Debian):
+#   memcached    the backends (Debian 12: 1.6.18)
+#   nutcracker   twemproxy 0.5, the reference for ketama placement
+#   memccapable  libmemcached's protocol conformance tool (libmemcached-tools)
+#   promtool     validates the /metrics output (prometheus)
+set -euo pipefail
+
+declare -A package_of=(
+  [memcached]=memcached
+  [nutcracker]=nutcracker
+  [memccapable]=libmemcached-tools
+  [promtool]=prometheus
+)
+
+# nutcracker lives in /usr/sbin, which is not on every user's PATH.
+export PATH="$PATH:/usr/sbin:/sbin"
+
+missing=()
+for tool in "${!package_of[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
+done
+
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+echo "deps.sh: installing ${missing[*]}" >&2
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+  sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -q
+"${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+# The memcached and prometheus packages start system services; the tests start their own.
+for service in memcached prometheus nutcracker; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
+    "${sudo[@]}" systemctl stop "$service" || true
+  fi
+done

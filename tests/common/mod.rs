@@ -1,0 +1,63 @@
+//! Shared harness of the integration tests.
+//!
+//! - [`process`]: real processes on free loopback ports — [`Memcached`] backends and the
+//!   [`Memroute`] binary under test; [`nutcracker`]: [`Nutcracker`] (twemproxy 0.5), the reference.
+//! - [`client`]: a blocking text-protocol [`Client`] that asserts exact bytes.
+//! - [`target`]: [`Target`], what protocol tests talk to — memroute in front of memcacheds, or
+//!   one memcached directly with `MEMROUTE_TEST_TARGET=direct`, which proves the expected bytes
+//!   against the real thing.
+//!
+//! Every test builds its own processes, so tests run in parallel; everything is killed on drop.
+
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code, unused_imports)]
+
+pub mod client;
+pub mod nutcracker;
+pub mod process;
+pub mod target;
+
+pub use client::Client;
+pub use nutcracker::{Nutcracker, nutcracker_config};
+pub use process::{Memcached, Memroute, free_port, send_signal};
+pub use target::{
+    Target, TargetKind, config_one_pool, config_one_pool_with, skip_unless_memroute, target,
+};
+
+/// `n` distinct keys `"{i}:{tag}"`; a few dozen reach every server of a 3-server ring.
+///
+/// The counter comes first on purpose: twemproxy's default hash (`fnv1a_64`, really FNV-1a 32)
+/// maps keys that differ only in their last bytes to nearby ring positions, so `tag:0`..`tag:59`
+/// can all land on one or two servers (checked against nutcracker: 10/50/0 of 60).
+pub fn keys(tag: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{i}:{tag}")).collect()
+}
+
+/// The exact bytes of a `get` hit for one item: `VALUE key flags len\r\nvalue\r\n`.
+pub fn value_reply(key: &str, flags: u32, value: &[u8]) -> Vec<u8> {
+    let mut out = format!("VALUE {key} {flags} {}\r\n", value.len()).into_bytes();
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// The exact bytes of a storage request: `cmd key flags exptime len[ extra]\r\nvalue\r\n`
+/// (`extra` is e.g. a cas unique and/or `noreply`).
+pub fn storage(
+    cmd: &str,
+    key: &str,
+    flags: u32,
+    exptime: i64,
+    value: &[u8],
+    extra: &str,
+) -> Vec<u8> {
+    let sep = if extra.is_empty() { "" } else { " " };
+    let mut out = format!(
+        "{cmd} {key} {flags} {exptime} {}{sep}{extra}\r\n",
+        value.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+    out
+}

@@ -1,0 +1,337 @@
+//! Real processes for the tests: memcached backends and memroute itself (twemproxy is in
+//! `nutcracker.rs`). Each test starts its own on free loopback ports, so tests run in parallel;
+//! every process is killed when its handle drops.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a process may take to accept its first connection.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts with fresh ports when a port turns out to be taken between `free_port` and bind.
+const PORT_ATTEMPTS: usize = 4;
+
+/// Ports handed out by this test binary: `free_port` never returns one twice, so two tests of
+/// the same binary cannot race for the port the kernel just released.
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A loopback TCP port that was free a moment ago: bind `127.0.0.1:0`, read the port, drop.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind 127.0.0.1:0")
+            .port();
+        let mut seen = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+    panic!("no fresh free port after 100 tries");
+}
+
+/// A private scratch directory for one process (config, logs); removed on drop of the owner.
+pub fn scratch_dir(what: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("memroute-test-{}-{what}-{n}", std::process::id()));
+    fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// Waits until `127.0.0.1:port` accepts a TCP connection. Fails early, with the exit status,
+/// if the child exits first.
+pub fn wait_until_accepting(port: u16, child: &mut Child) -> Result<(), String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let addr = ([127, 0, 0, 1], port).into();
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited before listening on port {port}: {status}"));
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    Err(format!(
+        "did not accept on port {port} within {START_TIMEOUT:?}"
+    ))
+}
+
+/// Sends a signal with `kill -SIG pid` (the crate forbids `unsafe`, so no `libc::kill`).
+pub fn send_signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{sig} {pid} failed: {status}");
+}
+
+/// Whether every thread of `pid` is in state `T` (stopped), per `/proc/PID/task/*/stat`.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        let stat = fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // The state follows the parenthesised command name: "PID (comm) S ...".
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T'))
+    })
+}
+
+pub fn kill_and_wait(child: &mut Child) {
+    // A stopped (SIGSTOP) process still dies on SIGKILL.
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+pub fn read_log(path: &Path) -> String {
+    fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// One memcached process on a free loopback port.
+pub struct Memcached {
+    /// The TCP port it listens on (kept across `restart`).
+    pub port: u16,
+    child: Child,
+    args: Vec<String>,
+    dir: PathBuf,
+}
+
+impl Memcached {
+    /// `memcached -u root -U 0 -l 127.0.0.1 -p PORT -m 64 -t 1`, ready to accept.
+    pub fn start() -> Memcached {
+        Memcached::start_with_args(&[])
+    }
+
+    /// As [`Memcached::start`] with extra arguments (e.g. `["-I", "2m"]`).
+    pub fn start_with_args(args: &[&str]) -> Memcached {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let dir = scratch_dir("memcached");
+        let mut errors = Vec::new();
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port();
+            match Memcached::spawn(port, &args, &dir) {
+                Ok(child) => {
+                    return Memcached {
+                        port,
+                        child,
+                        args,
+                        dir,
+                    };
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        panic!("memcached did not start: {errors:#?}");
+    }
+
+    fn spawn(port: u16, args: &[String], dir: &Path) -> Result<Child, String> {
+        let log = dir.join("stderr.log");
+        let mut child = Command::new("memcached")
+            .args([
+                "-u",
+                "root",
+                "-U",
+                "0",
+                "-l",
+                "127.0.0.1",
+                "-m",
+                "64",
+                "-t",
+                "1",
+            ])
+            .arg("-p")
+            .arg(port.to_string())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).map_err(|e| e.to_string())?)
+            .spawn()
+            .map_err(|e| format!("cannot run memcached (scripts/deps.sh installs it): {e}"))?;
+        match wait_until_accepting(port, &mut child) {
+            Ok(()) => Ok(child),
+            Err(e) => {
+                kill_and_wait(&mut child);
+                Err(format!("memcached {e}; stderr: {}", read_log(&log)))
+            }
+        }
+    }
+
+    /// `127.0.0.1:PORT`, as written in a pool's `servers`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL and reap. Connections to it are reset, new ones are refused.
+    pub fn stop(&mut self) {
+        kill_and_wait(&mut self.child);
+    }
+
+    /// Stops it (if running) and starts a fresh, empty memcached on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut last = String::new();
+        // The port was just ours; retry briefly in case the kernel has not released it yet.
+        for _ in 0..20 {
+            match Memcached::spawn(self.port, &self.args, &self.dir) {
+                Ok(child) => {
+                    self.child = child;
+                    return;
+                }
+                Err(e) => last = e,
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!("memcached did not restart on port {}: {last}", self.port);
+    }
+
+    /// SIGSTOP: it keeps its connections but answers nothing (a hung server). Returns once
+    /// every thread is stopped; the signal alone is asynchronous.
+    pub fn pause(&self) {
+        send_signal(self.pid(), "STOP");
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !all_threads_stopped(self.pid()) {
+            assert!(
+                Instant::now() < deadline,
+                "memcached {} did not stop",
+                self.pid()
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// SIGCONT after [`Memcached::pause`].
+    pub fn resume(&self) {
+        send_signal(self.pid(), "CONT");
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        kill_and_wait(&mut self.child);
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The memroute binary under test, with its config in a private file and its output captured.
+pub struct Memroute {
+    /// The client port (`[listen] address`).
+    pub port: u16,
+    /// The admin HTTP port, when the config has an `[admin]` table.
+    pub admin_port: Option<u16>,
+    /// The config file it was started with (tests may rewrite it to exercise reload).
+    pub config_path: PathBuf,
+    child: Child,
+    dir: PathBuf,
+}
+
+/// `PORT` of `host:PORT` at `table.address` in a TOML text, if present.
+fn toml_port(config: &toml::Value, table: &str) -> Option<u16> {
+    let addr = config.get(table)?.get("address")?.as_str()?;
+    addr.rsplit(':').next()?.parse().ok()
+}
+
+impl Memroute {
+    /// Writes `config_toml` to a fresh file, runs `memroute --config FILE` and waits until the
+    /// `[listen] address` port accepts. If that port was taken meanwhile, retries with a new one
+    /// (rewriting `127.0.0.1:PORT` in the config), so `port` may differ from the one in the text.
+    pub fn start(config_toml: &str) -> Memroute {
+        let dir = scratch_dir("memroute");
+        let config_path = dir.join("memroute.toml");
+        let mut text = config_toml.to_string();
+        for attempt in 1..=PORT_ATTEMPTS {
+            let parsed: toml::Value = text.parse().expect("test config is valid TOML");
+            let port = toml_port(&parsed, "listen").expect("config has [listen] address");
+            let admin_port = toml_port(&parsed, "admin");
+            fs::write(&config_path, &text).expect("write config");
+            let mut child = Command::new(env!("CARGO_BIN_EXE_memroute"))
+                .arg("--config")
+                .arg(&config_path)
+                .stdin(Stdio::null())
+                .stdout(File::create(dir.join("stdout.log")).expect("stdout log"))
+                .stderr(File::create(dir.join("stderr.log")).expect("stderr log"))
+                .spawn()
+                .expect("spawn memroute");
+            match wait_until_accepting(port, &mut child) {
+                Ok(()) => {
+                    return Memroute {
+                        port,
+                        admin_port,
+                        config_path,
+                        child,
+                        dir,
+                    };
+                }
+                Err(e) => {
+                    kill_and_wait(&mut child);
+                    let stderr = read_log(&dir.join("stderr.log"));
+                    if attempt < PORT_ATTEMPTS && stderr.to_lowercase().contains("in use") {
+                        let old = format!("127.0.0.1:{port}\"");
+                        text = text.replace(&old, &format!("127.0.0.1:{}\"", free_port()));
+                        continue;
+                    }
+                    panic!("memroute {e}\n--- config ---\n{text}\n--- stderr ---\n{stderr}");
+                }
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name, e.g. `"HUP"` to reload.
+    pub fn signal(&self, sig: &str) {
+        send_signal(self.pid(), sig);
+    }
+
+    /// Everything memroute wrote to stderr so far (its logs).
+    pub fn stderr(&self) -> String {
+        read_log(&self.dir.join("stderr.log"))
+    }
+
+    /// Replaces the config file the way editors and Kubernetes do: write a new file, rename it
+    /// over the old one.
+    pub fn replace_config(&self, toml: &str) {
+        let tmp = self.dir.join("memroute.toml.new");
+        fs::write(&tmp, toml).expect("write new config");
+        fs::rename(&tmp, &self.config_path).expect("rename config");
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Memroute {
+    fn drop(&mut self) {
+        kill_and_wait(&mut self.child);
+        if thread::panicking() {
+            eprintln!(
+                "--- memroute stderr ({}) ---\n{}",
+                self.dir.display(),
+                self.stderr()
+            );
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,151 @@
+//! What a protocol test talks to: memroute in front of real memcacheds (the default), or, with
+//! `MEMROUTE_TEST_TARGET=direct`, one memcached directly. Running the same assertions against
+//! memcached proves the expected bytes are memcached's.
+
+use super::client::Client;
+use super::process::{Memcached, Memroute, free_port};
+
+/// Which system the protocol tests run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// memroute with a pool of memcacheds behind it.
+    Memroute,
+    /// One memcached, no proxy (`MEMROUTE_TEST_TARGET=direct`).
+    Direct,
+}
+
+/// The target chosen by `MEMROUTE_TEST_TARGET` (`direct`, or anything else / unset = memroute).
+pub fn target() -> TargetKind {
+    match std::env::var("MEMROUTE_TEST_TARGET").as_deref() {
+        Ok("direct") => TargetKind::Direct,
+        _ => TargetKind::Memroute,
+    }
+}
+
+/// For tests of memroute-only behaviour: true (and a note on stderr) when running direct, so the
+/// test can `return` early.
+pub fn skip_unless_memroute(why: &str) -> bool {
+    let skip = target() == TargetKind::Direct;
+    if skip {
+        eprintln!("skipped under MEMROUTE_TEST_TARGET=direct: {why}");
+    }
+    skip
+}
+
+/// TOML string literal (the test values never need more than quotes escaped).
+fn quoted(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// DESIGN §5 config with one pool `main` and the default route to it.
+pub fn config_one_pool(listen_port: u16, servers: &[String]) -> String {
+    config_one_pool_with(listen_port, servers, "", "")
+}
+
+/// As [`config_one_pool`], with extra lines for the `[listen]` table (e.g.
+/// `allow_flush_all = true`) and for `[pools.main]` (e.g. `timeout = "200ms"`).
+pub fn config_one_pool_with(
+    listen_port: u16,
+    servers: &[String],
+    listen_extra: &str,
+    pool_extra: &str,
+) -> String {
+    let servers: Vec<String> = servers.iter().map(|s| quoted(s)).collect();
+    format!(
+        "[listen]\naddress = \"127.0.0.1:{listen_port}\"\n{listen_extra}\n\n\
+         [pools.main]\nservers = [{}]\n{pool_extra}\n\n\
+         [[routes]]\nprefix = \"\"\ntiers = [\"main\"]\n",
+        servers.join(", ")
+    )
+}
+
+/// A running target: its memcacheds and, unless direct, the memroute in front of them.
+pub struct Target {
+    /// Which kind this is.
+    pub kind: TargetKind,
+    /// The backends (exactly one under direct).
+    pub backends: Vec<Memcached>,
+    /// The proxy (`None` under direct).
+    pub proxy: Option<Memroute>,
+}
+
+impl Target {
+    /// `backends` memcacheds behind memroute with the default config (one under direct).
+    pub fn new(backends: usize) -> Target {
+        Target::with_options(backends, "", "")
+    }
+
+    /// As [`Target::new`], with extra `[listen]` and `[pools.main]` lines for memroute (ignored
+    /// under direct, where there is no config).
+    pub fn with_options(backends: usize, listen_extra: &str, pool_extra: &str) -> Target {
+        let kind = target();
+        let n = if kind == TargetKind::Direct {
+            1
+        } else {
+            backends
+        };
+        let backends: Vec<Memcached> = (0..n).map(|_| Memcached::start()).collect();
+        let proxy = (kind == TargetKind::Memroute).then(|| {
+            let servers: Vec<String> = backends.iter().map(Memcached::addr).collect();
+            Memroute::start(&config_one_pool_with(
+                free_port(),
+                &servers,
+                listen_extra,
+                pool_extra,
+            ))
+        });
+        Target {
+            kind,
+            backends,
+            proxy,
+        }
+    }
+
+    /// True when talking to memcached directly.
+    pub fn is_direct(&self) -> bool {
+        self.kind == TargetKind::Direct
+    }
+
+    /// The port clients connect to.
+    pub fn port(&self) -> u16 {
+        match &self.proxy {
+            Some(p) => p.port,
+            None => self.backends[0].port,
+        }
+    }
+
+    /// A new client connection to the target.
+    pub fn client(&self) -> Client {
+        Client::connect(self.port())
+    }
+
+    /// Indexes of the backends that hold `key`, asked directly (bypassing the proxy).
+    pub fn holders(&self, key: &str) -> Vec<usize> {
+        let mut found = Vec::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            let mut c = Client::connect(b.port);
+            c.send(format!("mg {key}\r\n").as_bytes());
+            match c.read_line().as_slice() {
+                b"HD\r\n" => found.push(i),
+                b"EN\r\n" => {}
+                other => panic!("unexpected mg answer {:?}", String::from_utf8_lossy(other)),
+            }
+        }
+        found
+    }
+
+    /// Asserts every backend holds at least one of `keys`: the test really spans all servers.
+    #[track_caller]
+    pub fn assert_keys_on_every_backend(&self, keys: &[String]) {
+        let mut per_backend = vec![0usize; self.backends.len()];
+        for k in keys {
+            for i in self.holders(k) {
+                per_backend[i] += 1;
+            }
+        }
+        assert!(
+            per_backend.iter().all(|&n| n > 0),
+            "keys do not reach every backend: {per_backend:?}"
+        );
+    }
+}
