@@ -170,7 +170,10 @@ async fn serve(stream: TcpStream, rx: &mut mpsc::UnboundedReceiver<Job>, target:
         let mut timed_out = 0usize;
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
-        let mut armed = false;
+        // When the timer fires next, if armed. Deadlines grow with send order, so a timer armed
+        // for an older deadline fires early at worst; re-arming only when the next deadline is
+        // earlier than the armed one keeps timer resets off the per-answer path.
+        let mut armed: Option<Instant> = None;
         loop {
             // Take every complete answer off the buffer.
             loop {
@@ -194,25 +197,28 @@ async fn serve(stream: TcpStream, rx: &mut mpsc::UnboundedReceiver<Job>, target:
                     }
                 }
             }
-            let next_deadline = lock(&inflight).get(timed_out).map(|f| f.deadline);
-            if !rbuf.is_empty() && lock(&inflight).is_empty() {
+            let (next_deadline, empty) = {
+                let q = lock(&inflight);
+                (q.get(timed_out).map(|f| f.deadline), q.is_empty())
+            };
+            if !rbuf.is_empty() && empty {
                 target.metrics.protocol_errors.inc();
                 tracing::warn!(server = %target.address, "unsolicited backend data");
                 return Ended::Failed(BackendError::Protocol);
             }
-            // Deadlines only grow, so a timer armed for an older deadline fires early at worst;
-            // re-arming once per expiry instead of once per answer keeps timers off the hot path.
-            if let (Some(d), false) = (next_deadline, armed) {
-                sleep.as_mut().reset(d);
-                armed = true;
+            if let Some(d) = next_deadline {
+                if armed.is_none_or(|a| d < a) {
+                    sleep.as_mut().reset(d);
+                    armed = Some(d);
+                }
             }
             tokio::select! {
                 r = rd.read_buf(&mut rbuf) => match r {
                     Ok(0) | Err(_) => return Ended::Failed(BackendError::Closed),
                     Ok(_) => {}
                 },
-                _ = &mut sleep, if armed => {
-                    armed = false;
+                _ = &mut sleep, if armed.is_some() => {
+                    armed = None;
                     let now = Instant::now();
                     let mut q = lock(&inflight);
                     while let Some(f) = q.get_mut(timed_out) {
@@ -231,14 +237,14 @@ async fn serve(stream: TcpStream, rx: &mut mpsc::UnboundedReceiver<Job>, target:
                         return Ended::Failed(BackendError::Timeout);
                     }
                     if timed_out > 0 {
-                        // Check the stuck limit again later even if no new request comes.
+                        // Check the stuck limit later even if no new request comes.
                         let recheck = q[0].deadline + stuck_limit(target.timeout);
-                        let next = q.get(timed_out).map_or(recheck, |f| f.deadline.min(recheck));
-                        sleep.as_mut().reset(next);
-                        armed = true;
+                        sleep.as_mut().reset(recheck);
+                        armed = Some(recheck);
                     }
                 },
-                _ = pushed.notified(), if !armed => {}
+                // New requests may carry an earlier deadline than the armed one.
+                _ = pushed.notified() => {}
             }
         }
     };
