@@ -61,12 +61,11 @@ impl Nutcracker {
             .stderr(Stdio::null())
             .spawn()
             .expect("run nutcracker (scripts/deps.sh installs it)");
-        if let Err(e) = wait_until_accepting(port, &mut child) {
+        if let Err(e) = wait_until_accepting(port, &mut child, false) {
             kill_and_wait(&mut child);
-            panic!(
-                "nutcracker {e}; log: {}",
-                read_log(&dir.join("nutcracker.log"))
-            );
+            let log = read_log(&dir.join("nutcracker.log"));
+            let _ = fs::remove_dir_all(&dir);
+            panic!("nutcracker {e}; log: {log}");
         }
         Nutcracker {
             port,

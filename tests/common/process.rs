@@ -45,23 +45,59 @@ pub fn scratch_dir(what: &str) -> PathBuf {
     dir
 }
 
-/// Waits until `127.0.0.1:port` accepts a TCP connection. Fails early, with the exit status,
-/// if the child exits first.
-pub fn wait_until_accepting(port: u16, child: &mut Child) -> Result<(), String> {
+/// Waits until `127.0.0.1:port` accepts a TCP connection from `child`, and fails early, with
+/// the exit status, if the child exits first. Other test runs on this machine pick free ports
+/// too, so a port can be taken between `free_port` and bind; and a connect to a local port
+/// nobody listens on can connect to itself. So the listener must prove it is `child`: by its
+/// `STAT pid` when `require_pid` (memcached), else by still running a moment later.
+pub fn wait_until_accepting(port: u16, child: &mut Child, require_pid: bool) -> Result<(), String> {
     let deadline = Instant::now() + START_TIMEOUT;
     let addr = ([127, 0, 0, 1], port).into();
+    let exited = |child: &mut Child| match child.try_wait() {
+        Ok(Some(status)) => Err(format!("exited before listening on port {port}: {status}")),
+        _ => Ok(()),
+    };
     while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("exited before listening on port {port}: {status}"));
-        }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-            return Ok(());
+        exited(child)?;
+        if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+            let self_connected = stream.local_addr().ok() == stream.peer_addr().ok();
+            match (self_connected, stats_pid(stream)) {
+                (true, _) => {}
+                (false, Some(pid)) if pid == child.id() => return Ok(()),
+                (false, Some(pid)) => {
+                    return Err(format!("port {port} is held by pid {pid} (address in use)"));
+                }
+                (false, None) if !require_pid => {
+                    thread::sleep(Duration::from_millis(50));
+                    return exited(child);
+                }
+                (false, None) => {}
+            }
         }
         thread::sleep(Duration::from_millis(10));
     }
     Err(format!(
         "did not accept on port {port} within {START_TIMEOUT:?}"
     ))
+}
+
+/// The `STAT pid` a memcached-like server reports, if it answers `stats` with one (memcached and
+/// memroute do; nutcracker does not, and then only the exit check guards the port).
+fn stats_pid(mut stream: TcpStream) -> Option<u32> {
+    use std::io::{BufRead, BufReader, Write};
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"stats\r\n").ok()?;
+    let reader = BufReader::new(stream);
+    for line in reader.split(b'\n').take(200) {
+        let line = line.ok()?;
+        if line.starts_with(b"END") {
+            return None;
+        }
+        if let Some(pid) = line.strip_prefix(b"STAT pid ") {
+            return String::from_utf8_lossy(pid).trim().parse().ok();
+        }
+    }
+    None
 }
 
 /// Sends a signal with `kill -SIG pid` (the crate forbids `unsafe`, so no `libc::kill`).
@@ -133,6 +169,7 @@ impl Memcached {
                 Err(e) => errors.push(e),
             }
         }
+        let _ = fs::remove_dir_all(&dir);
         panic!("memcached did not start: {errors:#?}");
     }
 
@@ -159,7 +196,7 @@ impl Memcached {
             .stderr(File::create(&log).map_err(|e| e.to_string())?)
             .spawn()
             .map_err(|e| format!("cannot run memcached (scripts/deps.sh installs it): {e}"))?;
-        match wait_until_accepting(port, &mut child) {
+        match wait_until_accepting(port, &mut child, true) {
             Ok(()) => Ok(child),
             Err(e) => {
                 kill_and_wait(&mut child);
@@ -268,7 +305,7 @@ impl Memroute {
                 .stderr(File::create(dir.join("stderr.log")).expect("stderr log"))
                 .spawn()
                 .expect("spawn memroute");
-            match wait_until_accepting(port, &mut child) {
+            match wait_until_accepting(port, &mut child, false) {
                 Ok(()) => {
                     return Memroute {
                         port,
@@ -281,11 +318,14 @@ impl Memroute {
                 Err(e) => {
                     kill_and_wait(&mut child);
                     let stderr = read_log(&dir.join("stderr.log"));
-                    if attempt < PORT_ATTEMPTS && stderr.to_lowercase().contains("in use") {
+                    if attempt < PORT_ATTEMPTS
+                        && (stderr.to_lowercase().contains("in use") || e.contains("in use"))
+                    {
                         let old = format!("127.0.0.1:{port}\"");
                         text = text.replace(&old, &format!("127.0.0.1:{}\"", free_port()));
                         continue;
                     }
+                    let _ = fs::remove_dir_all(&dir);
                     panic!("memroute {e}\n--- config ---\n{text}\n--- stderr ---\n{stderr}");
                 }
             }
