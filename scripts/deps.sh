@@ -4,6 +4,7 @@
 #   nutcracker   twemproxy 0.5, the reference for ketama placement
 #   memccapable  libmemcached's protocol conformance tool (libmemcached-tools)
 #   promtool     validates the /metrics output (prometheus)
+#   nc, curl     the README's demo session (netcat-openbsd, curl)
 set -euo pipefail
 
 declare -A package_of=(
@@ -11,6 +12,8 @@ declare -A package_of=(
   [nutcracker]=nutcracker
   [memccapable]=libmemcached-tools
   [promtool]=prometheus
+  [nc]=netcat-openbsd
+  [curl]=curl
 )
 
 # nutcracker lives in /usr/sbin, which is not on every user's PATH.
