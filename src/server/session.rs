@@ -87,7 +87,7 @@ pub async fn run(
             let Some(parsed) = decoder.next_request() else {
                 break;
             };
-            let snapshot = shared.snapshot();
+            let snapshot = shared.current();
             let tagged = dispatch(parsed, &snapshot, &shared, lane);
             let meta = tagged.meta.as_ref().expect("fresh");
             closing |= meta.close;
