@@ -390,3 +390,59 @@ fn half_closed_client_gets_every_reply_on_a_tiered_route() {
         common::client::escape(&expected, 0)
     );
 }
+
+/// Whether every thread of `pid` is stopped (state `T` in `/proc/PID/task/*/stat`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T'))
+    })
+}
+
+/// Clients the kernel has already connected (waiting in the listen backlog) when the signal comes
+/// have sent their requests too: they are served, not reset.
+#[test]
+fn connections_waiting_in_the_backlog_at_sigterm_are_served() {
+    let backend = Memcached::start();
+    let mut memroute = Proc::start(
+        |port, admin| config(port, admin, &[backend.addr()], ""),
+        &[],
+    );
+    // Frozen, memroute accepts nothing; the kernel still completes the handshakes.
+    memroute.signal("STOP");
+    assert!(
+        eventually(Duration::from_secs(5), || all_threads_stopped(
+            memroute.pid()
+        )),
+        "memroute did not stop"
+    );
+    let mut waiting: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", memroute.port)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"version\r\n").unwrap();
+            s
+        })
+        .collect();
+    // SIGTERM stays pending until SIGCONT; then the signal and the waiting connections are
+    // seen together.
+    memroute.signal("TERM");
+    memroute.signal("CONT");
+    let want = concat!("VERSION ", env!("CARGO_PKG_VERSION"), "\r\n");
+    for (i, s) in waiting.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        let read = s.read_to_end(&mut got);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            want,
+            "client {i} in the backlog ({read:?})"
+        );
+    }
+    let status = memroute.wait_exit(DRAIN_TIMEOUT + EXIT_SLACK);
+    let status = status.expect("still running after the drain timeout");
+    assert!(status.success(), "exit status {status}");
+}
