@@ -15,33 +15,43 @@ use memroute::runtime::Shared;
 /// Quiet time after the last file event before a reload (editors write in bursts).
 const RELOAD_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// How long shutdown waits for clients to get their in-flight replies.
-const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// After the drain, how long the runtime may take to stop its remaining tasks.
+const RUNTIME_STOP: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A memcached proxy: twemproxy-compatible ketama routing, fallback tiers for migrations,
 /// hot reload and Prometheus metrics.
 #[derive(Parser, Debug)]
-#[command(name = "memroute", version, about, long_about = None)]
+#[command(name = "memroute", version, about, long_about = None, subcommand_negates_reqs = true)]
 struct Cli {
     /// The TOML config file to run with (reloaded on change and on SIGHUP).
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        required_unless_present = "check_config"
+    )]
     config: Option<PathBuf>,
 
     /// Only validate FILE: print every error with its line and column, exit 0 if valid, 1 if not.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
 
-    /// Log line format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    /// Log line format: text for people, json for log collectors (one object per line).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 
     /// Log filter (tracing-subscriber EnvFilter syntax); RUST_LOG overrides it.
-    #[arg(long, default_value = "info")]
+    #[arg(long, value_name = "FILTER", default_value = "info")]
     log_level: String,
 
     /// Worker threads (default: one per core).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     threads: Option<usize>,
+
+    /// On SIGTERM/SIGINT, how long to wait for clients to get their in-flight replies before
+    /// exiting anyway (a second signal exits at once).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    drain_timeout: std::time::Duration,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -61,7 +71,9 @@ enum Command {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
@@ -85,6 +97,7 @@ fn main() -> ExitCode {
         };
     }
     let Some(path) = cli.config.clone() else {
+        // clap requires --config when neither --check-config nor a subcommand is given.
         eprintln!("memroute: --config FILE is required");
         return ExitCode::FAILURE;
     };
@@ -99,10 +112,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(path))
+    let code = runtime.block_on(run(path, cli.drain_timeout));
+    // Tasks still running (a session blocked on a client that does not read, a DNS lookup on a
+    // blocking thread) must not hold the exit.
+    runtime.shutdown_timeout(RUNTIME_STOP);
+    code
 }
 
-async fn run(path: PathBuf) -> ExitCode {
+async fn run(path: PathBuf, drain_timeout: std::time::Duration) -> ExitCode {
+    // Before anything else: from here on SIGTERM/SIGINT mean "drain", never the default
+    // "die at once", even during start-up.
+    let mut signals = match memroute::server::shutdown::Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
     // Watch before the first load, so an edit made during it is not missed.
     let triggers = match reload::spawn_watcher(&path, RELOAD_DEBOUNCE) {
         Ok(t) => Some(t),
@@ -157,13 +183,6 @@ async fn run(path: PathBuf) -> ExitCode {
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(memroute::server::serve(listener, shared.clone(), stop_rx));
-    let mut signals = match memroute::server::shutdown::Signals::new() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot install signal handlers");
-            return ExitCode::FAILURE;
-        }
-    };
     signals.first().await;
     tracing::info!("shutting down: draining client connections");
     shared
@@ -171,7 +190,7 @@ async fn run(path: PathBuf) -> ExitCode {
         .store(true, std::sync::atomic::Ordering::Release);
     let _ = stop_tx.send(true);
     let _ = server.await;
-    memroute::server::shutdown::drain(&shared, &mut signals, DRAIN_TIMEOUT).await;
+    memroute::server::shutdown::drain(&shared, &mut signals, drain_timeout).await;
     ExitCode::SUCCESS
 }
 
@@ -200,8 +219,11 @@ fn init_logs(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: journald, files and log collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -1,11 +1,12 @@
 //! Accept loop. Connections beyond `max_connections` are told
 //! `SERVER_ERROR too many open connections` and closed, without touching anyone else.
 
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::session;
@@ -22,41 +23,86 @@ impl Drop for ConnectionGuard {
 }
 
 /// Serves clients until `shutdown` turns true; sessions then finish their in-flight requests.
+///
+/// Connections the kernel has already completed when shutdown comes (waiting in the listen
+/// backlog, possibly with requests sent) are taken too and served like the others: answered,
+/// then closed. Only then is the listening socket closed.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
     let mut stop = shutdown.clone();
     let mut lane: usize = 0;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s) => break,
         };
-        let (mut stream, _peer) = match accepted {
-            Ok(a) => a,
+        match accepted {
+            Ok((stream, _peer)) => admit(stream, &shared, &mut lane, &shutdown),
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
             }
-        };
-        let max = shared.snapshot().config.listen.max_connections;
-        if shared.metrics.connections.get() >= max as i64 {
-            shared.metrics.connections_refused.inc();
-            tokio::spawn(async move {
-                let _ = stream.write_all(TOO_MANY_CONNECTIONS).await;
-                let _ = stream.shutdown().await;
-            });
-            continue;
         }
-        let _ = stream.set_nodelay(true);
-        shared.metrics.connections.inc();
-        shared.metrics.connections_total.inc();
-        lane = lane.wrapping_add(1);
-        let guard = ConnectionGuard(shared.clone());
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            session::run(stream, guard.0.clone(), lane, shutdown).await;
-            drop(guard);
-        });
     }
+    for stream in accept_backlog(&listener) {
+        admit(stream, &shared, &mut lane, &shutdown);
+    }
+}
+
+/// Starts a session for a new client, or refuses it over `max_connections`.
+fn admit(
+    mut stream: TcpStream,
+    shared: &Arc<Shared>,
+    lane: &mut usize,
+    shutdown: &watch::Receiver<bool>,
+) {
+    let max = shared.snapshot().config.listen.max_connections;
+    if shared.metrics.connections.get() >= max as i64 {
+        shared.metrics.connections_refused.inc();
+        tokio::spawn(async move {
+            let _ = stream.write_all(TOO_MANY_CONNECTIONS).await;
+            let _ = stream.shutdown().await;
+        });
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    shared.metrics.connections.inc();
+    shared.metrics.connections_total.inc();
+    *lane = lane.wrapping_add(1);
+    let lane = *lane;
+    let guard = ConnectionGuard(shared.clone());
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        session::run(stream, guard.0.clone(), lane, shutdown).await;
+        drop(guard);
+    });
+}
+
+/// Most connections taken from the backlog at shutdown.
+const BACKLOG_LIMIT: usize = 4096;
+
+/// Accepts, without waiting, the connections already queued on `listener`.
+///
+/// Through a duplicate of the descriptor, as in the session's final read: tokio's `accept`
+/// would only see them once its reactor has processed the readiness event.
+fn accept_backlog(listener: &TcpListener) -> Vec<TcpStream> {
+    let mut streams = Vec::new();
+    let Ok(fd) = listener.as_fd().try_clone_to_owned() else {
+        return streams;
+    };
+    // Shares the open file description, so it is non-blocking like tokio's.
+    let queue = std::net::TcpListener::from(fd);
+    while streams.len() < BACKLOG_LIMIT {
+        let Ok((stream, _)) = queue.accept() else {
+            break;
+        };
+        let stream = stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream));
+        match stream {
+            Ok(s) => streams.push(s),
+            Err(e) => tracing::warn!(error = %e, "cannot serve a queued connection"),
+        }
+    }
+    streams
 }

@@ -9,18 +9,26 @@
 //! Requests on tiered routes take several backend round trips; one of them is a barrier: nothing
 //! after it is dispatched until it completes, so a pipelined `incr` then `get` on a migrating key
 //! behaves as it would on one memcached.
+//!
+//! Ending: after `quit` (or an input it cannot resync after) the session parses nothing more.
+//! When the client half-closes, or at shutdown, it reads nothing more but still answers every
+//! complete request it has received, including, at shutdown, what already sits in the socket.
+//! Then it sends FIN and waits briefly for the client to close its side (see [`close`]).
 
 use std::future::Future;
+use std::io::Read;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
 use super::local;
@@ -78,8 +86,14 @@ pub async fn run(
     let mut decoder = Decoder::new(limits);
     let mut pending: FuturesOrdered<Tagged> = FuturesOrdered::new();
     let mut out = BytesMut::with_capacity(16 * 1024);
-    // No more requests are read once this is set; pending ones are answered, then we close.
+    // `quit` or an input we cannot resync after: nothing after it is parsed; pending requests
+    // are answered, then we close.
     let mut closing = false;
+    // The client half-closed, or shutdown: no more reads, but every complete request already
+    // received is still answered.
+    let mut input_done = false;
+    // The client closed its side: nothing to wait for when we close.
+    let mut eof = false;
     let mut barrier = false;
 
     loop {
@@ -94,11 +108,12 @@ pub async fn run(
             barrier |= meta.barrier;
             pending.push_back(tagged);
         }
-        if closing && pending.is_empty() {
-            let _ = wr.shutdown().await;
+        // With nothing pending, the loop above stopped only because no complete request is left.
+        if pending.is_empty() && (closing || input_done) {
+            close(rd, wr, eof).await;
             return;
         }
-        let can_read = !closing && !barrier && pending.len() < max_inflight;
+        let can_read = !closing && !input_done && !barrier && pending.len() < max_inflight;
         tokio::select! {
             Some((reply, meta)) = pending.next(), if !pending.is_empty() => {
                 finish(&shared, &mut out, reply, meta);
@@ -117,15 +132,80 @@ pub async fn run(
             }
             r = rd.read_buf(decoder.buffer()), if can_read => match r {
                 // A half-closed client (`printf … | nc`) still gets its replies.
-                Ok(0) => closing = true,
+                Ok(0) => {
+                    input_done = true;
+                    eof = true;
+                }
                 Ok(_) => {}
                 Err(_) => return,
             },
-            changed = shutdown.changed(), if !closing => {
-                closing = changed.is_err() || *shutdown.borrow();
+            changed = shutdown.changed(), if !closing && !input_done => {
+                if changed.is_err() || *shutdown.borrow() {
+                    // Requests the client sent before the shutdown may still sit in the socket
+                    // (unread because of back-pressure, or ready at the same moment): take them
+                    // too, so everything sent before the signal is answered.
+                    let limit = FINAL_READ_LIMIT.max(limits.max_value_size);
+                    eof = read_arrived(&rd, decoder.buffer(), limit);
+                    input_done = true;
+                }
             }
         }
     }
+}
+
+/// At shutdown, at most this much already-received input is still read (more if a single
+/// value may be larger).
+const FINAL_READ_LIMIT: usize = 4 * 1024 * 1024;
+
+/// How long a closing session keeps reading (and discarding) input, waiting for the client to
+/// close its side.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Reads what the kernel already holds for this socket, without waiting, up to `limit` bytes;
+/// true if that reached the end of the client's input.
+///
+/// Reads through a duplicate of the descriptor: tokio's own `try_read` answers `WouldBlock`
+/// until its reactor has seen the readiness event, which may still be on its way; a plain
+/// non-blocking `read(2)` asks the kernel. The socket is never read through tokio afterwards.
+fn read_arrived(rd: &OwnedReadHalf, buf: &mut BytesMut, limit: usize) -> bool {
+    let Ok(fd) = rd.as_ref().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    // The duplicate shares the open file description, so it is non-blocking too.
+    let mut socket = std::net::TcpStream::from(fd);
+    let mut chunk = [0u8; 16 * 1024];
+    let mut total = 0;
+    while total < limit {
+        match socket.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                total += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    false
+}
+
+/// Closes a session after its last reply: FIN first, then read and discard whatever the client
+/// still sends until it closes too (at most [`LINGER`]). Closing a socket with unread input makes
+/// the kernel send a reset, which can destroy replies the client has not received yet.
+async fn close(mut rd: OwnedReadHalf, mut wr: OwnedWriteHalf, eof_seen: bool) {
+    let _ = wr.shutdown().await;
+    if eof_seen {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(n) = rd.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Counts a finished request and appends its reply.
