@@ -52,6 +52,8 @@ pub fn exptime_for(ttl: i64, now: i64) -> Option<i32> {
 
 /// Copies `key` from tier `from` into tier 0.
 pub async fn copy_up(route: &Route, lane: usize, key: &Bytes, from: usize) -> Copy {
+    // From the read below to the `add`: a delete of this key must not run in between.
+    let _held = route.key_locks.shared(key).await;
     let lower = &route.tiers[from];
     let (flags, exptime, data) = match call(lower, lane, Op::MetaGet { key: key.clone() }).await {
         Ok(Response::Meta { flags, ttl, data }) => match exptime_for(ttl, unix_now()) {

@@ -5,7 +5,7 @@
 //! | `set`, `cas` | tier 0, then `lower_on_write` |
 //! | `add` | copy the key up from a lower tier first (so `add` fails as on one cache), then tier 0 |
 //! | `replace`, `append`, `prepend`, `incr`, `decr`, `touch` | tier 0; on `NOT_STORED`/`NOT_FOUND` copy up and retry once |
-//! | `delete` | every tier; `DELETED` if any held it; tier 0 again one `timeout` later |
+//! | `delete` | every tier (after copies of the key in progress); `DELETED` if any held it; tier 0 again one `timeout` later |
 //!
 //! `lower_on_write` follows every command that changed a value in tier 0: `delete` removes the
 //! key from the lower tiers so an old value can never come back if tier 0 loses the item,
@@ -90,6 +90,9 @@ fn changed_value(op: &Op, answer: &Result<Response, BackendError>) -> bool {
 /// `delete`: every tier at once; then tier 0 again after one `timeout`, in case a read that
 /// raced this delete copied the old value up in between (the delayed double delete).
 async fn delete_everywhere(route: &Arc<Route>, lane: usize, key: Bytes) -> Reply {
+    // Copies of this key already running in this process finish first (their `add` is then
+    // deleted below); copies that start later find nothing in the lower tiers.
+    let held = route.key_locks.exclusive(&key).await;
     let answers = join_all(
         route
             .tiers
@@ -97,6 +100,7 @@ async fn delete_everywhere(route: &Arc<Route>, lane: usize, key: Bytes) -> Reply
             .map(|pool| call(pool, lane, Op::Delete { key: key.clone() })),
     )
     .await;
+    drop(held);
     let delayed = route.clone();
     let delay = route.owner().config.timeout;
     let double = key.clone();
