@@ -32,13 +32,6 @@ pub enum Copy {
     Failed,
 }
 
-impl Copy {
-    /// Tier 0 now holds the key (copied or already there).
-    pub fn in_tier0(self) -> bool {
-        matches!(self, Copy::Copied | Copy::NotStored)
-    }
-}
-
 /// The `add` exptime for an item with `ttl` seconds left (`-1`: never expires); `None` when the
 /// item is about to expire and is not worth copying.
 pub fn exptime_for(ttl: i64, now: i64) -> Option<i32> {
