@@ -555,3 +555,53 @@ fn pipelined_requests_on_a_migrating_key_behave_as_on_one_memcached() {
         assert_eq!((m.in_new(k), m.in_old(k)), (None, None), "{k}");
     }
 }
+
+#[test]
+fn three_tiers_fall_through_in_order_and_writes_clear_every_lower_tier() {
+    use common::{Memcached, Memroute, free_port};
+    use tiers_support::{meta_get, put};
+    let (new, mid, old) = (Memcached::start(), Memcached::start(), Memcached::start());
+    let proxy = Memroute::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:{}\"\n\n\
+         [pools.new]\nservers = [\"{}\"]\n\n[pools.mid]\nservers = [\"{}\"]\n\n\
+         [pools.old]\nservers = [\"{}\"]\n\n\
+         [[routes]]\nprefix = \"\"\ntiers = [\"new\", \"mid\", \"old\"]\n",
+        free_port(),
+        new.addr(),
+        mid.addr(),
+        old.addr()
+    ));
+    put(mid.port, "both", 1, 0, b"from-mid");
+    put(old.port, "both", 2, 0, b"from-old");
+    put(old.port, "deep", 3, 0, b"deep");
+    let mut c = common::Client::connect(proxy.port);
+    // The first lower tier that has a key wins.
+    c.roundtrip(
+        b"get both deep none\r\n",
+        &[
+            value_reply("both", 1, b"from-mid"),
+            value_reply("deep", 3, b"deep"),
+            b"END\r\n".to_vec(),
+        ]
+        .concat(),
+    );
+    let copied = eventually("both copies", || {
+        Some((meta_get(new.port, "both")?, meta_get(new.port, "deep")?))
+    });
+    assert_eq!(copied, (item(1, -1, b"from-mid"), item(3, -1, b"deep")));
+    // A write clears every lower tier; a delete reaches every tier.
+    c.roundtrip(&storage("set", "both", 0, 0, b"latest", ""), b"STORED\r\n");
+    assert_eq!(
+        (meta_get(mid.port, "both"), meta_get(old.port, "both")),
+        (None, None)
+    );
+    c.roundtrip(b"delete deep\r\n", b"DELETED\r\n");
+    for m in [&new, &mid, &old] {
+        assert_eq!(meta_get(m.port, "deep"), None);
+    }
+    // incr on a counter only the deepest tier holds continues from it.
+    put(old.port, "n", 0, 0, b"7");
+    c.roundtrip(b"incr n 1\r\n", b"8\r\n");
+    assert_eq!(meta_get(new.port, "n"), Some(item(0, -1, b"8")));
+    assert_eq!(meta_get(old.port, "n"), None);
+}

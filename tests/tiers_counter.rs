@@ -180,6 +180,18 @@ fn counter_stays_exact_while_a_reload_adds_the_new_tier() {
     assert_final(&new, &old, proxy.port, START + total);
 }
 
+/// Waits until `arrived` (counted up by every party at every round) reaches `target`; a
+/// bounded spin rather than `std::sync::Barrier`, so a client that panicked cannot leave the
+/// other waiting forever.
+fn rendezvous(arrived: &AtomicU64, target: u64) {
+    arrived.fetch_add(1, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while arrived.load(Ordering::SeqCst) < target {
+        assert!(Instant::now() < deadline, "the other client stopped");
+        thread::yield_now();
+    }
+}
+
 /// `incr` is the other way to count: two clients racing on counters that only old holds must
 /// never see `NOT_FOUND` (one of them copies the counter up, the other must count on from it).
 #[test]
@@ -187,18 +199,18 @@ fn racing_incr_on_counters_only_in_old_never_answers_not_found() {
     let m = Migration::start();
     let counters = 400;
     // Both clients send each incr at the same moment, so they race on every counter.
-    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let arrived = Arc::new(AtomicU64::new(0));
     for k in 0..counters {
         m.put_old(&format!("ctr{k}"), 0, 0, b"100");
     }
     let threads: Vec<_> = (0..2)
         .map(|_| {
-            let (port, barrier) = (m.proxy.port, barrier.clone());
+            let (port, arrived) = (m.proxy.port, arrived.clone());
             thread::spawn(move || {
                 let mut c = Client::connect(port);
                 let mut not_found = Vec::new();
                 for k in 0..counters {
-                    barrier.wait();
+                    rendezvous(&arrived, 2 * (k as u64 + 1));
                     c.send(format!("incr ctr{k} 1\r\n").as_bytes());
                     let answer = c.read_line();
                     if answer == b"NOT_FOUND\r\n" {

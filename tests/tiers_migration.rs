@@ -432,3 +432,33 @@ fn lower_tier_without_meta_commands_and_no_warm_ttl_serves_reads_but_copies_noth
     assert_eq!(in_new(&new, "legacy"), None);
     assert_eq!(get(&mut c, "legacy"), hit("legacy", 5, b"old-value"));
 }
+
+/// Known gap, kept as a marker (run with `--ignored`): DESIGN §4 treats lower-tier errors as
+/// misses, so a delete (or the delete step of `lower_on_write`) that cannot reach a lower tier
+/// still succeeds. While old is marked down those deletes are not even sent; when a hung old
+/// comes back with its data, the deleted key is served again from it. Closing this needs
+/// memory of failed lower deletes (tombstones that reads respect and a retry loop), which is
+/// a design change, not a fix.
+#[test]
+#[ignore = "known gap: deletes that fail on a lower tier are not retried (DESIGN §4 decision)"]
+fn delete_while_old_is_marked_down_stays_deleted_when_old_comes_back() {
+    let new: Vec<Memcached> = (0..2).map(|_| Memcached::start()).collect();
+    let old = Memcached::start();
+    let addrs: Vec<String> = new.iter().map(Memcached::addr).collect();
+    let text = config(free_port(), None, &addrs, &[old.addr()], "").replace(
+        "timeout = \"500ms\"\n\n[[routes]]",
+        "timeout = \"500ms\"\nfailure_limit = 1\nretry_timeout = \"1s\"\n\n[[routes]]",
+    );
+    let proxy = Memroute::start(&text);
+    tiers_support::put(old.port, "gone", 0, 0, b"old");
+    old.pause();
+    let mut c = Client::connect(proxy.port);
+    // One timeout marks old down (failure_limit = 1); the delete is then not sent to it.
+    assert_eq!(get(&mut c, "other"), b"END\r\n");
+    c.roundtrip(b"delete gone\r\n", b"NOT_FOUND\r\n");
+    old.resume();
+    for _ in 0..40 {
+        assert_eq!(get(&mut c, "gone"), b"END\r\n", "the deleted key came back");
+        sleep(Duration::from_millis(100));
+    }
+}
