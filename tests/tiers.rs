@@ -605,3 +605,77 @@ fn three_tiers_fall_through_in_order_and_writes_clear_every_lower_tier() {
     assert_eq!(meta_get(new.port, "n"), Some(item(0, -1, b"8")));
     assert_eq!(meta_get(old.port, "n"), None);
 }
+
+#[test]
+fn multi_get_mixing_a_plain_route_and_a_tiered_route_answers_in_key_order() {
+    use common::{Memcached, Memroute, free_port};
+    use tiers_support::{meta_get, put};
+    let (plain, new, old) = (Memcached::start(), Memcached::start(), Memcached::start());
+    let proxy = Memroute::start(&format!(
+        "[listen]\naddress = \"127.0.0.1:{}\"\n\n\
+         [pools.plain]\nservers = [\"{}\"]\n\n[pools.new]\nservers = [\"{}\"]\n\n\
+         [pools.old]\nservers = [\"{}\"]\n\n\
+         [[routes]]\nprefix = \"\"\ntiers = [\"plain\"]\n\n\
+         [[routes]]\nprefix = \"user:\"\ntiers = [\"new\", \"old\"]\n",
+        free_port(),
+        plain.addr(),
+        new.addr(),
+        old.addr()
+    ));
+    put(plain.port, "a", 1, 0, b"plain-a");
+    put(old.port, "a", 9, 0, b"never"); // old is not a tier of the route of "a"
+    put(new.port, "user:1", 2, 0, b"new-1");
+    put(old.port, "user:2", 3, 0, b"old-2");
+    let mut c = common::Client::connect(proxy.port);
+    c.roundtrip(
+        b"get user:2 a user:1 b user:3 user:2\r\n",
+        &[
+            value_reply("user:2", 3, b"old-2"),
+            value_reply("a", 1, b"plain-a"),
+            value_reply("user:1", 2, b"new-1"),
+            value_reply("user:2", 3, b"old-2"),
+            b"END\r\n".to_vec(),
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        eventually("user:2 copied", || meta_get(new.port, "user:2")),
+        item(3, -1, b"old-2")
+    );
+    // Keys of the plain route are never copied anywhere.
+    assert_eq!(meta_get(new.port, "a"), None);
+}
+
+#[test]
+fn keys_whose_tier0_server_is_down_are_left_out_not_served_from_old() {
+    let mut m = Migration::start();
+    let keys: Vec<String> = (0..20).map(|i| format!("dn{i}")).collect();
+    let mut c = m.client();
+    // Learn each key's tier-0 server by writing it through memroute, then keep it in old only.
+    let mut on_first = Vec::new();
+    for k in &keys {
+        c.roundtrip(&storage("set", k, 0, 0, b"x", ""), b"STORED\r\n");
+        on_first.push(m.new_holder(k) == Some(0));
+        m.evict_from_new(k);
+        m.put_old(k, 0, 0, b"old");
+    }
+    assert!(on_first.contains(&true) && on_first.contains(&false));
+    m.new[0].stop();
+    c.send(format!("get {}\r\n", keys.join(" ")).as_bytes());
+    let mut expected = Vec::new();
+    for (k, first) in keys.iter().zip(&on_first) {
+        if !first {
+            expected.extend(value_reply(k, 0, b"old"));
+        }
+    }
+    expected.extend_from_slice(b"END\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&read_retrieval(&mut c)),
+        String::from_utf8_lossy(&expected)
+    );
+    // A write whose tier 0 fails is an error and leaves old alone.
+    let k = &keys[on_first.iter().position(|&f| f).unwrap()];
+    c.send(&storage("set", k, 0, 0, b"new", ""));
+    assert!(c.read_line().starts_with(b"SERVER_ERROR "));
+    assert_eq!(m.in_old(k), Some(item(0, -1, b"old")));
+}
