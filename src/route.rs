@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::backend::Pool;
 use crate::config::{LowerOnWrite, RouteConfig};
 use crate::metrics::{Metrics, TierMetrics};
+use tiers::keylock::KeyLocks;
 
 /// One `[[routes]]` entry bound to live pools.
 pub struct Route {
@@ -32,6 +33,8 @@ pub struct Route {
     pub lower_on_write: LowerOnWrite,
     /// Fallback counters (copies, lower-tier writes).
     pub metrics: Arc<Metrics>,
+    /// Copy-ups hold their key shared, deletes exclusively (see [`tiers::keylock`]).
+    pub key_locks: KeyLocks,
 }
 
 impl Route {
@@ -57,6 +60,7 @@ impl Route {
             warm_ttl: config.warm_ttl,
             lower_on_write: config.lower_on_write,
             metrics: metrics.clone(),
+            key_locks: KeyLocks::default(),
         })
     }
 

@@ -7,11 +7,13 @@
 //! - [`write`]: storage, counters, touch and delete, with copy-up-and-retry and the
 //!   `lower_on_write` step that keeps old values from coming back.
 //! - [`copy`]: copying one item up with its remaining TTL (`mg <key> v f t`).
+//! - [`keylock`]: keeps a copy-up and a delete of the same key from interleaving.
 //!
 //! A request on a tiered route is a barrier in its client's pipeline (see the session), so the
 //! several round trips here cannot be overtaken by the same client's next request.
 
 pub mod copy;
+pub mod keylock;
 pub mod read;
 pub mod write;
 

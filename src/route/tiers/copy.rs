@@ -32,13 +32,6 @@ pub enum Copy {
     Failed,
 }
 
-impl Copy {
-    /// Tier 0 now holds the key (copied or already there).
-    pub fn in_tier0(self) -> bool {
-        matches!(self, Copy::Copied | Copy::NotStored)
-    }
-}
-
 /// The `add` exptime for an item with `ttl` seconds left (`-1`: never expires); `None` when the
 /// item is about to expire and is not worth copying.
 pub fn exptime_for(ttl: i64, now: i64) -> Option<i32> {
@@ -52,6 +45,8 @@ pub fn exptime_for(ttl: i64, now: i64) -> Option<i32> {
 
 /// Copies `key` from tier `from` into tier 0.
 pub async fn copy_up(route: &Route, lane: usize, key: &Bytes, from: usize) -> Copy {
+    // From the read below to the `add`: a delete of this key must not run in between.
+    let _held = route.key_locks.shared(key).await;
     let lower = &route.tiers[from];
     let (flags, exptime, data) = match call(lower, lane, Op::MetaGet { key: key.clone() }).await {
         Ok(Response::Meta { flags, ttl, data }) => match exptime_for(ttl, unix_now()) {

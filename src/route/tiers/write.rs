@@ -4,8 +4,8 @@
 //! |---|---|
 //! | `set`, `cas` | tier 0, then `lower_on_write` |
 //! | `add` | copy the key up from a lower tier first (so `add` fails as on one cache), then tier 0 |
-//! | `replace`, `append`, `prepend`, `incr`, `decr`, `touch` | tier 0; on `NOT_STORED`/`NOT_FOUND` copy up and retry once |
-//! | `delete` | every tier; `DELETED` if any held it; tier 0 again one `timeout` later |
+//! | `replace`, `append`, `prepend`, `incr`, `decr`, `touch` | tier 0; on `NOT_STORED`/`NOT_FOUND` copy up (if a lower tier has it) and retry once |
+//! | `delete` | every tier (after copies of the key in progress); `DELETED` if any held it; tier 0 again one `timeout` later |
 //!
 //! `lower_on_write` follows every command that changed a value in tier 0: `delete` removes the
 //! key from the lower tiers so an old value can never come back if tier 0 loses the item,
@@ -63,7 +63,12 @@ pub fn dispatch(route: Arc<Route>, lane: usize, op: Op) -> ReplyFuture {
                 let mut answer = call(route.owner(), lane, op.clone()).await;
                 let absent =
                     is_line(&answer, reply::NOT_STORED) || is_line(&answer, reply::NOT_FOUND);
-                if absent && find_and_copy(&route, lane, &key).await.in_tier0() {
+                if absent {
+                    // Retry even when no lower tier has the key: another client may have
+                    // copied it up, changed it and deleted it below between our two reads
+                    // (tier 0, then the lower tier). Without the retry a counter that exists
+                    // answers NOT_FOUND, and an app that then re-creates it loses its count.
+                    find_and_copy(&route, lane, &key).await;
                     answer = call(route.owner(), lane, op.clone()).await;
                 }
                 if changed_value(&op, &answer) {
@@ -90,6 +95,9 @@ fn changed_value(op: &Op, answer: &Result<Response, BackendError>) -> bool {
 /// `delete`: every tier at once; then tier 0 again after one `timeout`, in case a read that
 /// raced this delete copied the old value up in between (the delayed double delete).
 async fn delete_everywhere(route: &Arc<Route>, lane: usize, key: Bytes) -> Reply {
+    // Copies of this key already running in this process finish first (their `add` is then
+    // deleted below); copies that start later find nothing in the lower tiers.
+    let held = route.key_locks.exclusive(&key).await;
     let answers = join_all(
         route
             .tiers
@@ -97,6 +105,7 @@ async fn delete_everywhere(route: &Arc<Route>, lane: usize, key: Bytes) -> Reply
             .map(|pool| call(pool, lane, Op::Delete { key: key.clone() })),
     )
     .await;
+    drop(held);
     let delayed = route.clone();
     let delay = route.owner().config.timeout;
     let double = key.clone();

@@ -1,0 +1,323 @@
+//! Helpers for the fallback-tier tests (`tests/tiers*.rs`, DESIGN §4): a migration setup —
+//! pool `new` (two memcacheds, tier 0) and pool `old` (one memcached, tier 1) behind memroute —
+//! and direct, byte-exact looks at the backends with `mg <key> v f t`.
+//!
+//! Built on the shared harness in `tests/common` (which this file does not change).
+
+// Each test binary uses only part of these helpers.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread::sleep;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::common::{Client, Memcached, Memroute, free_port};
+
+/// Backend timeout of both pools (DESIGN §3); the delayed double delete waits this long.
+pub const TIMEOUT: Duration = Duration::from_millis(500);
+
+/// One item as a backend holds it, read with `mg <key> v f t`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub flags: u32,
+    /// Seconds left; `-1` = never expires.
+    pub ttl: i64,
+    pub value: Vec<u8>,
+}
+
+/// Current Unix time in seconds.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+/// `"127.0.0.1:P", …` for a TOML array.
+fn servers(list: &[String]) -> String {
+    list.iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The config of the brief: `[pools.new]` (md5, 500 ms) and `[pools.old]`, one default route
+/// `tiers = ["new", "old"]` plus `route_extra` lines (e.g. `lower_on_write = "set"`), and an
+/// `[admin]` table when `admin` is given.
+pub fn config(
+    listen: u16,
+    admin: Option<u16>,
+    new: &[String],
+    old: &[String],
+    route_extra: &str,
+) -> String {
+    let admin = admin
+        .map(|p| format!("[admin]\naddress = \"127.0.0.1:{p}\"\n\n"))
+        .unwrap_or_default();
+    format!(
+        "[listen]\naddress = \"127.0.0.1:{listen}\"\n\n{admin}\
+         [pools.new]\nservers = [{}]\nhash = \"md5\"\ntimeout = \"500ms\"\n\n\
+         [pools.old]\nservers = [{}]\nhash = \"md5\"\ntimeout = \"500ms\"\n\n\
+         [[routes]]\nprefix = \"\"\ntiers = [\"new\", \"old\"]\n{route_extra}\n",
+        servers(new),
+        servers(old)
+    )
+}
+
+/// A migration in progress: `new` is tier 0, `old` still holds the warm data.
+pub struct Migration {
+    /// Pool `new`: two memcacheds (tier 0).
+    pub new: Vec<Memcached>,
+    /// Pool `old`: one memcached (tier 1).
+    pub old: Memcached,
+    pub proxy: Memroute,
+}
+
+impl Migration {
+    /// Default route settings (`warm = true`, `lower_on_write = "delete"`).
+    pub fn start() -> Migration {
+        Migration::start_with("", false)
+    }
+
+    /// With extra `[[routes]]` lines and, if `admin`, an `[admin]` table on a free port.
+    pub fn start_with(route_extra: &str, admin: bool) -> Migration {
+        let new: Vec<Memcached> = (0..2).map(|_| Memcached::start()).collect();
+        let old = Memcached::start();
+        let proxy = Memroute::start(&config(
+            free_port(),
+            admin.then(free_port),
+            &new.iter().map(Memcached::addr).collect::<Vec<_>>(),
+            &[old.addr()],
+            route_extra,
+        ));
+        Migration { new, old, proxy }
+    }
+
+    /// A client of memroute.
+    pub fn client(&self) -> Client {
+        Client::connect(self.proxy.port)
+    }
+
+    /// The item as tier 0 holds it: asks both `new` servers directly; at most one may have it.
+    #[track_caller]
+    pub fn in_new(&self, key: &str) -> Option<Item> {
+        let found: Vec<Item> = self
+            .new
+            .iter()
+            .filter_map(|m| meta_get(m.port, key))
+            .collect();
+        assert!(found.len() <= 1, "{key} is on both new servers: {found:?}");
+        found.into_iter().next()
+    }
+
+    /// Index of the `new` server holding `key`, if any.
+    pub fn new_holder(&self, key: &str) -> Option<usize> {
+        (0..self.new.len()).find(|&i| meta_get(self.new[i].port, key).is_some())
+    }
+
+    /// The item as the old pool holds it.
+    pub fn in_old(&self, key: &str) -> Option<Item> {
+        meta_get(self.old.port, key)
+    }
+
+    /// Stores an item directly in the old pool (as if written before the migration).
+    pub fn put_old(&self, key: &str, flags: u32, exptime: i64, value: &[u8]) {
+        put(self.old.port, key, flags, exptime, value);
+    }
+
+    /// Deletes `key` directly from whichever `new` server holds it (as an eviction would).
+    pub fn evict_from_new(&self, key: &str) {
+        for m in &self.new {
+            let mut c = Client::connect(m.port);
+            c.send(format!("delete {key}\r\n").as_bytes());
+            let line = c.read_line();
+            assert!(
+                line == b"DELETED\r\n" || line == b"NOT_FOUND\r\n",
+                "{:?}",
+                String::from_utf8_lossy(&line)
+            );
+        }
+    }
+
+    /// GET on the admin server, body of the answer (memroute must run with `[admin]`).
+    pub fn metrics(&self) -> String {
+        metrics(
+            self.proxy
+                .admin_port
+                .expect("started with an [admin] table"),
+        )
+    }
+}
+
+/// `set` directly on one memcached, asserting `STORED`.
+pub fn put(port: u16, key: &str, flags: u32, exptime: i64, value: &[u8]) {
+    let mut c = Client::connect(port);
+    c.roundtrip(
+        &crate::common::storage("set", key, flags, exptime, value, ""),
+        b"STORED\r\n",
+    );
+}
+
+/// `mg <key> v f t` directly on one memcached: `VA <len> f<flags> t<secs>` + value, or `EN`.
+pub fn meta_get(port: u16, key: &str) -> Option<Item> {
+    let mut c = Client::connect(port);
+    c.send(format!("mg {key} v f t\r\n").as_bytes());
+    let line = String::from_utf8(c.read_line()).expect("ascii mg answer");
+    if line == "EN\r\n" {
+        return None;
+    }
+    let fields: Vec<&str> = line.trim_end().split(' ').collect();
+    assert!(
+        fields.len() == 4 && fields[0] == "VA",
+        "unexpected mg answer {line:?}"
+    );
+    let len: usize = fields[1].parse().expect("length");
+    let flags = fields[2]
+        .strip_prefix('f')
+        .expect("f flag")
+        .parse()
+        .unwrap();
+    let ttl = fields[3]
+        .strip_prefix('t')
+        .expect("t flag")
+        .parse()
+        .unwrap();
+    let mut value = c.read_exact_bytes(len + 2);
+    assert_eq!(&value[len..], b"\r\n", "value terminated by \\r\\n");
+    value.truncate(len);
+    Some(Item { flags, ttl, value })
+}
+
+/// The CAS unique a memcached holds for `key` (`mg <key> c` → `HD c<cas>`).
+pub fn meta_cas(port: u16, key: &str) -> Option<u64> {
+    let mut c = Client::connect(port);
+    c.send(format!("mg {key} c\r\n").as_bytes());
+    let line = String::from_utf8(c.read_line()).expect("ascii mg answer");
+    if line == "EN\r\n" {
+        return None;
+    }
+    let cas = line
+        .trim_end()
+        .strip_prefix("HD c")
+        .unwrap_or_else(|| panic!("unexpected mg answer {line:?}"));
+    Some(cas.parse().expect("cas number"))
+}
+
+/// One retrieval answer (`VALUE` blocks up to and including `END`), as raw bytes.
+pub fn read_retrieval(c: &mut Client) -> Vec<u8> {
+    let mut all = Vec::new();
+    for _ in 0..100_000 {
+        let line = c.read_line();
+        all.extend_from_slice(&line);
+        if line == b"END\r\n" {
+            return all;
+        }
+        let text = String::from_utf8_lossy(&line).into_owned();
+        let fields: Vec<&str> = text.trim_end().split(' ').collect();
+        assert!(
+            fields.len() >= 4 && fields[0] == "VALUE",
+            "not a retrieval answer: {text:?} after {:?}",
+            String::from_utf8_lossy(&all)
+        );
+        let len: usize = fields[3].parse().expect("length");
+        all.extend(c.read_exact_bytes(len + 2));
+    }
+    panic!("no END after 100000 lines");
+}
+
+/// Sends `get <key>` and returns the whole answer.
+pub fn get(c: &mut Client, key: &str) -> Vec<u8> {
+    c.send(format!("get {key}\r\n").as_bytes());
+    read_retrieval(c)
+}
+
+/// `VALUE key flags len\r\nvalue\r\nEND\r\n`: a one-key hit.
+pub fn hit(key: &str, flags: u32, value: &[u8]) -> Vec<u8> {
+    let mut out = crate::common::value_reply(key, flags, value);
+    out.extend_from_slice(b"END\r\n");
+    out
+}
+
+/// `(flags, cas, value)` of a one-key `gets`/`gats` hit read off `c`.
+pub fn read_cas_hit(c: &mut Client, key: &str) -> (u32, u64, Vec<u8>) {
+    let header = String::from_utf8(c.read_line()).expect("ascii header");
+    let fields: Vec<&str> = header.trim_end().split(' ').collect();
+    assert!(
+        fields.len() == 5 && fields[0] == "VALUE" && fields[1] == key,
+        "not a cas hit for {key}: {header:?}"
+    );
+    let len: usize = fields[3].parse().expect("length");
+    let mut value = c.read_exact_bytes(len + 2);
+    value.truncate(len);
+    c.expect(b"END\r\n");
+    (
+        fields[2].parse().expect("flags"),
+        fields[4].parse().expect("cas"),
+        value,
+    )
+}
+
+/// Polls `f` every 50 ms, at most 100 times (5 s), until it returns `Some`.
+#[track_caller]
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..100 {
+        if let Some(v) = f() {
+            return v;
+        }
+        sleep(Duration::from_millis(50));
+    }
+    panic!("gave up waiting for {what}");
+}
+
+/// Asserts a copy's remaining TTL is the original's (±2 s, clock ticks of two processes).
+#[track_caller]
+pub fn assert_ttl_close(copy: i64, original: i64) {
+    assert!(
+        (copy - original).abs() <= 2,
+        "copy has {copy} s left, the original {original} s"
+    );
+}
+
+/// The body of `GET /metrics` on the admin port (HTTP/1.1, `Connection: close`).
+pub fn metrics(admin_port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", admin_port)).expect("connect admin");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("send request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read answer");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    // Chunked transfer encoding would put sizes between lines; the sample lines we look for
+    // are still whole lines, so no decoding is needed.
+    body.to_string()
+}
+
+/// The value of the sample `name{labels}` (labels in any order; all of `labels` must match),
+/// 0 when absent.
+pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (label_text, value) = match rest.strip_prefix('{') {
+            Some(r) => match r.split_once("} ") {
+                Some((l, v)) => (l, v),
+                None => continue,
+            },
+            None => match rest.strip_prefix(' ') {
+                Some(v) => ("", v),
+                None => continue,
+            },
+        };
+        let matches = labels
+            .iter()
+            .all(|(k, v)| label_text.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+        if matches {
+            return value.trim().parse().expect("sample value");
+        }
+    }
+    0.0
+}
