@@ -109,9 +109,16 @@ impl Decoder {
     /// A decoder with an empty buffer.
     pub fn new(limits: Limits) -> Self {
         Decoder {
-            buf: BytesMut::with_capacity(16 * 1024),
+            buf: BytesMut::new(),
             swallow: 0,
             limits,
+        }
+    }
+
+    /// Gives the buffer's memory back when it is empty and larger than `keep` bytes.
+    pub fn release_if_empty(&mut self, keep: usize) {
+        if self.buf.is_empty() && self.buf.capacity() > keep {
+            self.buf = BytesMut::new();
         }
     }
 

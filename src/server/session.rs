@@ -82,10 +82,12 @@ pub async fn run(
         max_line_size: listen.max_line_size,
     };
     let max_inflight = listen.max_inflight.max(1);
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
     let mut decoder = Decoder::new(limits);
     let mut pending: FuturesOrdered<Tagged> = FuturesOrdered::new();
-    let mut out = BytesMut::with_capacity(16 * 1024);
+    // Buffers are allocated on first use and given back when large and empty, so an idle
+    // connection costs little memory.
+    let mut out = BytesMut::new();
     // `quit` or an input we cannot resync after: nothing after it is parsed; pending requests
     // are answered, then we close.
     let mut closing = false;
@@ -108,6 +110,7 @@ pub async fn run(
             barrier |= meta.barrier;
             pending.push_back(tagged);
         }
+        decoder.release_if_empty(KEEP_BUFFER);
         // With nothing pending, the loop above stopped only because no complete request is left.
         if pending.is_empty() && (closing || input_done) {
             close(rd, wr, eof).await;
@@ -128,16 +131,28 @@ pub async fn run(
                         return;
                     }
                     out.clear();
+                    if out.capacity() > KEEP_BUFFER {
+                        out = BytesMut::new();
+                    }
                 }
             }
-            r = rd.read_buf(decoder.buffer()), if can_read => match r {
-                // A half-closed client (`printf … | nc`) still gets its replies.
-                Ok(0) => {
-                    input_done = true;
-                    eof = true;
+            // Wait for input before reserving the read buffer: an idle client holds none.
+            r = rd.readable(), if can_read => {
+                if r.is_err() {
+                    return;
                 }
-                Ok(_) => {}
-                Err(_) => return,
+                let buf = decoder.buffer();
+                buf.reserve(READ_CHUNK);
+                match rd.try_read_buf(buf) {
+                    // A half-closed client (`printf … | nc`) still gets its replies.
+                    Ok(0) => {
+                        input_done = true;
+                        eof = true;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
             },
             changed = shutdown.changed(), if !closing && !input_done => {
                 if changed.is_err() || *shutdown.borrow() {
@@ -152,6 +167,12 @@ pub async fn run(
         }
     }
 }
+
+/// Bytes reserved for each read from a client.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Buffers larger than this are dropped once empty (after a large value) instead of kept.
+const KEEP_BUFFER: usize = 64 * 1024;
 
 /// At shutdown, at most this much already-received input is still read (more if a single
 /// value may be larger).
