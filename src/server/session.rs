@@ -8,7 +8,8 @@
 //!
 //! Requests on tiered routes take several backend round trips; one of them is a barrier: nothing
 //! after it is dispatched until it completes, so a pipelined `incr` then `get` on a migrating key
-//! behaves as it would on one memcached.
+//! behaves as it would on one memcached. A config reload is a barrier too: requests dispatched on
+//! the new snapshot wait until those in flight on the old one are answered.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -81,13 +82,25 @@ pub async fn run(
     // No more requests are read once this is set; pending ones are answered, then we close.
     let mut closing = false;
     let mut barrier = false;
+    // The snapshot generation of the requests in `pending`.
+    let mut generation = shared.snapshot().generation;
 
     loop {
         while !closing && !barrier && pending.len() < max_inflight {
+            let snapshot = shared.snapshot();
+            if snapshot.generation != generation && !pending.is_empty() {
+                // A reload: what is in flight went out on the previous snapshot. Let it finish
+                // before anything goes out on the new one, so a client's requests never run on
+                // two configs at once. A server whose settings changed is a new set of backend
+                // connections, and a pipelined `get` on one could overtake the `set` before it
+                // on the other.
+                barrier = true;
+                break;
+            }
             let Some(parsed) = decoder.next_request() else {
                 break;
             };
-            let snapshot = shared.snapshot();
+            generation = snapshot.generation;
             let tagged = dispatch(parsed, &snapshot, &shared, lane);
             let meta = tagged.meta.as_ref().expect("fresh");
             closing |= meta.close;
