@@ -630,3 +630,57 @@ fn pipelined_set_then_get_stays_in_order_across_reloads_that_rebuild_servers() {
     });
     assert!(stale.is_empty(), "stale reads: {stale:#?}");
 }
+
+/// `STAT name` of a memcached, asked on a new connection (which counts in the connection stats).
+fn stat(backend: &Memcached, name: &str) -> u64 {
+    let mut c = Client::connect(backend.port);
+    c.send(b"stats\r\n");
+    let prefix = format!("STAT {name} ");
+    let mut value = None;
+    loop {
+        let line = String::from_utf8(c.read_line()).unwrap();
+        if line == "END\r\n" {
+            return value.unwrap_or_else(|| panic!("no {name} in stats"));
+        }
+        if let Some(v) = line.strip_prefix(&prefix) {
+            value = Some(v.trim().parse().unwrap());
+        }
+    }
+}
+
+#[test]
+fn a_reload_keeps_connections_to_kept_servers_and_closes_removed_ones() {
+    let backends: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
+    let all: Vec<&Memcached> = backends.iter().collect();
+    let (listen, admin) = (free_port(), free_port());
+    let proxy = Memroute::start(&one_pool_config(listen, admin, &all));
+    let text = |n: usize| {
+        one_pool_config(listen, admin, &all[..n])
+            .replace(&format!(":{listen}\""), &format!(":{}\"", proxy.port))
+    };
+    // Traffic to every server, so memroute has connected to each.
+    let mut c = Client::connect(proxy.port);
+    let spread = assert_routed_by(&proxy, &all, 3, "warm-up", 60);
+    assert!(spread.iter().all(|&n| n > 0), "{spread:?}");
+    let accepted = |b: &Memcached| stat(b, "total_connections");
+    let before: Vec<u64> = all.iter().map(|b| accepted(b)).collect();
+
+    let two = text(2);
+    proxy.replace_config(&two);
+    wait_for_config(admin, &two);
+    // The removed server: memroute's connections to it close (only ours is left).
+    poll("the removed server's connections to close", || {
+        (stat(&backends[2], "curr_connections") == 1).then_some(())
+    });
+    // The kept servers: served on the same connections, none opened since (each `stat` call
+    // is one accepted connection).
+    assert_routed_by(&proxy, &all, 2, "after-reload", 60);
+    c.set("still", b"here");
+    for (i, b) in all[..2].iter().enumerate() {
+        assert_eq!(
+            accepted(b),
+            before[i] + 2,
+            "backend {i}: no new connection from memroute"
+        );
+    }
+}
