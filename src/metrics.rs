@@ -161,8 +161,9 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// `memroute_config_last_reload_success_timestamp_seconds`
     pub last_reload: IntGauge,
-    /// `memroute_config_last_reload_successful`: 1 if the last reload attempt applied, 0 if the
-    /// file was rejected (the previous config keeps running).
+    /// `memroute_config_last_reload_successful`: 1 if the last reload attempt applied the file
+    /// or found it to be the running text, 0 if the file was rejected (the previous config keeps
+    /// running).
     pub last_reload_ok: IntGauge,
     /// `memroute_client_connections_max`: the configured `max_connections`.
     pub connections_max: IntGauge,
@@ -270,7 +271,7 @@ impl Metrics {
             .expect("unique metric name");
         let last_reload_ok = IntGauge::new(
             "memroute_config_last_reload_successful",
-            "1 if the last config load applied, 0 if the file was rejected.",
+            "1 if the config file is the running config, 0 if the last reload rejected it.",
         )
         .expect("valid metric name");
         r.register(Box::new(last_reload_ok.clone()))

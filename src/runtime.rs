@@ -8,7 +8,7 @@
 //! them, and their connections drain and close.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Instant, SystemTime};
 
@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub loaded_at: SystemTime,
     /// A hash of the config text it came from (hex), shown by `/config`.
     pub source_hash: String,
+    /// 0 for the first snapshot, one more for each reload: sessions tell snapshots apart by it.
+    pub generation: u64,
 }
 
 /// State shared by every task for the life of the process.
@@ -40,6 +42,8 @@ pub struct Shared {
     /// Every metric.
     pub metrics: Arc<Metrics>,
     servers: Mutex<HashMap<ServerKey, Weak<Server>>>,
+    /// The generation of the last snapshot built.
+    generation: AtomicU64,
     /// Process start, for `stats uptime`.
     pub started: Instant,
     /// Set once the client listener is bound (for `/readyz`).
@@ -52,7 +56,7 @@ impl Shared {
     /// Builds the first snapshot. Must run inside the tokio runtime (it opens connections).
     pub fn new(config: Config, source_hash: String, metrics: Arc<Metrics>) -> Arc<Shared> {
         let servers = Mutex::new(HashMap::new());
-        let snapshot = build(config, source_hash, &metrics, &servers);
+        let snapshot = build(config, source_hash, 0, &metrics, &servers);
         metrics.last_reload.set(unix_now());
         metrics
             .connections_max
@@ -61,6 +65,7 @@ impl Shared {
             current: ArcSwap::from_pointee(snapshot),
             metrics,
             servers,
+            generation: AtomicU64::new(0),
             started: Instant::now(),
             listening: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -80,7 +85,14 @@ impl Shared {
 
     /// Swaps in a new config. In-flight requests keep the snapshot they started with.
     pub fn apply(&self, config: Config, source_hash: String) {
-        let snapshot = build(config, source_hash, &self.metrics, &self.servers);
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let snapshot = build(
+            config,
+            source_hash,
+            generation,
+            &self.metrics,
+            &self.servers,
+        );
         let in_use: HashSet<String> = snapshot
             .pools
             .values()
@@ -130,6 +142,7 @@ impl Shared {
 fn build(
     config: Config,
     source_hash: String,
+    generation: u64,
     metrics: &Arc<Metrics>,
     servers: &Mutex<HashMap<ServerKey, Weak<Server>>>,
 ) -> Snapshot {
@@ -168,6 +181,7 @@ fn build(
         router: Router::new(routes),
         loaded_at: SystemTime::now(),
         source_hash,
+        generation,
     }
 }
 

@@ -264,7 +264,17 @@ fn render(name: &str, listen: &str, pool: &Pool, others: &[&str]) -> String {
         "\n# Prometheus metrics (twemproxy's stats port was a command-line flag):"
     );
     let _ = writeln!(w, "# [admin]\n# address = \"127.0.0.1:9100\"");
-    let _ = writeln!(w, "\n[pools.{}]\nservers = [", key(name));
+    // twemproxy takes any YAML key as a pool name; ours label metrics, so they are restricted.
+    // The name plays no part in placement (the ring uses server names).
+    let pool_name = pool_name(name);
+    if pool_name != name {
+        let _ = writeln!(
+            w,
+            "\n# twemproxy pool `{name}` is `{pool_name}` here: memroute pool names use letters, \
+             digits, `_`, `-` and `.`."
+        );
+    }
+    let _ = writeln!(w, "\n[pools.{}]\nservers = [", key(&pool_name));
     for server in &pool.servers {
         let _ = writeln!(w, "  {},", quote(server));
     }
@@ -275,8 +285,31 @@ fn render(name: &str, listen: &str, pool: &Pool, others: &[&str]) -> String {
     for note in &pool.ignored {
         let _ = writeln!(w, "# {note}");
     }
-    let _ = writeln!(w, "\n[[routes]]\nprefix = \"\"\ntiers = [{}]", quote(name));
+    let _ = writeln!(
+        w,
+        "\n[[routes]]\nprefix = \"\"\ntiers = [{}]",
+        quote(&pool_name)
+    );
     out
+}
+
+/// `name` with every character a memroute pool name cannot have replaced by `_`.
+fn pool_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if cleaned.is_empty() {
+        "pool".to_string()
+    } else {
+        cleaned
+    }
 }
 
 fn string(value: &Value) -> Result<&str, String> {

@@ -8,7 +8,8 @@
 //!
 //! Requests on tiered routes take several backend round trips; one of them is a barrier: nothing
 //! after it is dispatched until it completes, so a pipelined `incr` then `get` on a migrating key
-//! behaves as it would on one memcached.
+//! behaves as it would on one memcached. A config reload is a barrier too: requests dispatched on
+//! the new snapshot wait until those in flight on the old one are answered.
 //!
 //! Ending: after `quit` (or an input it cannot resync after) the session parses nothing more.
 //! When the client half-closes, or at shutdown, it reads nothing more but still answers every
@@ -97,13 +98,25 @@ pub async fn run(
     // The client closed its side: nothing to wait for when we close.
     let mut eof = false;
     let mut barrier = false;
+    // The snapshot generation of the requests in `pending`.
+    let mut generation = shared.snapshot().generation;
 
     loop {
         while !closing && !barrier && pending.len() < max_inflight {
+            let snapshot = shared.current();
+            if snapshot.generation != generation && !pending.is_empty() {
+                // A reload: what is in flight went out on the previous snapshot. Let it finish
+                // before anything goes out on the new one, so a client's requests never run on
+                // two configs at once. A server whose settings changed is a new set of backend
+                // connections, and a pipelined `get` on one could overtake the `set` before it
+                // on the other.
+                barrier = true;
+                break;
+            }
             let Some(parsed) = decoder.next_request() else {
                 break;
             };
-            let snapshot = shared.current();
+            generation = snapshot.generation;
             let tagged = dispatch(parsed, &snapshot, &shared, lane);
             let meta = tagged.meta.as_ref().expect("fresh");
             closing |= meta.close;

@@ -173,6 +173,20 @@ fn pool_names_that_need_quotes_are_quoted() {
 }
 
 #[test]
+fn pool_names_memroute_cannot_take_are_renamed_with_a_note() {
+    // Valid for twemproxy, which takes any YAML key as a pool name.
+    let yaml = "\"web cache/eu\":\n  listen: 127.0.0.1:22121\n  servers: [\"127.0.0.1:11212:1\"]\n";
+    let toml = import(yaml, Some("web cache/eu")).unwrap();
+    assert!(
+        toml.contains("# twemproxy pool `web cache/eu` is `web_cache_eu` here"),
+        "{toml}"
+    );
+    let c = parse(&toml);
+    assert_eq!(c.pools.keys().collect::<Vec<_>>(), ["web_cache_eu"]);
+    assert_eq!(c.routes[0].tiers, ["web_cache_eu"]);
+}
+
+#[test]
 fn not_a_twemproxy_file_is_said_so() {
     assert!(matches!(
         import("- a\n- b\n", None),

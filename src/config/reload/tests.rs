@@ -1,5 +1,6 @@
 //! These use the real file system and inotify, so they run in real time with a short debounce.
 
+use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -135,6 +136,72 @@ async fn kubernetes_symlink_swap_reloads_once() {
     fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
     fs::remove_dir_all(d.join("..2026_1")).unwrap();
     r.applied_once("127.0.0.1:2").await;
+}
+
+#[tokio::test]
+async fn edits_and_swaps_through_a_link_to_another_directory_reload() {
+    // A deploy tool's layout: config.toml -> <other>/current/config.toml, current -> r1.
+    let (home, other) = (TempDir::new("link-home"), TempDir::new("link-other"));
+    let o = &other.0;
+    fs::create_dir(o.join("r1")).unwrap();
+    fs::write(o.join("r1/config.toml"), config_text(1)).unwrap();
+    symlink("r1", o.join("current")).unwrap();
+    let path = home.0.join("config.toml");
+    symlink(o.join("current/config.toml"), &path).unwrap();
+    let mut r = Running::start(&path);
+    // The file edited where it lives.
+    fs::write(o.join("r1/config.toml"), config_text(2)).unwrap();
+    r.applied_once("127.0.0.1:2").await;
+    // `current` swapped to a new release.
+    fs::create_dir(o.join("r2")).unwrap();
+    fs::write(o.join("r2/config.toml"), config_text(3)).unwrap();
+    symlink("r2", o.join("current.tmp")).unwrap();
+    fs::rename(o.join("current.tmp"), o.join("current")).unwrap();
+    r.applied_once("127.0.0.1:3").await;
+    // The new release is watched, the old one no longer matters.
+    fs::write(o.join("r2/config.toml"), config_text(4)).unwrap();
+    r.applied_once("127.0.0.1:4").await;
+    fs::write(o.join("r1/config.toml"), config_text(5)).unwrap();
+    r.quiet().await;
+}
+
+#[tokio::test]
+async fn kubernetes_data_file_edited_in_place_reloads() {
+    let dir = TempDir::new("k8s-edit");
+    let d = &dir.0;
+    fs::create_dir(d.join("..2026_1")).unwrap();
+    fs::write(d.join("..2026_1/config.toml"), config_text(1)).unwrap();
+    symlink("..2026_1", d.join("..data")).unwrap();
+    symlink("..data/config.toml", d.join("config.toml")).unwrap();
+    let mut r = Running::start(&d.join("config.toml"));
+    fs::write(d.join("config.toml"), config_text(2)).unwrap();
+    r.applied_once("127.0.0.1:2").await;
+}
+
+#[test]
+fn resolution_names_each_link_and_the_file_read() {
+    let dir = TempDir::new("resolution");
+    let d = fs::canonicalize(&dir.0).unwrap();
+    fs::create_dir(d.join("..2026_1")).unwrap();
+    symlink("..2026_1", d.join("..data")).unwrap();
+    symlink("..data/config.toml", d.join("config.toml")).unwrap();
+    let got = resolution(&d.join("config.toml"));
+    let want: HashSet<PathBuf> = [
+        d.join("config.toml"),
+        d.join("..data"),
+        d.join("..2026_1/config.toml"),
+    ]
+    .into();
+    assert_eq!(got, want, "a ConfigMap mount (the file need not exist yet)");
+    // `..` after a link is the parent of its target, as the kernel resolves it.
+    fs::create_dir_all(d.join("a/b")).unwrap();
+    symlink("a/b", d.join("ab")).unwrap();
+    let got = resolution(&d.join("ab/../plain.toml"));
+    assert_eq!(got, [d.join("ab"), d.join("a/plain.toml")].into());
+    // A loop ends.
+    symlink("loop2", d.join("loop1")).unwrap();
+    symlink("loop1", d.join("loop2")).unwrap();
+    assert!(resolution(&d.join("loop1")).contains(&d.join("loop2")));
 }
 
 #[tokio::test]

@@ -180,18 +180,20 @@ fn servers(ctx: &mut Ctx<'_>, pool: &str, node: &Node) -> Vec<ServerConfig> {
             }
         };
         let Some(server) = server else { continue };
-        // Two servers with one ring name would share ketama points; twemproxy refuses that too.
-        if let Some(first) = by_name.get(&server.name) {
-            let msg = format!(
-                "duplicate server name `{}` in pool `{pool}` (also at line {}); give each server a distinct name",
-                server.name,
-                ctx.line(first)
-            );
-            ctx.error(&node.span, msg);
-        } else if let Some(first) = by_address.get(&server.address) {
+        // The address first: an unnamed server written twice also repeats its ring name (its
+        // address), and "give each server a distinct name" would point at the wrong fix.
+        if let Some(first) = by_address.get(&server.address) {
             let msg = format!(
                 "server `{}` is listed twice in pool `{pool}` (also at line {}); use `weight` instead",
                 server.address,
+                ctx.line(first)
+            );
+            ctx.error(&node.span, msg);
+        } else if let Some(first) = by_name.get(&server.name) {
+            // Two servers with one ring name would share ketama points; twemproxy refuses that too.
+            let msg = format!(
+                "duplicate server name `{}` in pool `{pool}` (also at line {}); give each server a distinct name",
+                server.name,
                 ctx.line(first)
             );
             ctx.error(&node.span, msg);

@@ -228,6 +228,9 @@ fn duplicate_ring_names_and_addresses_are_rejected() {
     );
     let addresses = "[pools.a]\nservers = [\"h:1:1 x\", \"h:1:1 y\"]\n";
     assert_eq!(one_error(addresses, "server `h:1` is listed twice"), 2);
+    // Unnamed, the address is also the ring name: the message is about the address.
+    let unnamed = "[pools.a]\nservers = [\"h:1\", \"h:1:2\"]\n";
+    assert_eq!(one_error(unnamed, "server `h:1` is listed twice"), 2);
 }
 
 #[test]

@@ -1,0 +1,203 @@
+//! Helpers of the configuration acceptance tests (`config_check`, `reload`, `import_nutcracker`):
+//! pool configs over test backends, where a key lives (asked directly), where ketama says it
+//! should live, and a tiny HTTP client for the admin server. Built on `tests/common`.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use memroute::ring::{Distribution, HashFn, Ring, RingServer, hash_key};
+
+use crate::common::{Client, Memcached};
+
+/// Longest any bounded poll of these tests waits.
+pub const POLL_LIMIT: Duration = Duration::from_secs(10);
+
+/// Polls `f` every 50 ms until it returns `Some`, for at most [`POLL_LIMIT`]; panics naming `what`.
+#[track_caller]
+pub fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + POLL_LIMIT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// `"127.0.0.1:P1", "127.0.0.1:P2"` for a TOML array.
+pub fn server_list(backends: &[&Memcached]) -> String {
+    backends
+        .iter()
+        .map(|b| format!("\"{}\"", b.addr()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One md5 pool `main` over `backends`, one default route to it, and an admin port.
+pub fn one_pool_config(listen: u16, admin: u16, backends: &[&Memcached]) -> String {
+    format!(
+        "[listen]\naddress = \"127.0.0.1:{listen}\"\n\n[admin]\naddress = \"127.0.0.1:{admin}\"\n\n\
+         [pools.main]\nservers = [{}]\nhash = \"md5\"\ntimeout = \"2s\"\n\n\
+         [[routes]]\nprefix = \"\"\ntiers = [\"main\"]\n",
+        server_list(backends)
+    )
+}
+
+/// Index (into `servers`, addresses `host:port`) of the server ketama gives `key` in an md5 pool
+/// of equal-weight unnamed servers: what twemproxy and memroute must both do.
+pub fn md5_owner(servers: &[String], key: &str) -> usize {
+    let ring_servers: Vec<RingServer<'_>> = servers
+        .iter()
+        .map(|s| RingServer {
+            name: s.as_str(),
+            weight: 1,
+            live: true,
+        })
+        .collect();
+    let ring = Ring::build(Distribution::Ketama, &ring_servers);
+    ring.locate(hash_key(HashFn::Md5, None, key.as_bytes()))
+        .expect("a live server")
+}
+
+/// The indices of `backends` that hold `key` with exactly `value`, asked directly with
+/// `mg key v` on one connection per backend, for many keys at once (pipelined).
+pub fn holders_of(backends: &[&Memcached], items: &[(String, String)]) -> Vec<Vec<usize>> {
+    let mut out = vec![Vec::new(); items.len()];
+    for (b, backend) in backends.iter().enumerate() {
+        let mut c = Client::connect(backend.port);
+        for chunk_start in (0..items.len()).step_by(200) {
+            let chunk = &items[chunk_start..(chunk_start + 200).min(items.len())];
+            let mut req = Vec::new();
+            for (key, _) in chunk {
+                req.extend_from_slice(format!("mg {key} v\r\n").as_bytes());
+            }
+            c.send(&req);
+            for (i, (_, value)) in chunk.iter().enumerate() {
+                let line = c.read_line();
+                if line.starts_with(b"VA ") {
+                    let got = c.read_line();
+                    if got == format!("{value}\r\n").as_bytes() {
+                        out[chunk_start + i].push(b);
+                    }
+                } else {
+                    assert_eq!(line, b"EN\r\n", "mg on backend {b}");
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Sets every `(key, value)` through `c`, pipelined, asserting `STORED` for each.
+pub fn set_all(c: &mut Client, items: &[(String, String)]) {
+    for chunk in items.chunks(200) {
+        let mut req = Vec::new();
+        for (k, v) in chunk {
+            req.extend_from_slice(format!("set {k} 0 0 {}\r\n{v}\r\n", v.len()).as_bytes());
+        }
+        c.send(&req);
+        for (k, _) in chunk {
+            let line = c.read_line();
+            assert_eq!(line, b"STORED\r\n", "set {k}: {}", line.escape_ascii());
+        }
+    }
+}
+
+/// `get key` through `c`: `Some(value)` on a hit, `None` on a miss.
+pub fn get(c: &mut Client, key: &str) -> Option<Vec<u8>> {
+    c.send(format!("get {key}\r\n").as_bytes());
+    let line = c.read_line();
+    if line == b"END\r\n" {
+        return None;
+    }
+    let header = String::from_utf8_lossy(&line).into_owned();
+    let len: usize = header
+        .trim_end()
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("get {key}: not a VALUE line: {header:?}"));
+    let mut value = c.read_exact_bytes(len + 2);
+    value.truncate(len);
+    c.expect(b"END\r\n");
+    Some(value)
+}
+
+/// An HTTP answer from the admin server: status and body.
+pub struct HttpReply {
+    pub status: u16,
+    pub body: String,
+}
+
+/// `GET path` with `Connection: close`, read to the end.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<HttpReply> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no end of headers in {raw:?}")))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line in {raw:?}")))?;
+    Ok(HttpReply {
+        status,
+        body: body.to_string(),
+    })
+}
+
+/// The `source_hash` of the running config, from `/config`.
+pub fn running_hash(admin: u16) -> String {
+    let reply = http_get(admin, "/config").expect("GET /config");
+    assert_eq!(reply.status, 200, "/config: {}", reply.body);
+    let v: serde_json::Value = serde_json::from_str(&reply.body).expect("/config is JSON");
+    v["source_hash"].as_str().expect("source_hash").to_string()
+}
+
+/// Waits (bounded) until the running config is the one with text `toml`.
+#[track_caller]
+pub fn wait_for_config(admin: u16, toml: &str) {
+    let want = memroute::config::reload::digest(toml);
+    poll("the new config to be running", || {
+        (running_hash(admin) == want).then_some(())
+    });
+}
+
+/// The value of series `name{labels}` in Prometheus text (labels in any order), if present.
+pub fn metric(admin: u16, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let reply = http_get(admin, "/metrics").expect("GET /metrics");
+    assert_eq!(reply.status, 200);
+    let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    want.sort();
+    reply
+        .body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (n, mut got) = match series.split_once('{') {
+                Some((n, rest)) => (
+                    n,
+                    rest.strip_suffix('}')?
+                        .split(',')
+                        .map(str::to_string)
+                        .collect::<Vec<_>>(),
+                ),
+                None => (series, Vec::new()),
+            };
+            got.sort();
+            (n == name && got == want).then(|| value.parse().ok())?
+        })
+}

@@ -1,0 +1,225 @@
+//! `memroute import-nutcracker` (DESIGN §5): a real twemproxy config becomes a memroute config
+//! that passes `--check-config` and puts every key on the server nutcracker put it on, checked
+//! against a live nutcracker; what memroute cannot do is refused clearly.
+
+mod common;
+mod config_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::process::scratch_dir;
+use common::{Client, Memcached, Memroute, Nutcracker, free_port};
+
+fn memroute() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_memroute"))
+}
+
+fn import(yaml: &Path, pool: Option<&str>) -> Output {
+    let mut cmd = memroute();
+    cmd.arg("import-nutcracker").arg(yaml);
+    if let Some(pool) = pool {
+        cmd.args(["--pool", pool]);
+    }
+    cmd.output().expect("run memroute import-nutcracker")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Number of items a memcached holds (`STAT curr_items`).
+fn items(backend: &Memcached) -> usize {
+    let mut c = Client::connect(backend.port);
+    c.send(b"stats\r\n");
+    let mut items = 0;
+    loop {
+        let line = c.read_line();
+        if line == b"END\r\n" {
+            return items;
+        }
+        if let Some(n) = line.strip_prefix(b"STAT curr_items ") {
+            items = String::from_utf8_lossy(n).trim().parse().unwrap();
+        }
+    }
+}
+
+/// Replaces the `[listen] address` of imported TOML with `127.0.0.1:port`.
+fn relisten(toml: &str, port: u16) -> String {
+    let (head, rest) = toml.split_once("[listen]\n").expect("a [listen] table");
+    let (line, tail) = rest.split_once('\n').unwrap();
+    assert!(line.starts_with("address = "), "{line}");
+    format!("{head}[listen]\naddress = \"127.0.0.1:{port}\"\n{tail}")
+}
+
+#[test]
+fn an_imported_pool_passes_check_config_and_finds_every_key_nutcracker_wrote() {
+    const KEYS: usize = 1_000;
+    let backends: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
+    let spare = Memcached::start();
+    let (web, sessions, counters) = (free_port(), free_port(), free_port());
+    // Three pools, like a real deployment: the one imported has named, weighted servers, a
+    // hash tag, twemproxy settings memroute takes over, and a name memroute must change (any
+    // YAML key is a twemproxy pool name); the others are left out.
+    let yaml = format!(
+        "web:\n  listen: 127.0.0.1:{web}\n  hash: fnv1a_64\n  distribution: ketama\n  \
+         timeout: 400\n  servers:\n   - {spare}:1\n\
+         \"sessions/eu\":\n  listen: 127.0.0.1:{sessions}\n  hash: fnv1a_64\n  hash_tag: \"{{}}\"\n  \
+         distribution: ketama\n  auto_eject_hosts: false\n  timeout: 1000\n  \
+         server_retry_timeout: 2000\n  server_failure_limit: 3\n  server_connections: 1\n  \
+         preconnect: true\n  redis: false\n  servers:\n   - {a}:1 cache-a\n   - {b}:2 cache-b\n   \
+         - {c}:3 cache-c\n\
+         counters:\n  listen: 127.0.0.1:{counters}\n  hash: md5\n  servers:\n   - {spare}:1\n",
+        spare = spare.addr(),
+        a = backends[0].addr(),
+        b = backends[1].addr(),
+        c = backends[2].addr(),
+    );
+    let nutcracker = Nutcracker::start(&yaml);
+    assert_eq!(nutcracker.port, web, "nutcracker started every pool");
+
+    // Write through nutcracker's `sessions/eu` pool: plain keys (counter first, see
+    // common::keys) and hash-tagged ones, where only the part inside {} is hashed.
+    let keys: Vec<String> = common::keys("imp", KEYS - 200)
+        .into_iter()
+        .chain((0..200).map(|i| format!("sess:{{user{}}}:{i}", i % 40)))
+        .collect();
+    let mut nc = Client::connect(sessions);
+    let items_of = |k: &str| (k.to_string(), format!("value-of-{k}"));
+    let all: Vec<(String, String)> = keys.iter().map(|k| items_of(k)).collect();
+    config_support::set_all(&mut nc, &all);
+    let counts: Vec<usize> = backends.iter().map(items).collect();
+    assert_eq!(counts.iter().sum::<usize>(), KEYS);
+    assert!(
+        counts.iter().all(|&n| n > 0),
+        "every server got keys: {counts:?}"
+    );
+    assert_eq!(items(&spare), 0, "other pools untouched");
+
+    // Import the pool, check it, run it.
+    let dir = scratch_dir("import");
+    let yaml_file = write(&dir, "nutcracker.yml", &yaml);
+    let out = import(&yaml_file, Some("sessions/eu"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let toml = String::from_utf8(out.stdout).unwrap();
+    for expected in [
+        "cache-a\"",
+        ":2 cache-b\"",
+        ":3 cache-c\"",
+        "hash_tag = \"{}\"",
+        "timeout = \"1s\"",
+        "retry_timeout = \"2s\"",
+        "failure_limit = 3",
+        "connections = 1",
+        "[pools.sessions_eu]",
+        "tiers = [\"sessions_eu\"]",
+        &format!("address = \"127.0.0.1:{sessions}\""),
+    ] {
+        assert!(toml.contains(expected), "{expected:?} in:\n{toml}");
+    }
+    assert!(
+        toml.contains("web") && toml.contains("counters"),
+        "the output says which pools were left out:\n{toml}"
+    );
+    assert!(
+        toml.contains("preconnect"),
+        "ignored settings are noted:\n{toml}"
+    );
+    let toml_file = write(&dir, "memroute.toml", &toml);
+    let check = memroute()
+        .arg("--check-config")
+        .arg(&toml_file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // nutcracker still holds the pool's port: memroute gets another one.
+    let proxy = Memroute::start(&relisten(&toml, free_port()));
+    let mut c = Client::connect(proxy.port);
+    for batch in keys.chunks(100) {
+        c.send(format!("get {}\r\n", batch.join(" ")).as_bytes());
+        let mut expected = Vec::new();
+        for k in batch {
+            expected.extend(common::value_reply(
+                k,
+                0,
+                format!("value-of-{k}").as_bytes(),
+            ));
+        }
+        expected.extend_from_slice(b"END\r\n");
+        c.expect(&expected);
+    }
+    // And writes through memroute land where nutcracker reads them.
+    let fresh: Vec<(String, String)> = (0..100)
+        .map(|i| (format!("{i}:fresh"), format!("f{i}")))
+        .collect();
+    config_support::set_all(&mut c, &fresh);
+    for (k, v) in &fresh {
+        assert_eq!(
+            config_support::get(&mut nc, k).as_deref(),
+            Some(v.as_bytes())
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Runs the import of `yaml` (with `--pool`), expecting exit 1; returns stderr.
+fn refused(yaml: &str, pool: Option<&str>) -> String {
+    let dir = scratch_dir("import-bad");
+    let file = write(&dir, "nutcracker.yml", yaml);
+    let out = import(&file, pool);
+    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "no half config on stdout");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("nutcracker.yml"), "names the file: {err}");
+    err
+}
+
+#[test]
+fn what_memroute_cannot_take_over_is_refused_clearly() {
+    let redis =
+        "cache:\n  listen: 127.0.0.1:22121\n  redis: true\n  servers:\n   - 127.0.0.1:6379:1\n";
+    let err = refused(redis, None);
+    assert!(
+        err.contains("pool `cache`") && err.contains("redis") && err.contains("not supported"),
+        "{err}"
+    );
+
+    let typo = "cache:\n  listen: 127.0.0.1:22121\n  server_conections: 2\n  servers:\n   - 127.0.0.1:11211:1\n";
+    let err = refused(typo, None);
+    assert!(
+        err.contains("`server_conections`") && err.contains("unknown"),
+        "{err}"
+    );
+
+    let unix = "cache:\n  listen: /var/run/nutcracker.sock\n  servers:\n   - 127.0.0.1:11211:1\n";
+    assert!(refused(unix, None).contains("unix sockets are not supported"));
+
+    let two = "a:\n  listen: 127.0.0.1:1\n  servers:\n   - 127.0.0.1:11211:1\n\
+               b:\n  listen: 127.0.0.1:2\n  servers:\n   - 127.0.0.1:11212:1\n";
+    let err = refused(two, None);
+    assert!(err.contains("--pool") && err.contains("a, b"), "{err}");
+    let err = refused(two, Some("c"));
+    assert!(err.contains("no pool named `c`"), "{err}");
+
+    let err = refused("just: [a, list\n", None);
+    assert!(err.contains("not a twemproxy config"), "{err}");
+}
