@@ -146,6 +146,10 @@ async fn serve(stream: TcpStream, rx: &mut mpsc::UnboundedReceiver<Job>, target:
                 }
                 return Ended::Drained;
             };
+            // Let the other ready tasks (client sessions) run first, so requests from many
+            // clients go out in one write instead of one syscall each: tokio runs a woken task
+            // right after its waker, which would otherwise write every request alone.
+            tokio::task::yield_now().await;
             {
                 let mut q = lock(&inflight);
                 push(&mut q, &mut wbuf, job, target);

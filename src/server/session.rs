@@ -83,7 +83,7 @@ pub async fn run(
         max_line_size: listen.max_line_size,
     };
     let max_inflight = listen.max_inflight.max(1);
-    let (rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = stream.into_split();
     let mut decoder = Decoder::new(limits);
     let mut pending: FuturesOrdered<Tagged> = FuturesOrdered::new();
     // Buffers are allocated on first use and given back when large and empty, so an idle
@@ -156,14 +156,15 @@ pub async fn run(
                 }
                 let buf = decoder.buffer();
                 buf.reserve(READ_CHUNK);
-                match rd.try_read_buf(buf) {
+                // read_buf, not try_read_buf: tokio clears the readiness after a short read, which
+                // saves the extra recv that would only return EAGAIN.
+                match rd.read_buf(buf).await {
                     // A half-closed client (`printf … | nc`) still gets its replies.
                     Ok(0) => {
                         input_done = true;
                         eof = true;
                     }
                     Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(_) => return,
                 }
             },
