@@ -149,7 +149,7 @@ async fn serve(stream: TcpStream, rx: &mut mpsc::UnboundedReceiver<Job>, target:
             // Let the other ready tasks (client sessions) run first, so requests from many
             // clients go out in one write instead of one syscall each: tokio runs a woken task
             // right after its waker, which would otherwise write every request alone.
-            tokio::task::yield_now().await;
+            yield_once().await;
             {
                 let mut q = lock(&inflight);
                 push(&mut q, &mut wbuf, job, target);
@@ -277,6 +277,22 @@ async fn serve(stream: TcpStream, rx: &mut mpsc::UnboundedReceiver<Job>, target:
         target.health.record_failure(&target.metrics);
     }
     ended
+}
+
+/// Returns `Pending` once, waking itself at once: the task goes to the back of the run queue,
+/// behind the sessions that are ready to queue more requests. (`tokio::task::yield_now` defers
+/// its wake-up to the worker's next park, which stalled connections under load in tests.)
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 fn push(q: &mut VecDeque<InFlight>, wbuf: &mut BytesMut, job: Job, target: &Target) {
