@@ -182,7 +182,11 @@ impl Bench {
             let rows = self.memory(&backends);
             println!("{}", report::memory_table(&rows, self.cli.idle_conns));
         }
-        println!("total time: {:.0} s", began.elapsed().as_secs_f64());
+        println!(
+            "total time: {:.0} s; load average at the end: {}",
+            began.elapsed().as_secs_f64(),
+            procs::loadavg()
+        );
         drop(backends);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -237,6 +241,10 @@ impl Bench {
                 .next()
                 .unwrap_or("?")
                 .trim_start_matches("This is ")
+        );
+        println!(
+            "load:       {} (1, 5, 15 min load averages at the start; other work on the machine makes every number noisier)",
+            procs::loadavg()
         );
         println!("layout:     {}", self.layout.describe());
         println!(
