@@ -77,6 +77,10 @@ struct Cli {
     /// The memroute binary (default: the release build cargo made for this bench).
     #[arg(long)]
     memroute: Option<PathBuf>,
+    /// A second memroute binary, run as an extra target `memroute-b` next to memroute in every
+    /// round: an A/B comparison of two builds under the same conditions.
+    #[arg(long, value_name = "PATH")]
+    memroute_b: Option<PathBuf>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -233,6 +237,9 @@ impl Bench {
             "memroute:   {commit}{dirty} \"{subject}\" ({})",
             self.memroute.display()
         );
+        if let Some(b) = &self.cli.memroute_b {
+            println!("memroute-b: {}", b.display());
+        }
         println!(
             "versus:     {}, {}",
             procs::output(&["memcached", "-V"], None),
@@ -258,16 +265,11 @@ impl Bench {
     /// Workloads a–e, every target, `rounds` times; targets alternate within each round.
     fn throughput(&self, backends: &Backends) -> Vec<Row> {
         let main = Backends::addrs(&backends.main);
-        let nutcracker = setup::nutcracker(&self.dir, "nutcracker", &main, self.layout);
-        let memroute = setup::memroute(
-            &self.memroute,
-            &self.dir,
-            "memroute",
-            &main,
-            None,
-            self.layout,
-        );
-        let mut tiered: Option<Server> = None;
+        let mut proxies = vec![(
+            Target::Nutcracker,
+            setup::nutcracker(&self.dir, "nutcracker", &main, self.layout),
+        )];
+        proxies.extend(self.memroutes(&main, None));
         let mut rows: Vec<Row> = Vec::new();
         let chosen: Vec<Workload> = workload::workloads()
             .into_iter()
@@ -281,18 +283,16 @@ impl Bench {
                     self.fill(&s.addr, w.gap);
                 }
                 let old = Backends::addrs(&backends.old);
-                tiered = Some(setup::memroute(
-                    &self.memroute,
-                    &self.dir,
-                    "memroute-tiered",
-                    &main,
-                    Some(&old),
-                    self.layout,
-                ));
+                proxies.retain(|(t, _)| *t == Target::Nutcracker);
+                proxies.extend(self.memroutes(&main, Some(&old)));
                 watch_backends.extend(Backends::pids(&backends.old));
             }
+            let mut targets = w.targets.to_vec();
+            if self.cli.memroute_b.is_some() {
+                targets.push(Target::MemrouteB);
+            }
             let first = rows.len();
-            for &t in w.targets {
+            for &t in &targets {
                 rows.push(Row {
                     workload: w.clone(),
                     target: t,
@@ -300,15 +300,9 @@ impl Bench {
                 });
             }
             for round in 0..self.cli.rounds {
-                for (k, &t) in w.targets.iter().enumerate() {
-                    let (addrs, proxy) = match t {
-                        Target::Direct => (main.clone(), None),
-                        Target::Nutcracker => (vec![nutcracker.addr.clone()], Some(&nutcracker)),
-                        Target::Memroute => {
-                            let m = tiered.as_ref().unwrap_or(&memroute);
-                            (vec![m.addr.clone()], Some(m))
-                        }
-                    };
+                for (k, &t) in targets.iter().enumerate() {
+                    let proxy = proxies.iter().find(|(p, _)| *p == t).map(|(_, s)| s);
+                    let addrs = proxy.map_or_else(|| main.clone(), |p| vec![p.addr.clone()]);
                     let mut watch = vec![Watch {
                         label: "backends".into(),
                         pids: watch_backends.clone(),
@@ -320,9 +314,9 @@ impl Bench {
                         });
                     }
                     let seed = (round as u64) << 32 | u64::from(w.id as u32);
-                    let perf = match (t, &self.cli.perf) {
-                        (Target::Memroute, Some(dir)) => {
-                            proxy.map(|p| self.perf(dir, p.proc.pid, w.id, round))
+                    let perf = match (t, &self.cli.perf, proxy) {
+                        (Target::Memroute, Some(dir), Some(p)) => {
+                            Some(self.perf(dir, p.proc.pid, w.id, round))
                         }
                         _ => None,
                     };
@@ -335,8 +329,26 @@ impl Bench {
                 }
             }
         }
-        drop((nutcracker, memroute, tiered));
         rows
+    }
+
+    /// memroute (and memroute B if asked for) over pool `main`, with `old` as a fallback tier
+    /// if given.
+    fn memroutes(&self, main: &[String], old: Option<&[String]>) -> Vec<(Target, Server)> {
+        let tiered = if old.is_some() { "-tiered" } else { "" };
+        let mut list = vec![(Target::Memroute, &self.memroute)];
+        if let Some(b) = &self.cli.memroute_b {
+            list.push((Target::MemrouteB, b));
+        }
+        list.into_iter()
+            .map(|(t, exe)| {
+                let name = format!("{}{tiered}", t.name());
+                (
+                    t,
+                    setup::memroute(exe, &self.dir, &name, main, old, self.layout),
+                )
+            })
+            .collect()
     }
 
     /// Starts `perf record` on `pid` for the warm-up and the measured window.

@@ -41,6 +41,8 @@ pub enum Target {
     Nutcracker,
     /// This project, release build.
     Memroute,
+    /// Another memroute build (`--memroute-b`), for A/B comparisons.
+    MemrouteB,
 }
 
 impl Target {
@@ -50,6 +52,7 @@ impl Target {
             Target::Direct => "direct",
             Target::Nutcracker => "nutcracker",
             Target::Memroute => "memroute",
+            Target::MemrouteB => "memroute-b",
         }
     }
 }
