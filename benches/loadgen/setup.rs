@@ -1,0 +1,157 @@
+//! Starting the targets: memcached backends, nutcracker and memroute over the same backends,
+//! each with the config a user would write, on the CPUs the layout gives them.
+
+use std::path::{Path, PathBuf};
+
+use crate::procs::{self, Proc};
+
+/// Where processes run.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    /// Pinned: backends and proxy on CPU 0, load generator on CPU 1.
+    pub pinned: bool,
+}
+
+impl Layout {
+    /// CPUs of memcached and the proxies.
+    pub fn servers(self) -> Option<&'static str> {
+        self.pinned.then_some("0")
+    }
+
+    /// CPUs of the load generator.
+    pub fn loadgen(self) -> Option<&'static str> {
+        self.pinned.then_some("1")
+    }
+
+    /// memroute's `--threads`: one worker when it has one core, like single-threaded twemproxy;
+    /// its default (one per core) otherwise.
+    pub fn memroute_threads(self) -> Option<usize> {
+        self.pinned.then_some(1)
+    }
+
+    /// One line for the header.
+    pub fn describe(self) -> &'static str {
+        if self.pinned {
+            "pinned: memcached servers + proxy on CPU 0 (memroute --threads 1), load generator on CPU 1"
+        } else {
+            "unpinned: no taskset, memroute with its default threads (one per core)"
+        }
+    }
+}
+
+/// A started server and its client address.
+pub struct Server {
+    /// The process.
+    pub proc: Proc,
+    /// `127.0.0.1:port`.
+    pub addr: String,
+}
+
+/// Starts `memcached -u root -U 0 -l 127.0.0.1 -p PORT -t 1`.
+pub fn memcached(dir: &Path, name: &str, layout: Layout) -> Server {
+    let port = procs::free_port();
+    let argv: Vec<String> = [
+        "memcached",
+        "-u",
+        "root",
+        "-U",
+        "0",
+        "-l",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-t",
+        "1",
+        "-c",
+        "4096",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    start(dir, name, &argv, port, layout)
+}
+
+/// Starts nutcracker in the foreground with twemproxy's defaults for memcache (fnv1a_64, ketama)
+/// and a 1 s timeout like memroute's default.
+pub fn nutcracker(dir: &Path, name: &str, backends: &[String], layout: Layout) -> Server {
+    let port = procs::free_port();
+    let stats_port = procs::free_port();
+    let mut yaml = format!(
+        "bench:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n  \
+         timeout: 1000\n  backlog: 1024\n  preconnect: true\n  auto_eject_hosts: false\n  servers:\n"
+    );
+    for b in backends {
+        yaml.push_str(&format!("   - {b}:1\n"));
+    }
+    let conf = write(dir, &format!("{name}.yml"), &yaml);
+    let argv = vec![
+        "nutcracker".to_string(),
+        "-c".into(),
+        conf.display().to_string(),
+        "-s".into(),
+        stats_port.to_string(),
+        "-a".into(),
+        "127.0.0.1".into(),
+        // Warnings and worse only: at the default level it logs every client connection.
+        "-v".into(),
+        "4".into(),
+    ];
+    start(dir, name, &argv, port, layout)
+}
+
+/// Starts memroute with pool `main` (and `old` as a fallback tier when given; `warm = false` so
+/// tier 0 keeps missing the same keys for the whole run).
+pub fn memroute(
+    exe: &Path,
+    dir: &Path,
+    name: &str,
+    main: &[String],
+    old: Option<&[String]>,
+    layout: Layout,
+) -> Server {
+    let port = procs::free_port();
+    let list = |s: &[String]| {
+        s.iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut toml = format!(
+        "[listen]\naddress = \"127.0.0.1:{port}\"\nmax_connections = 20000\n\n\
+         [pools.main]\nservers = [{}]\n\n",
+        list(main)
+    );
+    match old {
+        None => toml.push_str("[[routes]]\nprefix = \"\"\ntiers = [\"main\"]\n"),
+        Some(old) => toml.push_str(&format!(
+            "[pools.old]\nservers = [{}]\n\n[[routes]]\nprefix = \"\"\ntiers = [\"main\", \"old\"]\nwarm = false\n",
+            list(old)
+        )),
+    }
+    let conf = write(dir, &format!("{name}.toml"), &toml);
+    let mut argv = vec![
+        exe.display().to_string(),
+        "--config".into(),
+        conf.display().to_string(),
+    ];
+    if let Some(n) = layout.memroute_threads() {
+        argv.extend(["--threads".into(), n.to_string()]);
+    }
+    start(dir, name, &argv, port, layout)
+}
+
+fn start(dir: &Path, name: &str, argv: &[String], port: u16, layout: Layout) -> Server {
+    let log = dir.join(format!("{name}.log"));
+    let mut proc = Proc::spawn(name, argv, layout.servers(), &log);
+    procs::wait_listening(&mut proc, port, &log);
+    Server {
+        proc,
+        addr: format!("127.0.0.1:{port}"),
+    }
+}
+
+fn write(dir: &Path, file: &str, text: &str) -> PathBuf {
+    let path = dir.join(file);
+    std::fs::write(&path, text).expect("write config");
+    path
+}
