@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 
 scripts/deps.sh
 export PATH="$PATH:/usr/sbin:/sbin"   # nutcracker
-exec cargo test --release --all-targets --no-fail-fast -- --test-threads="${TEST_THREADS:-2}"
+exec cargo test --release --lib --bins --tests --no-fail-fast -- --test-threads="${TEST_THREADS:-2}"

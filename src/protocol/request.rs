@@ -115,7 +115,7 @@ impl Decoder {
         }
     }
 
-    /// Gives the buffer's memory back when it is empty and larger than `keep` bytes.
+    /// Gives the buffer's memory back when it is empty and holds more than `keep` bytes.
     pub fn release_if_empty(&mut self, keep: usize) {
         if self.buf.is_empty() && self.buf.capacity() > keep {
             self.buf = BytesMut::new();

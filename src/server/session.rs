@@ -86,8 +86,8 @@ pub async fn run(
     let (mut rd, mut wr) = stream.into_split();
     let mut decoder = Decoder::new(limits);
     let mut pending: FuturesOrdered<Tagged> = FuturesOrdered::new();
-    // Buffers are allocated on first use and given back when large and empty, so an idle
-    // connection costs little memory.
+    // Buffers are allocated when there is something to hold and given back once empty, so an
+    // idle connection costs little memory.
     let mut out = BytesMut::new();
     // `quit` or an input we cannot resync after: nothing after it is parsed; pending requests
     // are answered, then we close.
@@ -123,7 +123,9 @@ pub async fn run(
             barrier |= meta.barrier;
             pending.push_back(tagged);
         }
-        decoder.release_if_empty(KEEP_BUFFER);
+        // An idle connection keeps no buffer: it is allocated again by the next read (a malloc
+        // is far cheaper than the syscalls around it, and 10,000 idle clients cost 160 MB less).
+        decoder.release_if_empty(0);
         // With nothing pending, the loop above stopped only because no complete request is left.
         if pending.is_empty() && (closing || input_done) {
             close(rd, wr, eof).await;
@@ -143,10 +145,7 @@ pub async fn run(
                     if wr.write_all(&out).await.is_err() {
                         return;
                     }
-                    out.clear();
-                    if out.capacity() > KEEP_BUFFER {
-                        out = BytesMut::new();
-                    }
+                    out = BytesMut::new();
                 }
             }
             // Wait for input before reserving the read buffer: an idle client holds none.
@@ -156,16 +155,18 @@ pub async fn run(
                 }
                 let buf = decoder.buffer();
                 buf.reserve(READ_CHUNK);
-                // read_buf, not try_read_buf: tokio clears the readiness after a short read, which
-                // saves the extra recv that would only return EAGAIN.
-                match rd.read_buf(buf).await {
+                // One poll of read_buf, never a wait: the loop must keep writing replies while
+                // the client sends nothing more (a readiness can be stale after a read that
+                // filled the buffer). read_buf rather than try_read_buf: tokio clears the
+                // readiness after a short read, which saves a recv that would return EAGAIN.
+                match rd.read_buf(buf).now_or_never() {
                     // A half-closed client (`printf … | nc`) still gets its replies.
-                    Ok(0) => {
+                    Some(Ok(0)) => {
                         input_done = true;
                         eof = true;
                     }
-                    Ok(_) => {}
-                    Err(_) => return,
+                    Some(Ok(_)) | None => {}
+                    Some(Err(_)) => return,
                 }
             },
             changed = shutdown.changed(), if !closing && !input_done => {
@@ -184,9 +185,6 @@ pub async fn run(
 
 /// Bytes reserved for each read from a client.
 const READ_CHUNK: usize = 16 * 1024;
-
-/// Buffers larger than this are dropped once empty (after a large value) instead of kept.
-const KEEP_BUFFER: usize = 64 * 1024;
 
 /// At shutdown, at most this much already-received input is still read (more if a single
 /// value may be larger).
