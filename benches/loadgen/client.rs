@@ -75,6 +75,8 @@ pub fn main(json: &str) {
 struct Stats {
     hist: Histogram,
     result: LoadResult,
+    /// Requests in the window, per connection that ran to the end.
+    per_conn: Vec<u64>,
 }
 
 impl Stats {
@@ -89,6 +91,7 @@ async fn load(spec: LoadSpec) -> LoadResult {
     let stats = Rc::new(RefCell::new(Stats {
         hist: Histogram::new(),
         result: LoadResult::default(),
+        per_conn: Vec::new(),
     }));
     let streams = connect_all(&spec.addrs, spec.conns).await;
     let start = Instant::now() + Duration::from_millis(spec.warmup_ms);
@@ -131,6 +134,7 @@ async fn load(spec: LoadSpec) -> LoadResult {
             ),
             start,
             end,
+            done: 0,
         };
         handles.push(tokio::task::spawn_local(conn.run(stream)));
     }
@@ -160,6 +164,11 @@ async fn load(spec: LoadSpec) -> LoadResult {
     result.p99_us = p99 as f64 / 1e3;
     result.p999_us = p999 as f64 / 1e3;
     result.cpu = cpu;
+    // Fairness: the slowest connection against the average one.
+    if let Some(&min) = s.per_conn.iter().min() {
+        let mean = s.per_conn.iter().sum::<u64>() as f64 / s.per_conn.len() as f64;
+        result.slowest_conn_pct = min as f64 * 100.0 / mean.max(1.0);
+    }
     result
 }
 
@@ -171,10 +180,17 @@ struct Conn {
     rng: fastrand::Rng,
     start: Instant,
     end: Instant,
+    /// Requests of this connection inside the window.
+    done: u64,
 }
 
 impl Conn {
-    async fn run(mut self, mut stream: TcpStream) {
+    async fn run(mut self, stream: TcpStream) {
+        self.drive(stream).await;
+        self.stats.borrow_mut().per_conn.push(self.done);
+    }
+
+    async fn drive(&mut self, mut stream: TcpStream) {
         let depth = self.spec.depth.max(1);
         let mut wbuf: Vec<u8> = Vec::with_capacity(depth * 256);
         let mut rbuf = BytesMut::with_capacity(64 * 1024);
@@ -244,11 +260,12 @@ impl Conn {
         }
     }
 
-    fn count(&self, sent: Instant, expect: Expect, hits: u32, error: Option<String>) {
+    fn count(&mut self, sent: Instant, expect: Expect, hits: u32, error: Option<String>) {
         let now = Instant::now();
         if now < self.start || now >= self.end {
             return;
         }
+        self.done += 1;
         let mut s = self.stats.borrow_mut();
         s.hist.record(now.duration_since(sent).as_nanos() as u64);
         s.result.requests += 1;

@@ -46,6 +46,7 @@ struct Summary {
     loadgen_pct: f64,
     errors: u64,
     miss_pct: f64,
+    fair: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -99,6 +100,7 @@ fn summarize(row: &Row) -> Summary {
         loadgen_pct: of(&|r| cpu(r, "loadgen").unwrap_or(f64::NAN) / r.secs.max(1e-9) * 100.0),
         errors: runs.iter().map(|r| r.errors + r.failed_conns).sum(),
         miss_pct: missed as f64 * 100.0 / asked.max(1) as f64,
+        fair: of(&|r| r.slowest_conn_pct),
     }
 }
 
@@ -127,11 +129,12 @@ fn thousands(v: f64) -> String {
 /// One line per finished run, on stderr while the bench runs.
 pub fn progress(w: &Workload, t: Target, round: usize, rounds: usize, r: &LoadResult) -> String {
     let mut s = format!(
-        "({}) round {round}/{rounds} {:<10} {:>9} req/s  p99 {:>7} µs  errors {}",
+        "({}) round {round}/{rounds} {:<10} {:>9} req/s  p99 {:>7} µs  fair {:>3.0}%  errors {}",
         w.id,
         t.name(),
         thousands(rps(r)),
         us(r.p99_us),
+        r.slowest_conn_pct,
         r.errors + r.failed_conns
     );
     if let Some(e) = &r.first_error {
@@ -145,7 +148,7 @@ pub fn throughput_table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<30} {:<10} {:>9} {:>5} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5} {:>6} {:>5} {:>7} {:>7}",
+        "{:<30} {:<10} {:>9} {:>5} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5} {:>5} {:>6} {:>5} {:>7} {:>7}",
         "workload",
         "target",
         "req/s",
@@ -156,6 +159,7 @@ pub fn throughput_table(rows: &[Row]) -> String {
         "proxy",
         "mc",
         "lg",
+        "fair",
         "errors",
         "miss",
         "req/s",
@@ -163,8 +167,8 @@ pub fn throughput_table(rows: &[Row]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<30} {:<10} {:>9} {:>5} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5} {:>6} {:>5} {:>7} {:>7}",
-        "", "", "", "", "", "", "", "µs/req", "µs/req", "CPU%", "", "%", "÷direct", "÷direct"
+        "{:<30} {:<10} {:>9} {:>5} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5} {:>5} {:>6} {:>5} {:>7} {:>7}",
+        "", "", "", "", "", "", "", "µs/req", "µs/req", "CPU%", "%", "", "%", "÷direct", "÷direct"
     );
     let mut direct: Option<Summary> = None;
     let mut last = ' ';
@@ -185,7 +189,7 @@ pub fn throughput_table(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<30} {:<10} {:>9} {:>5.1} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5.0} {:>6} {:>5.1} {:>7} {:>7}",
+            "{:<30} {:<10} {:>9} {:>5.1} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5.0} {:>5.0} {:>6} {:>5.1} {:>7} {:>7}",
             label,
             row.target.name(),
             thousands(s.rps),
@@ -196,6 +200,7 @@ pub fn throughput_table(rows: &[Row]) -> String {
             s.proxy_us.map_or("-".to_string(), us),
             us(s.backend_us),
             s.loadgen_pct,
+            s.fair,
             s.errors,
             s.miss_pct,
             ratio_rps,

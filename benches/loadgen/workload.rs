@@ -204,6 +204,9 @@ pub struct LoadResult {
     pub p99_us: f64,
     /// 99.9th percentile, µs.
     pub p999_us: f64,
+    /// Requests of the slowest connection as % of the average connection's (100 = all served
+    /// alike).
+    pub slowest_conn_pct: f64,
     /// CPU seconds (user + system) per watch label, over the window.
     pub cpu: Vec<(String, f64)>,
 }
