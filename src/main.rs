@@ -12,10 +12,6 @@ use memroute::config::{Config, reload};
 use memroute::metrics::Metrics;
 use memroute::runtime::Shared;
 
-/// mimalloc gives freed pages back to the OS, so memory returns after a burst of connections.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Quiet time after the last file event before a reload (editors write in bursts).
 const RELOAD_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(200);
 
