@@ -128,7 +128,9 @@ pub async fn run(
         decoder.release_if_empty(0);
         // With nothing pending, the loop above stopped only because no complete request is left.
         if pending.is_empty() && (closing || input_done) {
-            close(rd, wr, eof).await;
+            // Boxed: the closing steps are large and run once; keeping them inline made every
+            // idle session future (one per client) bigger.
+            Box::pin(close(rd, wr, eof)).await;
             return;
         }
         let can_read = !closing && !input_done && !barrier && pending.len() < max_inflight;

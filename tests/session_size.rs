@@ -1,0 +1,22 @@
+//! Every client connection is one session task; its future's size is what an idle connection
+//! costs in memory (issue: under 4 KiB per idle connection). Moving the closing steps out of
+//! line took it from 4,768 to 768 bytes; this keeps it from growing back unnoticed.
+
+#[tokio::test]
+async fn idle_session_state_stays_small() {
+    let config = memroute::config::Config::parse(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[pools.main]\nservers = [\"127.0.0.1:1\"]\n",
+        "test.toml",
+    )
+    .expect("valid config");
+    let metrics = std::sync::Arc::new(memroute::metrics::Metrics::new());
+    let shared = memroute::runtime::Shared::new(config, String::new(), metrics);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let session = memroute::server::session::run(stream, shared, 0, shutdown);
+    let size = std::mem::size_of_val(&session);
+    assert!(size <= 1024, "a session future is {size} bytes");
+}
