@@ -40,16 +40,6 @@ pub enum Response {
     },
 }
 
-impl Response {
-    /// True when the line is one of memcached's error replies.
-    pub fn is_error(&self) -> bool {
-        match self {
-            Response::Line(l) => is_error_line(l),
-            _ => false,
-        }
-    }
-}
-
 /// The backend sent something that is not a memcached answer to what was asked: the connection
 /// cannot be trusted any more.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -29,11 +29,6 @@ impl Retrieval {
             Retrieval::Gats => "gats",
         }
     }
-
-    /// True for the commands that return CAS tokens.
-    pub fn with_cas(self) -> bool {
-        matches!(self, Retrieval::Gets | Retrieval::Gats)
-    }
 }
 
 /// The six storage commands.

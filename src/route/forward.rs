@@ -66,6 +66,31 @@ pub fn multi_get(
     exptime: i32,
     keys: Vec<Bytes>,
 ) -> ReplyFuture {
+    if keys.len() == 1 {
+        // The common `get <key>`: no grouping, no extra vectors.
+        let Some(route) = router.route(&keys[0]) else {
+            return ready(Reply::Static(NO_ROUTE));
+        };
+        let route = route.clone();
+        let sent = route.owner().locate(&keys[0]).and_then(|server| {
+            server.send(
+                lane,
+                Op::Get {
+                    kind,
+                    exptime,
+                    keys,
+                },
+            )
+        });
+        return match sent {
+            Ok(pending) => Box::pin(async move {
+                let answer = pending.wait().await;
+                count_tier0(&route, 1, &answer);
+                to_reply(answer)
+            }),
+            Err(e) => ready(Reply::Static(e.reply())),
+        };
+    }
     let mut groups: Vec<Group> = Vec::new();
     // Which group each key went to (u16: a line holds far fewer keys than 65535 servers).
     let mut key_group: Vec<u16> = Vec::with_capacity(keys.len());
@@ -115,28 +140,29 @@ pub fn multi_get(
             Err(e) => ready(Reply::Static(e.reply())),
         };
     }
-    let sent: Vec<(Group, Result<Pending, BackendError>)> = groups
+    // (route, keys asked, answer to come); the group's keys move into its request.
+    let sent: Vec<(Arc<Route>, usize, Result<Pending, BackendError>)> = groups
         .into_iter()
         .map(|g| {
+            let asked = g.keys.len();
             let op = Op::Get {
                 kind,
                 exptime,
-                keys: g.keys.clone(),
+                keys: g.keys,
             };
-            let pending = g.server.send(lane, op);
-            (g, pending)
+            (g.route, asked, g.server.send(lane, op))
         })
         .collect();
     Box::pin(async move {
         let mut answers: Vec<Vec<Value>> = Vec::with_capacity(sent.len());
         let mut first_error = None;
         let mut failed = 0;
-        for (g, pending) in sent {
+        for (route, asked, pending) in sent {
             let answer = match pending {
                 Ok(p) => p.wait().await,
                 Err(e) => Err(e),
             };
-            count_tier0(&g.route, g.keys.len(), &answer);
+            count_tier0(&route, asked, &answer);
             match answer {
                 Ok(Response::Values(v)) => answers.push(v),
                 Ok(Response::Line(line)) => {
