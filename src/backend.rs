@@ -5,8 +5,11 @@
 //! - [`server`]: one memcached server: `connections` shared connections plus its [`health`].
 //! - [`conn`]: one pipelined TCP connection: a writer that batches requests from every client and
 //!   a reader that matches answers first-in first-out, with per-request deadlines.
+//! - [`batch`]: what one write holds: encoded requests, their in-flight entries, and `get`s of
+//!   different clients merged into one multi-key command.
 //! - [`health`]: consecutive-failure counting, mark down / retry.
 
+pub mod batch;
 pub mod conn;
 pub mod health;
 pub mod pool;

@@ -9,7 +9,8 @@
 //!   write replies in request order, answer proxy-local commands (`version`, `stats`, …).
 //! - [`route`]: prefix match from a key to a route, and the fallback-tier semantics of DESIGN §4.
 //! - [`ring`]: twemproxy's key hash functions and the ketama / modula / random distributions.
-//! - [`backend`]: a pool of memcached servers, each with shared pipelined connections, per-request
+//! - [`backend`]: a pool of memcached servers, each with shared pipelined connections (requests of
+//!   all clients batched into one write, adjacent `get`s merged into one command), per-request
 //!   timeouts and health (failure limit, retry, ejection).
 //! - [`config`]: TOML → validated immutable snapshot, hot reload, nutcracker import.
 //! - [`admin`]: the hyper admin server: `/metrics`, `/healthz`, `/readyz`, `/config`, `/route`.

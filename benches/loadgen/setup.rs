@@ -47,6 +47,11 @@ pub struct Server {
     pub addr: String,
 }
 
+/// memroute's connections per server in the benchmark: one, as nutcracker's `server_connections`
+/// default, so both proxies batch over the same number of backend sockets. (memroute's default
+/// is two; on the single pinned core two connections halve the batches and cost ~10 % in (a).)
+const BENCH_CONNECTIONS: usize = 1;
+
 /// Starts `memcached -u root -U 0 -l 127.0.0.1 -p PORT -t 1`.
 pub fn memcached(dir: &Path, name: &str, layout: Layout) -> Server {
     let port = procs::free_port();
@@ -118,13 +123,13 @@ pub fn memroute(
     };
     let mut toml = format!(
         "[listen]\naddress = \"127.0.0.1:{port}\"\nmax_connections = 20000\n\n\
-         [pools.main]\nservers = [{}]\n\n",
+         [pools.main]\nservers = [{}]\nconnections = {BENCH_CONNECTIONS}\n\n",
         list(main)
     );
     match old {
         None => toml.push_str("[[routes]]\nprefix = \"\"\ntiers = [\"main\"]\n"),
         Some(old) => toml.push_str(&format!(
-            "[pools.old]\nservers = [{}]\n\n[[routes]]\nprefix = \"\"\ntiers = [\"main\", \"old\"]\nwarm = false\n",
+            "[pools.old]\nservers = [{}]\nconnections = {BENCH_CONNECTIONS}\n\n[[routes]]\nprefix = \"\"\ntiers = [\"main\", \"old\"]\nwarm = false\n",
             list(old)
         )),
     }

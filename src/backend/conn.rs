@@ -2,9 +2,10 @@
 //!
 //! Requests from every client arrive on an unbounded channel (each client caps its own in-flight
 //! requests, so the total is bounded by `max_connections × max_inflight`). The writer drains the
-//! channel into one buffer and writes it with one syscall; before writing it appends the
-//! requests to the in-flight FIFO, which the reader uses to parse each answer by the shape its
-//! request expects (pelikan's `ClientSession { pending }`).
+//! channel into one buffer and writes it with one syscall ([`super::batch`], which also merges
+//! adjacent `get`s into one command); before writing it appends the requests to the in-flight
+//! FIFO, which the reader uses to parse each answer by the shape its request expects (pelikan's
+//! `ClientSession { pending }`).
 //!
 //! Timeouts: every request carries a deadline. When it passes, the client is answered
 //! `SERVER_ERROR timeout` at once, but the request keeps its place in the FIFO so its late answer
@@ -25,10 +26,11 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::BackendError;
+use super::batch::{Batch, InFlight};
 use super::health::Health;
 use crate::metrics::ServerMetrics;
 use crate::protocol::backend::{Response, parse};
-use crate::protocol::command::{Op, ReplyKind};
+use crate::protocol::command::Op;
 
 /// The answer to one backend request.
 pub type Reply = Result<Response, BackendError>;
@@ -41,14 +43,6 @@ pub struct Job {
     pub tx: oneshot::Sender<Reply>,
     /// When the client stops waiting.
     pub deadline: Instant,
-}
-
-/// A written request waiting for its answer.
-struct InFlight {
-    kind: ReplyKind,
-    /// `None` once the request timed out: the answer is read and dropped.
-    tx: Option<oneshot::Sender<Reply>>,
-    deadline: Instant,
 }
 
 /// Writes are flushed once this much is buffered even if more requests are queued.
@@ -152,10 +146,11 @@ async fn serve(stream: TcpStream, rx: &mut mpsc::UnboundedReceiver<Job>, target:
             yield_once().await;
             {
                 let mut q = lock(&inflight);
-                push(&mut q, &mut wbuf, job, target);
+                let mut batch = Batch::default();
+                batch.push(&mut q, &mut wbuf, job, &target.metrics);
                 while wbuf.len() < WRITE_BATCH {
                     match rx.try_recv() {
-                        Ok(job) => push(&mut q, &mut wbuf, job, target),
+                        Ok(job) => batch.push(&mut q, &mut wbuf, job, &target.metrics),
                         Err(_) => break,
                     }
                 }
@@ -188,9 +183,9 @@ async fn serve(stream: TcpStream, rx: &mut mpsc::UnboundedReceiver<Job>, target:
                     Ok(Some(response)) => {
                         let front = lock(&inflight).pop_front();
                         timed_out = timed_out.saturating_sub(1);
-                        if let Some(tx) = front.and_then(|f| f.tx) {
+                        if let Some(f) = front {
                             target.health.record_success(&target.metrics);
-                            let _ = tx.send(Ok(response));
+                            f.waiter.deliver(response);
                         }
                     }
                     Ok(None) => break,
@@ -229,9 +224,9 @@ async fn serve(stream: TcpStream, rx: &mut mpsc::UnboundedReceiver<Job>, target:
                         if f.deadline > now {
                             break;
                         }
-                        if let Some(tx) = f.tx.take() {
-                            let _ = tx.send(Err(BackendError::Timeout));
-                            target.metrics.timeouts.inc();
+                        let n = f.waiter.take().fail(BackendError::Timeout);
+                        if n > 0 {
+                            target.metrics.timeouts.inc_by(n);
                             target.health.record_failure(&target.metrics);
                         }
                         timed_out += 1;
@@ -260,15 +255,15 @@ async fn serve(stream: TcpStream, rx: &mut mpsc::UnboundedReceiver<Job>, target:
     // Whatever is still owed an answer fails; count it against the server.
     let owed: Vec<InFlight> = lock(&inflight).drain(..).collect();
     let mut failed = false;
+    let error = match &ended {
+        Ended::Failed(e) => *e,
+        Ended::Drained => BackendError::Closed,
+    };
     for f in owed {
-        if let Some(tx) = f.tx {
+        let n = f.waiter.fail(error);
+        if n > 0 {
             failed = true;
-            target.metrics.closed.inc();
-            let error = match &ended {
-                Ended::Failed(e) => *e,
-                Ended::Drained => BackendError::Closed,
-            };
-            let _ = tx.send(Err(error));
+            target.metrics.closed.inc_by(n);
         }
     }
     // An idle connection closed by the server (restart, idle timeout) is not a failure by
@@ -293,16 +288,6 @@ async fn yield_once() {
         std::task::Poll::Pending
     })
     .await
-}
-
-fn push(q: &mut VecDeque<InFlight>, wbuf: &mut BytesMut, job: Job, target: &Target) {
-    job.op.encode(wbuf);
-    target.metrics.requests.inc();
-    q.push_back(InFlight {
-        kind: job.op.reply_kind(),
-        tx: Some(job.tx),
-        deadline: job.deadline,
-    });
 }
 
 /// The FIFO lock is never held across an await; a poisoned lock still holds a valid queue.

@@ -163,17 +163,7 @@ impl Op {
                 kind,
                 exptime,
                 keys,
-            } => {
-                buf.put_slice(kind.verb().as_bytes());
-                if matches!(kind, Retrieval::Gat | Retrieval::Gats) {
-                    buf.put_u8(b' ');
-                    put_int(buf, i64::from(*exptime));
-                }
-                for key in keys {
-                    buf.put_u8(b' ');
-                    buf.put_slice(key);
-                }
-            }
+            } => put_retrieval(*kind, *exptime, keys, buf),
             Op::Store {
                 kind,
                 key,
@@ -229,6 +219,19 @@ impl Op {
             }
         }
         buf.put_slice(b"\r\n");
+    }
+}
+
+/// Appends a retrieval line without its `\r\n`: the verb, the `gat` time, the keys.
+pub fn put_retrieval(kind: Retrieval, exptime: i32, keys: &[Bytes], buf: &mut BytesMut) {
+    buf.put_slice(kind.verb().as_bytes());
+    if matches!(kind, Retrieval::Gat | Retrieval::Gats) {
+        buf.put_u8(b' ');
+        put_int(buf, i64::from(exptime));
+    }
+    for key in keys {
+        buf.put_u8(b' ');
+        buf.put_slice(key);
     }
 }
 

@@ -205,6 +205,12 @@ impl Memcached {
         }
     }
 
+    /// What memcached wrote to stderr so far (with `-vv`, every command it received).
+    #[allow(dead_code)]
+    pub fn log(&self) -> String {
+        read_log(&self.dir.join("stderr.log"))
+    }
+
     /// `127.0.0.1:PORT`, as written in a pool's `servers`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)

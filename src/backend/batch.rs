@@ -1,0 +1,353 @@
+//! One write to a backend connection: the queued requests encoded into one buffer, and the
+//! in-flight entries the reader will match their answers to.
+//!
+//! Retrievals with the same verb (and `gat` time) that follow each other in a batch are merged
+//! into one command: `get a` from one client and `get b c` from another go out as `get a b c`.
+//! memcached 1.6 sends the answer of every `get` command with its own `sendmsg`, so N single-key
+//! gets cost it N syscalls where one N-key get costs one; under many concurrent clients this is
+//! most of what a proxy's backends spend. The merged answer is split back by walking each
+//! request's keys over the `VALUE` blocks: memcached answers keys in the order asked and leaves
+//! misses out. Only adjacent requests merge, so a client's `set` then `get` keep their order.
+
+use std::collections::VecDeque;
+use std::mem;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::BackendError;
+use super::conn::{Job, Reply};
+use crate::metrics::ServerMetrics;
+use crate::protocol::backend::Response;
+use crate::protocol::command::{Op, ReplyKind, Retrieval, put_retrieval};
+
+/// A merged retrieval line is kept within this many bytes, `\r\n` included. memcached closes a
+/// connection whose buffered input holds over 2048 bytes without a newline unless it starts with
+/// `get `/`gets `; a merged `gat` split across two reads must never look like that.
+pub const MERGED_LINE_MAX: usize = 2048;
+
+/// A written request waiting for its answer.
+pub struct InFlight {
+    /// The answer's shape.
+    pub kind: ReplyKind,
+    /// Who gets the answer.
+    pub waiter: Waiter,
+    /// When the (first) client stops waiting.
+    pub deadline: Instant,
+}
+
+/// Who is waiting for one backend answer.
+pub enum Waiter {
+    /// Nobody any more (timed out): the answer is read and dropped.
+    Gone,
+    /// One request.
+    One(oneshot::Sender<Reply>),
+    /// Several retrievals merged into one command, each with its keys, in the order written.
+    Merged(Vec<(oneshot::Sender<Reply>, Vec<Bytes>)>),
+}
+
+impl Waiter {
+    /// Hands the answer over, split per request if merged.
+    pub fn deliver(self, response: Response) {
+        match self {
+            Waiter::Gone => {}
+            Waiter::One(tx) => {
+                let _ = tx.send(Ok(response));
+            }
+            Waiter::Merged(list) => split(list, response),
+        }
+    }
+
+    /// Fails every request still waiting; returns how many there were.
+    pub fn fail(self, error: BackendError) -> u64 {
+        match self {
+            Waiter::Gone => 0,
+            Waiter::One(tx) => {
+                let _ = tx.send(Err(error));
+                1
+            }
+            Waiter::Merged(list) => {
+                let n = list.len() as u64;
+                for (tx, _) in list {
+                    let _ = tx.send(Err(error));
+                }
+                n
+            }
+        }
+    }
+
+    /// Takes the waiter out, leaving [`Waiter::Gone`].
+    pub fn take(&mut self) -> Waiter {
+        mem::replace(self, Waiter::Gone)
+    }
+}
+
+/// Splits a merged retrieval's answer: each request gets the blocks of its own keys, in order.
+/// An error line (the command as a whole failed) goes to every request.
+fn split(list: Vec<(oneshot::Sender<Reply>, Vec<Bytes>)>, response: Response) {
+    match response {
+        Response::Values(values) => {
+            let mut values = values.into_iter().peekable();
+            for (tx, keys) in list {
+                let mut mine = Vec::new();
+                for key in &keys {
+                    if let Some(v) = values.next_if(|v| v.key == *key) {
+                        mine.push(v);
+                    }
+                }
+                let _ = tx.send(Ok(Response::Values(mine)));
+            }
+            // Blocks left over would be keys nobody asked for: memcached never sends them, and
+            // they belong to no one.
+        }
+        other => {
+            for (tx, _) in list {
+                let _ = tx.send(Ok(other.clone()));
+            }
+        }
+    }
+}
+
+/// The retrieval at the end of the batch, which the next one may join.
+struct Open {
+    kind: Retrieval,
+    exptime: i32,
+    /// Where its line starts in the write buffer.
+    start: usize,
+    /// The first request's keys, kept until a second request joins: only then must the answer
+    /// be split.
+    first: Option<Vec<Bytes>>,
+}
+
+/// Builds one write.
+#[derive(Default)]
+pub struct Batch {
+    open: Option<Open>,
+}
+
+impl Batch {
+    /// Encodes `job` into `wbuf` and queues its in-flight entry, merging it into the retrieval
+    /// just before it when it can.
+    pub fn push(
+        &mut self,
+        q: &mut VecDeque<InFlight>,
+        wbuf: &mut BytesMut,
+        job: Job,
+        metrics: &ServerMetrics,
+    ) {
+        metrics.requests.inc();
+        let Op::Get {
+            kind,
+            exptime,
+            keys,
+        } = job.op
+        else {
+            self.open = None;
+            job.op.encode(wbuf);
+            q.push_back(InFlight {
+                kind: job.op.reply_kind(),
+                waiter: Waiter::One(job.tx),
+                deadline: job.deadline,
+            });
+            return;
+        };
+        if let Some(open) = self.open.as_mut() {
+            let extra: usize = keys.iter().map(|k| k.len() + 1).sum();
+            let fits = wbuf.len() - open.start + extra <= MERGED_LINE_MAX;
+            if open.kind == kind && open.exptime == exptime && fits {
+                if let Some(last) = q.back_mut() {
+                    // The open line is always the last entry: the batch holds the queue's lock.
+                    let list = match last.waiter.take() {
+                        Waiter::One(tx) => Some(vec![(tx, open.first.take().unwrap_or_default())]),
+                        Waiter::Merged(list) => Some(list),
+                        Waiter::Gone => None,
+                    };
+                    if let Some(mut list) = list {
+                        // Replace the `\r\n` of the open line with the new keys.
+                        wbuf.truncate(wbuf.len() - 2);
+                        for key in &keys {
+                            wbuf.put_u8(b' ');
+                            wbuf.put_slice(key);
+                        }
+                        wbuf.put_slice(b"\r\n");
+                        list.push((job.tx, keys));
+                        last.waiter = Waiter::Merged(list);
+                        return;
+                    }
+                }
+            }
+        }
+        let start = wbuf.len();
+        put_retrieval(kind, exptime, &keys, wbuf);
+        wbuf.put_slice(b"\r\n");
+        self.open = Some(Open {
+            kind,
+            exptime,
+            start,
+            first: Some(keys),
+        });
+        q.push_back(InFlight {
+            kind: ReplyKind::Values,
+            waiter: Waiter::One(job.tx),
+            deadline: job.deadline,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::protocol::backend::Value;
+    use std::time::Duration;
+
+    fn get(kind: Retrieval, exptime: i32, keys: &[&str]) -> (Job, oneshot::Receiver<Reply>) {
+        let (tx, rx) = oneshot::channel();
+        let op = Op::Get {
+            kind,
+            exptime,
+            keys: keys.iter().map(|k| Bytes::from(k.to_string())).collect(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(1);
+        (Job { op, tx, deadline }, rx)
+    }
+
+    /// Pushes every job into one batch; returns the written lines and the queue.
+    fn write(jobs: Vec<Job>) -> (Vec<String>, VecDeque<InFlight>) {
+        let metrics = Metrics::new().server("s");
+        let (mut q, mut wbuf, mut batch) = (VecDeque::new(), BytesMut::new(), Batch::default());
+        for job in jobs {
+            batch.push(&mut q, &mut wbuf, job, &metrics);
+        }
+        let text = String::from_utf8(wbuf.to_vec()).unwrap();
+        let lines = text.split_inclusive("\r\n").map(str::to_string).collect();
+        (lines, q)
+    }
+
+    fn value(key: &str, data: &str) -> Value {
+        let block = Bytes::from(format!("VALUE {key} 0 {}\r\n{data}\r\n", data.len()));
+        Value {
+            key: Bytes::from(key.to_string()),
+            flags: 0,
+            cas: None,
+            data: Bytes::from(data.to_string()),
+            block,
+        }
+    }
+
+    fn keys_of(rx: &mut oneshot::Receiver<Reply>) -> Vec<String> {
+        match rx.try_recv().expect("answered").expect("no error") {
+            Response::Values(v) => v
+                .iter()
+                .map(|v| String::from_utf8(v.data.to_vec()).unwrap())
+                .collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn adjacent_retrievals_with_the_same_verb_share_a_line() {
+        let (a, _) = get(Retrieval::Get, 0, &["a"]);
+        let (b, _) = get(Retrieval::Get, 0, &["b", "c"]);
+        let (c, _) = get(Retrieval::Gets, 0, &["a"]);
+        let (d, _) = get(Retrieval::Gat, 10, &["a"]);
+        let (e, _) = get(Retrieval::Gat, 20, &["a"]);
+        let (f, _) = get(Retrieval::Gat, 20, &["b"]);
+        let (lines, q) = write(vec![a, b, c, d, e, f]);
+        assert_eq!(
+            lines,
+            [
+                "get a b c\r\n",
+                "gets a\r\n",
+                "gat 10 a\r\n",
+                "gat 20 a b\r\n"
+            ]
+        );
+        assert_eq!(q.len(), 4);
+    }
+
+    #[test]
+    fn any_other_command_ends_the_line() {
+        let (a, _) = get(Retrieval::Get, 0, &["k"]);
+        let (tx, _rx) = oneshot::channel();
+        let delete = Job {
+            op: Op::Delete {
+                key: Bytes::from_static(b"k"),
+            },
+            tx,
+            deadline: Instant::now(),
+        };
+        let (b, _) = get(Retrieval::Get, 0, &["k"]);
+        let (lines, _) = write(vec![a, delete, b]);
+        assert_eq!(lines, ["get k\r\n", "delete k\r\n", "get k\r\n"]);
+    }
+
+    #[test]
+    fn merged_lines_stay_within_the_limit() {
+        let key = "k".repeat(250);
+        let jobs: Vec<Job> = (0..40)
+            .map(|_| get(Retrieval::Gat, 0, &[key.as_str()]).0)
+            .collect();
+        let (lines, q) = write(jobs);
+        assert!(lines.len() > 1);
+        assert!(
+            lines.iter().all(|l| l.len() <= MERGED_LINE_MAX),
+            "{lines:?}"
+        );
+        let keys: usize = lines.iter().map(|l| l.split(' ').count() - 2).sum();
+        assert_eq!(keys, 40);
+        assert_eq!(q.len(), lines.len());
+    }
+
+    #[test]
+    fn a_merged_answer_is_split_by_key_with_misses_and_duplicates() {
+        let (a, mut ra) = get(Retrieval::Get, 0, &["x"]);
+        let (b, mut rb) = get(Retrieval::Get, 0, &["miss", "x", "y"]);
+        let (c, mut rc) = get(Retrieval::Get, 0, &["x"]);
+        let (d, mut rd) = get(Retrieval::Get, 0, &["miss"]);
+        let (_, mut q) = write(vec![a, b, c, d]);
+        // `get x miss x y x miss`: memcached answers x, x, y, x.
+        let answer = vec![
+            value("x", "1"),
+            value("x", "2"),
+            value("y", "3"),
+            value("x", "4"),
+        ];
+        q.pop_front()
+            .unwrap()
+            .waiter
+            .deliver(Response::Values(answer));
+        assert_eq!(keys_of(&mut ra), ["1"]);
+        assert_eq!(keys_of(&mut rb), ["2", "3"]);
+        assert_eq!(keys_of(&mut rc), ["4"]);
+        assert!(keys_of(&mut rd).is_empty());
+    }
+
+    #[test]
+    fn an_error_line_goes_to_every_merged_request() {
+        let (a, mut ra) = get(Retrieval::Get, 0, &["x"]);
+        let (b, mut rb) = get(Retrieval::Get, 0, &["y"]);
+        let (_, mut q) = write(vec![a, b]);
+        let line = Response::Line(Bytes::from_static(b"SERVER_ERROR out of memory\r\n"));
+        q.pop_front().unwrap().waiter.deliver(line.clone());
+        assert_eq!(ra.try_recv().unwrap().unwrap(), line);
+        assert_eq!(rb.try_recv().unwrap().unwrap(), line);
+    }
+
+    #[test]
+    fn a_failure_reaches_every_merged_request() {
+        let (a, mut ra) = get(Retrieval::Get, 0, &["x"]);
+        let (b, mut rb) = get(Retrieval::Get, 0, &["y"]);
+        let (_, mut q) = write(vec![a, b]);
+        let n = q
+            .pop_front()
+            .unwrap()
+            .waiter
+            .take()
+            .fail(BackendError::Timeout);
+        assert_eq!(n, 2);
+        assert!(matches!(ra.try_recv(), Ok(Err(BackendError::Timeout))));
+        assert!(matches!(rb.try_recv(), Ok(Err(BackendError::Timeout))));
+    }
+}
