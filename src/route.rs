@@ -79,20 +79,30 @@ impl Route {
 pub struct Router {
     /// Longest prefix first.
     routes: Vec<Arc<Route>>,
+    /// Some route has fallback tiers (otherwise a multi-key get needs no per-key check).
+    any_tiered: bool,
 }
 
 impl Router {
     /// Orders routes so the first match is the longest prefix.
     pub fn new(mut routes: Vec<Arc<Route>>) -> Router {
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        Router { routes }
+        let any_tiered = routes.iter().any(|r| r.is_tiered());
+        Router { routes, any_tiered }
     }
 
     /// The route for `key`, if any.
     pub fn route(&self, key: &[u8]) -> Option<&Arc<Route>> {
+        // The catch-all "" is checked without a call to memcmp: it is often the only route,
+        // and a 10-key get looks it up for every key.
         self.routes
             .iter()
-            .find(|r| key.starts_with(r.prefix.as_bytes()))
+            .find(|r| r.prefix.is_empty() || key.starts_with(r.prefix.as_bytes()))
+    }
+
+    /// True if some route has fallback tiers.
+    pub fn any_tiered(&self) -> bool {
+        self.any_tiered
     }
 
     /// Every route, longest prefix first.

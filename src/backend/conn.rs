@@ -242,8 +242,10 @@ async fn serve(stream: TcpStream, rx: &mut mpsc::UnboundedReceiver<Job>, target:
                         armed = Some(recheck);
                     }
                 },
-                // New requests may carry an earlier deadline than the armed one.
-                _ = pushed.notified() => {}
+                // New requests need a timer when none is armed. An armed deadline is an older
+                // request's, never later than a new one's, except the stuck-limit recheck after
+                // timeouts. (Not waiting on every loop saves registering a waiter per answer.)
+                _ = pushed.notified(), if armed.is_none() || timed_out > 0 => {}
             }
         }
     };

@@ -81,6 +81,8 @@ impl Reply {
             Reply::Static(l) => out.extend_from_slice(l),
             Reply::Line(l) => out.extend_from_slice(l),
             Reply::Values(blocks) => {
+                // One allocation for the whole answer, not one per doubling.
+                out.reserve(blocks.iter().map(|b| b.len()).sum::<usize>() + END.len());
                 for b in blocks {
                     out.extend_from_slice(b);
                 }

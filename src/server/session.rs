@@ -375,9 +375,10 @@ fn route_op(op: Op, snapshot: &Snapshot, lane: usize) -> (ReplyFuture, bool) {
         keys,
     } = op
     {
-        if keys
-            .iter()
-            .any(|k| router.route(k).is_some_and(|r| r.is_tiered()))
+        if router.any_tiered()
+            && keys
+                .iter()
+                .any(|k| router.route(k).is_some_and(|r| r.is_tiered()))
         {
             return (tiers::retrieve(router, lane, kind, exptime, keys), true);
         }
