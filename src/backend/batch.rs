@@ -27,6 +27,11 @@ use crate::protocol::command::{Op, ReplyKind, Retrieval, put_retrieval};
 /// `get `/`gets `; a merged `gat` split across two reads must never look like that.
 pub const MERGED_LINE_MAX: usize = 2048;
 
+/// A merged retrieval asks for at most this many keys (a single request may ask for more). The
+/// whole answer is read before any of it is handed out, so this bounds how many values one
+/// client waits behind; past a few dozen keys a merge saves memcached nothing more.
+pub const MERGED_KEYS_MAX: usize = 32;
+
 /// A written request waiting for its answer.
 pub struct InFlight {
     /// The answer's shape.
@@ -115,6 +120,8 @@ struct Open {
     exptime: i32,
     /// Where its line starts in the write buffer.
     start: usize,
+    /// Keys on the line so far.
+    keys: usize,
     /// The first request's keys, kept until a second request joins: only then must the answer
     /// be split.
     first: Option<Vec<Bytes>>,
@@ -154,7 +161,8 @@ impl Batch {
         };
         if let Some(open) = self.open.as_mut() {
             let extra: usize = keys.iter().map(|k| k.len() + 1).sum();
-            let fits = wbuf.len() - open.start + extra <= MERGED_LINE_MAX;
+            let fits = wbuf.len() - open.start + extra <= MERGED_LINE_MAX
+                && open.keys + keys.len() <= MERGED_KEYS_MAX;
             if open.kind == kind && open.exptime == exptime && fits {
                 if let Some(last) = q.back_mut() {
                     // The open line is always the last entry: the batch holds the queue's lock.
@@ -171,6 +179,7 @@ impl Batch {
                             wbuf.put_slice(key);
                         }
                         wbuf.put_slice(b"\r\n");
+                        open.keys += keys.len();
                         list.push((job.tx, keys));
                         last.waiter = Waiter::Merged(list);
                         return;
@@ -185,6 +194,7 @@ impl Batch {
             kind,
             exptime,
             start,
+            keys: keys.len(),
             first: Some(keys),
         });
         q.push_back(InFlight {
@@ -298,6 +308,23 @@ mod tests {
         let keys: usize = lines.iter().map(|l| l.split(' ').count() - 2).sum();
         assert_eq!(keys, 40);
         assert_eq!(q.len(), lines.len());
+    }
+
+    #[test]
+    fn merged_lines_stop_at_the_key_limit() {
+        let jobs: Vec<Job> = (0..MERGED_KEYS_MAX + 5)
+            .map(|i| get(Retrieval::Get, 0, &[format!("k{i}").as_str()]).0)
+            .collect();
+        let (lines, _) = write(jobs);
+        let counts: Vec<usize> = lines.iter().map(|l| l.split(' ').count() - 1).collect();
+        assert_eq!(counts, [MERGED_KEYS_MAX, 5]);
+        // A request with more keys than the limit is sent whole, alone.
+        let many: Vec<String> = (0..MERGED_KEYS_MAX + 1).map(|i| format!("m{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let (a, _) = get(Retrieval::Get, 0, &["x"]);
+        let (b, _) = get(Retrieval::Get, 0, &many);
+        let (lines, _) = write(vec![a, b]);
+        assert_eq!(lines.len(), 2);
     }
 
     #[test]
