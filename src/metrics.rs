@@ -105,6 +105,8 @@ pub struct CmdMetrics {
 pub struct ServerMetrics {
     /// `memroute_backend_requests_total{server}`
     pub requests: IntCounter,
+    /// `memroute_backend_commands_total{server}`
+    pub commands: IntCounter,
     /// `memroute_backend_errors_total{server,kind="timeout"}`
     pub timeouts: IntCounter,
     /// `memroute_backend_errors_total{server,kind="connect"}`
@@ -168,6 +170,7 @@ pub struct Metrics {
     /// `memroute_client_connections_max`: the configured `max_connections`.
     pub connections_max: IntGauge,
     server_requests: IntCounterVec,
+    server_commands: IntCounterVec,
     server_errors: IntCounterVec,
     server_up: IntGaugeVec,
     server_down: IntCounterVec,
@@ -323,7 +326,13 @@ impl Metrics {
             server_requests: counter_vec(
                 r,
                 "memroute_backend_requests_total",
-                "Requests sent to a backend server.",
+                "Requests sent to a backend server (each of several merged gets counts).",
+                &["server"],
+            ),
+            server_commands: counter_vec(
+                r,
+                "memroute_backend_commands_total",
+                "Commands written to a backend server; adjacent gets merged into one count once.",
                 &["server"],
             ),
             server_errors: counter_vec(
@@ -370,6 +379,7 @@ impl Metrics {
         let err = |kind| self.server_errors.with_label_values(&[server, kind]);
         let m = ServerMetrics {
             requests: self.server_requests.with_label_values(&[server]),
+            commands: self.server_commands.with_label_values(&[server]),
             timeouts: err("timeout"),
             connect_errors: err("connect"),
             protocol_errors: err("protocol"),
@@ -397,6 +407,7 @@ impl Metrics {
     /// Removes the series of a server that left the config.
     pub fn forget_server(&self, server: &str) {
         let _ = self.server_requests.remove_label_values(&[server]);
+        let _ = self.server_commands.remove_label_values(&[server]);
         let _ = self.server_up.remove_label_values(&[server]);
         let _ = self.server_down.remove_label_values(&[server]);
         let _ = self.server_ejections.remove_label_values(&[server]);

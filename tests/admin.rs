@@ -1,6 +1,7 @@
 //! The admin HTTP server of the real binary, against real memcached processes.
 
 mod admin_support;
+mod common;
 
 use std::collections::HashMap;
 use std::io::Write;

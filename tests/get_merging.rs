@@ -7,6 +7,7 @@ mod common;
 
 use std::thread;
 
+use common::http::{http, sample};
 use common::{Client, Memcached, Memroute, config_one_pool_with, value_reply};
 
 /// One memcached that logs every command it receives (`-vv`), behind memroute with one
@@ -212,4 +213,35 @@ fn concurrent_clients_each_get_their_own_values() {
     for w in workers {
         w.join().expect("client thread");
     }
+}
+
+#[test]
+fn merged_commands_are_counted_apart_from_requests() {
+    let mc = Memcached::start_with_args(&["-vv"]);
+    let config = format!(
+        "{}\n[admin]\naddress = \"127.0.0.1:{}\"\n",
+        config_one_pool_with(common::free_port(), &[mc.addr()], "", "connections = 1"),
+        common::free_port()
+    );
+    let proxy = Memroute::start(&config);
+    let mut c = Client::connect(proxy.port);
+    roundtrip_until_merged(
+        &mc,
+        &mut c,
+        b"get m1\r\nget m2\r\nget m3\r\n",
+        b"END\r\nEND\r\nEND\r\n",
+        "get m1 m2 m3",
+    );
+    let admin = proxy.admin_port.expect("admin port");
+    let text = http(admin, "GET", "/metrics").body;
+    let server = [("server", mc.addr())];
+    let server: Vec<(&str, &str)> = server.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let requests = sample(&text, "memroute_backend_requests_total", &server).expect("requests");
+    let commands = sample(&text, "memroute_backend_commands_total", &server).expect("commands");
+    // Every try sent three requests; at least one try sent them as one command.
+    assert_eq!(requests % 3.0, 0.0, "{requests}");
+    assert!(
+        commands <= requests - 2.0,
+        "{commands} commands for {requests} requests"
+    );
 }

@@ -151,6 +151,7 @@ impl Batch {
         } = job.op
         else {
             self.open = None;
+            metrics.commands.inc();
             job.op.encode(wbuf);
             q.push_back(InFlight {
                 kind: job.op.reply_kind(),
@@ -187,6 +188,7 @@ impl Batch {
                 }
             }
         }
+        metrics.commands.inc();
         let start = wbuf.len();
         put_retrieval(kind, exptime, &keys, wbuf);
         wbuf.put_slice(b"\r\n");

@@ -2,7 +2,8 @@
 //!
 //! - [`process`]: real processes on free loopback ports — [`Memcached`] backends and the
 //!   [`Memroute`] binary under test; [`nutcracker`]: [`Nutcracker`] (twemproxy 0.5), the reference.
-//! - [`client`]: a blocking text-protocol [`Client`] that asserts exact bytes.
+//! - [`client`]: a blocking text-protocol [`Client`] that asserts exact bytes; [`http`]: a tiny
+//!   HTTP client for the admin server and a reader of `/metrics` text.
 //! - [`target`]: [`Target`], what protocol tests talk to — memroute in front of memcacheds, or
 //!   one memcached directly with `MEMROUTE_TEST_TARGET=direct`, which proves the expected bytes
 //!   against the real thing.
@@ -13,6 +14,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
+pub mod http;
 pub mod nutcracker;
 pub mod process;
 pub mod target;
