@@ -684,3 +684,29 @@ fn a_reload_keeps_connections_to_kept_servers_and_closes_removed_ones() {
         );
     }
 }
+
+#[test]
+fn sighup_with_an_unchanged_file_says_so() {
+    let backend = Memcached::start();
+    let (listen, admin) = (free_port(), free_port());
+    let proxy = Memroute::start(&one_pool_config(listen, admin, &[&backend]));
+    let before = metric(
+        admin,
+        "memroute_config_reloads_total",
+        &[("result", "success")],
+    );
+    proxy.signal("HUP");
+    poll("memroute to log the SIGHUP", || {
+        proxy
+            .stderr()
+            .contains("SIGHUP: config unchanged, nothing to reload")
+            .then_some(())
+    });
+    // Nothing was reloaded.
+    let after = metric(
+        admin,
+        "memroute_config_reloads_total",
+        &[("result", "success")],
+    );
+    assert_eq!(before, after);
+}

@@ -368,6 +368,11 @@ pub async fn reload_loop(
     while let Some(trigger) = triggers.recv().await {
         debug!(?trigger, path = %reloader.path.display(), "config reload triggered");
         let outcome = reloader.reload(&mut apply);
+        if trigger == Trigger::Signal && outcome == ReloadOutcome::Unchanged {
+            // An operator who sent SIGHUP wants to see that it arrived; a file event with the
+            // same text (an editor's touch) stays at debug level.
+            info!(path = %reloader.path.display(), digest = %reloader.digest, "SIGHUP: config unchanged, nothing to reload");
+        }
         report(&outcome);
     }
 }
