@@ -127,10 +127,13 @@ impl Shared {
                 }
             }
         }
+        // A removed server is never reused, even while requests still hold it: its series are
+        // gone from the registry, and a later config that lists it again must start a server
+        // with fresh handles (reusing the old one left it counting into detached series).
         self.servers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, w| w.strong_count() > 0);
+            .retain(|key, w| w.strong_count() > 0 && in_use.contains(&key.address));
     }
 
     /// Whether the listener is bound and not draining.

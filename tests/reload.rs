@@ -710,3 +710,39 @@ fn sighup_with_an_unchanged_file_says_so() {
     );
     assert_eq!(before, after);
 }
+
+#[test]
+fn a_server_removed_and_added_back_while_a_request_holds_it_keeps_its_series() {
+    let (a, b) = (Memcached::start(), Memcached::start());
+    let (listen, admin) = (free_port(), free_port());
+    // A long timeout: a request to a paused `b` stays in flight across two reloads.
+    let with_b = one_pool_config(listen, admin, &[&b]).replace("\"2s\"", "\"20s\"");
+    let proxy = Memroute::start(&with_b);
+    let with_b = with_b.replace(&format!(":{listen}\""), &format!(":{}\"", proxy.port));
+    let with_a = with_b.replace(&b.addr(), &a.addr());
+    let series = [("server", b.addr())];
+    let series: Vec<(&str, &str)> = series.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let requests = || metric(admin, "memroute_backend_requests_total", &series);
+
+    b.pause();
+    let mut held = Client::connect(proxy.port);
+    held.send(b"get held\r\n");
+    poll("the held get to reach b's connection", || {
+        (requests() == Some(1.0)).then_some(())
+    });
+    proxy.replace_config(&with_a);
+    wait_for_config(admin, &with_a);
+    assert_eq!(requests(), None, "b's series go when b leaves the config");
+    proxy.replace_config(&with_b);
+    wait_for_config(admin, &with_b);
+    b.resume();
+    held.expect(b"END\r\n");
+
+    let mut c = Client::connect(proxy.port);
+    c.roundtrip(b"get fresh\r\n", b"END\r\n");
+    assert_eq!(
+        requests(),
+        Some(1.0),
+        "b is back in the config: its series must exist and count the new request"
+    );
+}
