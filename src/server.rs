@@ -1,9 +1,11 @@
 //! The client side: accept connections and run one session per client.
 //!
 //! - [`listener`]: accepts, enforces `max_connections`, starts sessions, stops on shutdown.
-//! - [`session`]: reads and parses requests, dispatches them, writes replies in request order.
+//! - [`session`]: reads and parses requests, dispatches them, writes replies in request order
+//!   ([`in_order`]: the replies still owed, completed oldest first).
 //! - [`local`]: commands the proxy answers itself (`version`, `stats`, `flush_all` fan-out).
 
+pub mod in_order;
 pub mod listener;
 pub mod local;
 pub mod session;

@@ -1,7 +1,7 @@
 //! One client connection.
 //!
-//! Requests are parsed and dispatched as they arrive (pipelining): each becomes a future in a
-//! `FuturesOrdered`, so answers from different servers complete concurrently but are written in
+//! Requests are parsed and dispatched as they arrive (pipelining): each becomes a future in an
+//! [`InOrder`] queue, so answers from different servers arrive concurrently but are written in
 //! request order. Ready replies are gathered into one buffer and written with one syscall.
 //! Back-pressure: at `max_inflight` outstanding requests, or while the client is not reading its
 //! replies, the session stops reading from the client.
@@ -26,12 +26,12 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::FutureExt;
-use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
+use super::in_order::InOrder;
 use super::local;
 use crate::metrics::Cmd;
 use crate::protocol::command::{Op, Retrieval, Storage};
@@ -85,7 +85,7 @@ pub async fn run(
     let max_inflight = listen.max_inflight.max(1);
     let (mut rd, mut wr) = stream.into_split();
     let mut decoder = Decoder::new(limits);
-    let mut pending: FuturesOrdered<Tagged> = FuturesOrdered::new();
+    let mut pending: InOrder<Tagged> = InOrder::new();
     // Buffers are allocated when there is something to hold and given back once empty, so an
     // idle connection costs little memory.
     let mut out = BytesMut::new();
