@@ -99,6 +99,8 @@ pub struct PoolConfig {
     pub retry_timeout: Duration,
     /// When true a down server leaves the ring (twemproxy's `auto_eject_hosts`).
     pub eject: bool,
+    /// Adjacent `get`s of different clients go to a server as one multi-key command.
+    pub merge_gets: bool,
 }
 
 /// One server of a pool.

@@ -162,6 +162,7 @@ fn build(
                     timeout: pc.timeout,
                     failure_limit: pc.failure_limit,
                     retry_timeout: pc.retry_timeout,
+                    merge_gets: pc.merge_gets,
                 };
                 if let Some(s) = table.get(&key).and_then(Weak::upgrade) {
                     return s;

@@ -245,3 +245,24 @@ fn merged_commands_are_counted_apart_from_requests() {
         "{commands} commands for {requests} requests"
     );
 }
+
+#[test]
+fn merge_gets_false_sends_every_get_alone() {
+    let mc = Memcached::start_with_args(&["-vv"]);
+    let proxy = Memroute::start(&config_one_pool_with(
+        common::free_port(),
+        &[mc.addr()],
+        "",
+        "connections = 1\nmerge_gets = false",
+    ));
+    let mut c = Client::connect(proxy.port);
+    for _ in 0..20 {
+        c.roundtrip(b"get s1\r\nget s2\r\nget s3\r\n", b"END\r\nEND\r\nEND\r\n");
+    }
+    let log = mc.log();
+    assert!(log.contains("get s1"), "memcached saw no get; log:\n{log}");
+    assert!(
+        !log.contains("get s1 s2"),
+        "merged although merge_gets = false"
+    );
+}

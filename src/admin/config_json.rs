@@ -55,6 +55,7 @@ fn pool(p: &PoolConfig) -> Value {
         "failure_limit": p.failure_limit,
         "retry_timeout": duration(p.retry_timeout),
         "eject": p.eject,
+        "merge_gets": p.merge_gets,
     })
 }
 

@@ -128,12 +128,18 @@ struct Open {
 }
 
 /// Builds one write.
-#[derive(Default)]
 pub struct Batch {
+    /// Merging is on (the pool's `merge_gets`).
+    merge: bool,
     open: Option<Open>,
 }
 
 impl Batch {
+    /// An empty write; `merge` turns merging of retrievals on.
+    pub fn new(merge: bool) -> Batch {
+        Batch { merge, open: None }
+    }
+
     /// Encodes `job` into `wbuf` and queues its in-flight entry, merging it into the retrieval
     /// just before it when it can.
     pub fn push(
@@ -144,21 +150,24 @@ impl Batch {
         metrics: &ServerMetrics,
     ) {
         metrics.requests.inc();
-        let Op::Get {
-            kind,
-            exptime,
-            keys,
-        } = job.op
-        else {
-            self.open = None;
-            metrics.commands.inc();
-            job.op.encode(wbuf);
-            q.push_back(InFlight {
-                kind: job.op.reply_kind(),
-                waiter: Waiter::One(job.tx),
-                deadline: job.deadline,
-            });
-            return;
+        let Job { op, tx, deadline } = job;
+        let (kind, exptime, keys) = match op {
+            Op::Get {
+                kind,
+                exptime,
+                keys,
+            } if self.merge => (kind, exptime, keys),
+            op => {
+                self.open = None;
+                metrics.commands.inc();
+                op.encode(wbuf);
+                q.push_back(InFlight {
+                    kind: op.reply_kind(),
+                    waiter: Waiter::One(tx),
+                    deadline,
+                });
+                return;
+            }
         };
         if let Some(open) = self.open.as_mut() {
             let extra: usize = keys.iter().map(|k| k.len() + 1).sum();
@@ -181,7 +190,7 @@ impl Batch {
                         }
                         wbuf.put_slice(b"\r\n");
                         open.keys += keys.len();
-                        list.push((job.tx, keys));
+                        list.push((tx, keys));
                         last.waiter = Waiter::Merged(list);
                         return;
                     }
@@ -201,8 +210,8 @@ impl Batch {
         });
         q.push_back(InFlight {
             kind: ReplyKind::Values,
-            waiter: Waiter::One(job.tx),
-            deadline: job.deadline,
+            waiter: Waiter::One(tx),
+            deadline,
         });
     }
 }
@@ -228,7 +237,7 @@ mod tests {
     /// Pushes every job into one batch; returns the written lines and the queue.
     fn write(jobs: Vec<Job>) -> (Vec<String>, VecDeque<InFlight>) {
         let metrics = Metrics::new().server("s");
-        let (mut q, mut wbuf, mut batch) = (VecDeque::new(), BytesMut::new(), Batch::default());
+        let (mut q, mut wbuf, mut batch) = (VecDeque::new(), BytesMut::new(), Batch::new(true));
         for job in jobs {
             batch.push(&mut q, &mut wbuf, job, &metrics);
         }
@@ -277,6 +286,22 @@ mod tests {
             ]
         );
         assert_eq!(q.len(), 4);
+    }
+
+    #[test]
+    fn nothing_merges_when_merging_is_off() {
+        let metrics = Metrics::new().server("s");
+        let (mut q, mut wbuf, mut batch) = (VecDeque::new(), BytesMut::new(), Batch::new(false));
+        for key in ["a", "b"] {
+            batch.push(
+                &mut q,
+                &mut wbuf,
+                get(Retrieval::Get, 0, &[key]).0,
+                &metrics,
+            );
+        }
+        assert_eq!(&wbuf[..], b"get a\r\nget b\r\n");
+        assert_eq!(q.len(), 2);
     }
 
     #[test]

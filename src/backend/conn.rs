@@ -66,6 +66,8 @@ pub struct Target {
     pub health: Arc<Health>,
     /// Per-server metric handles.
     pub metrics: ServerMetrics,
+    /// Merge adjacent retrievals into one command (the pool's `merge_gets`).
+    pub merge_gets: bool,
 }
 
 /// Starts a connection task; it ends when every sender is dropped and its answers are in.
@@ -146,7 +148,7 @@ async fn serve(stream: TcpStream, rx: &mut mpsc::UnboundedReceiver<Job>, target:
             yield_once().await;
             {
                 let mut q = lock(&inflight);
-                let mut batch = Batch::default();
+                let mut batch = Batch::new(target.merge_gets);
                 batch.push(&mut q, &mut wbuf, job, &target.metrics);
                 while wbuf.len() < WRITE_BATCH {
                     match rx.try_recv() {

@@ -25,6 +25,8 @@ pub struct ServerKey {
     pub failure_limit: u32,
     /// Time spent down before a retry.
     pub retry_timeout: Duration,
+    /// Merge adjacent retrievals into one command.
+    pub merge_gets: bool,
 }
 
 /// A backend server shared by every pool (and config snapshot) that lists it.
@@ -62,6 +64,7 @@ impl Server {
             timeout: key.timeout,
             health: health.clone(),
             metrics: metrics.clone(),
+            merge_gets: key.merge_gets,
         };
         let conns = (0..key.connections.max(1))
             .map(|_| conn::spawn(target.clone()))

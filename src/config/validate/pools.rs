@@ -22,6 +22,7 @@ pub(super) const POOL_KEYS: &[&str] = &[
     "failure_limit",
     "retry_timeout",
     "eject",
+    "merge_gets",
 ];
 /// twemproxy users will type their old key names: point them at ours.
 const TWEMPROXY_KEYS: &[(&str, &str)] = &[
@@ -142,6 +143,7 @@ fn pool(ctx: &mut Ctx<'_>, name: &str, node: &Node, t: &Table) -> PoolConfig {
             .duration(ctx, "retry_timeout")
             .unwrap_or(DEFAULT_RETRY_TIMEOUT),
         eject: f.boolean(ctx, "eject").unwrap_or(false),
+        merge_gets: f.boolean(ctx, "merge_gets").unwrap_or(true),
     }
 }
 
