@@ -266,3 +266,42 @@ fn merge_gets_false_sends_every_get_alone() {
         "merged although merge_gets = false"
     );
 }
+
+#[test]
+fn a_merged_get_that_times_out_fails_every_request_and_its_late_answer_is_dropped_whole() {
+    let mc = Memcached::start_with_args(&["-vv"]);
+    let proxy = Memroute::start(&config_one_pool_with(
+        common::free_port(),
+        &[mc.addr()],
+        "",
+        "connections = 1\ntimeout = \"300ms\"\nfailure_limit = 1000",
+    ));
+    let mut c = Client::connect(proxy.port);
+    set(&mut c, "late1", "one");
+    set(&mut c, "late2", "two");
+    // Until memcached's log shows the three went out merged (each try takes one timeout).
+    for attempt in 1.. {
+        mc.pause();
+        c.roundtrip(
+            b"get late1\r\nget late2\r\nget late1\r\n",
+            &b"SERVER_ERROR timeout\r\n".repeat(3),
+        );
+        mc.resume();
+        // The late answer is read and dropped whole; what follows on the same shared
+        // connection gets its own answers.
+        for _ in 0..5 {
+            let expected = [
+                value_reply("late2", 0, b"two"),
+                b"END\r\n".to_vec(),
+                value_reply("late1", 0, b"one"),
+                b"END\r\n".to_vec(),
+            ]
+            .concat();
+            c.roundtrip(b"get late2\r\nget late1\r\n", &expected);
+        }
+        if mc.log().contains("get late1 late2 late1") {
+            break;
+        }
+        assert!(attempt < 10, "never merged; log:\n{}", mc.log());
+    }
+}
