@@ -13,12 +13,17 @@ use common::{Client, Memcached, Memroute, config_one_pool_with, value_reply};
 /// One memcached that logs every command it receives (`-vv`), behind memroute with one
 /// connection, so pipelined requests from a client all reach the same backend connection.
 fn setup() -> (Memcached, Memroute) {
+    setup_with("")
+}
+
+/// As [`setup`], with more `[pools.main]` lines.
+fn setup_with(pool_extra: &str) -> (Memcached, Memroute) {
     let mc = Memcached::start_with_args(&["-vv"]);
     let proxy = Memroute::start(&config_one_pool_with(
         common::free_port(),
         &[mc.addr()],
         "",
-        "connections = 1",
+        &format!("connections = 1\n{pool_extra}"),
     ));
     (mc, proxy)
 }
@@ -248,13 +253,7 @@ fn merged_commands_are_counted_apart_from_requests() {
 
 #[test]
 fn merge_gets_false_sends_every_get_alone() {
-    let mc = Memcached::start_with_args(&["-vv"]);
-    let proxy = Memroute::start(&config_one_pool_with(
-        common::free_port(),
-        &[mc.addr()],
-        "",
-        "connections = 1\nmerge_gets = false",
-    ));
+    let (mc, proxy) = setup_with("merge_gets = false");
     let mut c = Client::connect(proxy.port);
     for _ in 0..20 {
         c.roundtrip(b"get s1\r\nget s2\r\nget s3\r\n", b"END\r\nEND\r\nEND\r\n");
@@ -269,13 +268,7 @@ fn merge_gets_false_sends_every_get_alone() {
 
 #[test]
 fn a_merged_get_that_times_out_fails_every_request_and_its_late_answer_is_dropped_whole() {
-    let mc = Memcached::start_with_args(&["-vv"]);
-    let proxy = Memroute::start(&config_one_pool_with(
-        common::free_port(),
-        &[mc.addr()],
-        "",
-        "connections = 1\ntimeout = \"300ms\"\nfailure_limit = 1000",
-    ));
+    let (mc, proxy) = setup_with("timeout = \"300ms\"\nfailure_limit = 1000");
     let mut c = Client::connect(proxy.port);
     set(&mut c, "late1", "one");
     set(&mut c, "late2", "two");
