@@ -15,7 +15,7 @@ use serde_json::Value;
 fn main_pool(servers: &[&Memcached]) -> String {
     let list: Vec<String> = servers
         .iter()
-        .map(|m| format!("\"{}\"", m.address()))
+        .map(|m| format!("\"{}\"", m.addr()))
         .collect();
     format!(
         "[pools.main]\nservers = [{}]\nfailure_limit = 1\nretry_timeout = \"1s\"\ntimeout = \"200ms\"\n\n\
@@ -42,12 +42,12 @@ fn metrics_count_exactly_the_requests_sent() {
     let memroute = Memroute::start(&format!(
         "[pools.main]\nservers = [\"{}\", \"{}\"]\n\n[pools.gone]\nservers = [\"{}\"]\n\n\
          [[routes]]\nprefix = \"\"\ntiers = [\"main\"]\n\n[[routes]]\nprefix = \"gone:\"\ntiers = [\"gone\"]\n",
-        a.address(),
-        b.address(),
-        gone.address()
+        a.addr(),
+        b.addr(),
+        gone.addr()
     ));
-    gone.kill();
-    let gone_address = gone.address();
+    gone.stop();
+    let gone_address = gone.addr();
     let gone_labels = [("server", gone_address.as_str())];
     // Wait until memroute has marked it down (default failure_limit = 3), so the request below
     // fails the same way on every run.
@@ -139,7 +139,7 @@ fn metrics_count_exactly_the_requests_sent() {
     assert_eq!(value("memroute_client_connections_total", &[]), 10.0);
 
     for live in [&a, &b] {
-        let server = live.address();
+        let server = live.addr();
         let want = expected.get(&server).copied().unwrap_or(0) as f64;
         assert_eq!(
             value("memroute_backend_requests_total", &[("server", &server)]),
@@ -157,10 +157,7 @@ fn metrics_count_exactly_the_requests_sent() {
     }
     assert_eq!(expected.values().sum::<u64>(), {
         let requests = |s: &Memcached| {
-            value(
-                "memroute_backend_requests_total",
-                &[("server", &s.address())],
-            ) as u64
+            value("memroute_backend_requests_total", &[("server", &s.addr())]) as u64
         };
         requests(&a) + requests(&b)
     });
@@ -236,11 +233,11 @@ fn readyz_follows_the_health_of_every_pool() {
             .find(|k| routed_server(&memroute, k) == server)
             .expect("a key on each server")
     };
-    let (key_a, key_b) = (key_on(&a.address()), key_on(&b.address()));
+    let (key_a, key_b) = (key_on(&a.addr()), key_on(&b.addr()));
 
     // One server down: the pool still has a live one.
-    a.kill();
-    let a_address = a.address();
+    a.stop();
+    let a_address = a.addr();
     poll("server a marked down", || {
         let reply = memroute.send(&format!("get {key_a}\r\n"));
         let labels = [("server", a_address.as_str())];
@@ -253,7 +250,7 @@ fn readyz_follows_the_health_of_every_pool() {
     // Every server down: not ready, and the reason names the pool. (With retry_timeout = 1s a
     // down server is probed again every second; a failed probe marks it down again at once, so
     // each attempt sends requests first and then asks.)
-    b.kill();
+    b.stop();
     let reply = poll("/readyz to turn 503", || {
         memroute.send(&format!("get {key_a}\r\nget {key_b}\r\n"));
         Some(readyz()).filter(|r| r.status == 503)
@@ -264,7 +261,7 @@ fn readyz_follows_the_health_of_every_pool() {
     );
 
     // a comes back on the same port: once a request to it succeeds, ready again.
-    let _a_again = Memcached::start_on(a.port);
+    a.restart();
     poll("a request to the restarted server to succeed", || {
         (memroute.send(&format!("get {key_a}\r\n")) == "END\r\n").then_some(())
     });
@@ -294,7 +291,7 @@ fn route_names_the_server_that_stores_the_key() {
         let holders: Vec<String> = backends
             .iter()
             .filter(|m| exchange(m.port, &format!("get {key}\r\n")).starts_with("VALUE"))
-            .map(Memcached::address)
+            .map(Memcached::addr)
             .collect();
         assert_eq!(holders, [named], "/route?key={query}");
     }
@@ -360,7 +357,7 @@ fn healthz_config_and_metrics_answer_in_their_formats() {
         format!("127.0.0.1:{}", memroute.admin_port)
     );
     let main = &c["pools"]["main"];
-    assert_eq!(main["servers"][0]["address"], backend.address());
+    assert_eq!(main["servers"][0]["address"], backend.addr());
     assert_eq!(
         (
             &main["failure_limit"],

@@ -1,10 +1,10 @@
-//! Helpers for `tests/admin.rs`: real memcached and memroute processes on free loopback ports,
-//! a memcached text client and a tiny HTTP/1.1 client, all over `std::net`.
+//! Helpers for `tests/admin.rs`: a memroute process with an admin port on free loopback ports
+//! and a memcached text exchange; memcached, polling and HTTP come from `tests/common`.
 //!
 //! Every process is killed when its handle is dropped, so a failing test leaves nothing behind.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,90 +12,8 @@ use std::time::Duration;
 
 /// How long any single socket operation may take before the test fails.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Polling step and bound for "wait until" loops (bounded attempts, never a timing assertion).
-pub const POLL_STEP: Duration = Duration::from_millis(50);
-/// Attempts of a polling loop: 200 × 50 ms = 10 s at most.
-pub const POLL_ATTEMPTS: usize = 200;
 
-/// A loopback port nobody listens on right now (bind port 0, read it, close).
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
-
-/// Calls `f` every [`POLL_STEP`] until it returns `Some`, at most [`POLL_ATTEMPTS`] times.
-pub fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..POLL_ATTEMPTS {
-        if let Some(v) = f() {
-            return v;
-        }
-        std::thread::sleep(POLL_STEP);
-    }
-    panic!("gave up waiting for {what}");
-}
-
-/// Waits until something accepts connections on `port`.
-fn wait_listening(port: u16, what: &str) {
-    poll(what, || TcpStream::connect(("127.0.0.1", port)).ok());
-}
-
-/// A memcached process on a loopback port.
-pub struct Memcached {
-    /// Its port.
-    pub port: u16,
-    child: Option<Child>,
-}
-
-impl Memcached {
-    /// Starts memcached on a free port.
-    pub fn start() -> Memcached {
-        Memcached::start_on(free_port())
-    }
-
-    /// Starts memcached on `port` and waits until it accepts connections.
-    pub fn start_on(port: u16) -> Memcached {
-        let child = Command::new("memcached")
-            .args([
-                "-u",
-                "root",
-                "-U",
-                "0",
-                "-l",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start memcached (is it installed?)");
-        let m = Memcached {
-            port,
-            child: Some(child),
-        };
-        wait_listening(port, &format!("memcached on port {port}"));
-        m
-    }
-
-    /// `127.0.0.1:PORT`, as written in the config.
-    pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the process and waits for it, so its port is free again.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+pub use crate::common::{Memcached, free_port, poll};
 
 /// The memroute binary running on a config file.
 pub struct Memroute {

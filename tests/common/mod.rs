@@ -63,3 +63,22 @@ pub fn storage(
     out.extend_from_slice(b"\r\n");
     out
 }
+
+/// Longest any bounded poll of these tests waits.
+pub const POLL_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Polls `f` every 50 ms until it returns `Some`, for at most [`POLL_LIMIT`]; panics naming `what`.
+#[track_caller]
+pub fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + POLL_LIMIT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -1,33 +1,15 @@
 //! Helpers of the configuration acceptance tests (`config_check`, `reload`, `import_nutcracker`):
 //! pool configs over test backends, where a key lives (asked directly), where ketama says it
-//! should live, and a tiny HTTP client for the admin server. Built on `tests/common`.
+//! should live, and the running config and metrics from the admin server. Built on `tests/common`.
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::thread::sleep;
-use std::time::{Duration, Instant};
-
 use memroute::ring::{Distribution, HashFn, Ring, RingServer, hash_key};
 
+use crate::common::http::{http, sample};
 use crate::common::{Client, Memcached};
 
-/// Longest any bounded poll of these tests waits.
-pub const POLL_LIMIT: Duration = Duration::from_secs(10);
-
-/// Polls `f` every 50 ms until it returns `Some`, for at most [`POLL_LIMIT`]; panics naming `what`.
-#[track_caller]
-pub fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + POLL_LIMIT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        sleep(Duration::from_millis(50));
-    }
-}
+pub use crate::common::poll;
 
 /// `"127.0.0.1:P1", "127.0.0.1:P2"` for a TOML array.
 pub fn server_list(backends: &[&Memcached]) -> String {
@@ -128,39 +110,9 @@ pub fn get(c: &mut Client, key: &str) -> Option<Vec<u8>> {
     Some(value)
 }
 
-/// An HTTP answer from the admin server: status and body.
-pub struct HttpReply {
-    pub status: u16,
-    pub body: String,
-}
-
-/// `GET path` with `Connection: close`, read to the end.
-pub fn http_get(port: u16, path: &str) -> std::io::Result<HttpReply> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no end of headers in {raw:?}")))?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line in {raw:?}")))?;
-    Ok(HttpReply {
-        status,
-        body: body.to_string(),
-    })
-}
-
 /// The `source_hash` of the running config, from `/config`.
 pub fn running_hash(admin: u16) -> String {
-    let reply = http_get(admin, "/config").expect("GET /config");
+    let reply = http(admin, "GET", "/config");
     assert_eq!(reply.status, 200, "/config: {}", reply.body);
     let v: serde_json::Value = serde_json::from_str(&reply.body).expect("/config is JSON");
     v["source_hash"].as_str().expect("source_hash").to_string()
@@ -175,29 +127,9 @@ pub fn wait_for_config(admin: u16, toml: &str) {
     });
 }
 
-/// The value of series `name{labels}` in Prometheus text (labels in any order), if present.
+/// The value of series `name{labels}` on the admin server's `/metrics`, if present.
 pub fn metric(admin: u16, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let reply = http_get(admin, "/metrics").expect("GET /metrics");
+    let reply = http(admin, "GET", "/metrics");
     assert_eq!(reply.status, 200);
-    let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    want.sort();
-    reply
-        .body
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (n, mut got) = match series.split_once('{') {
-                Some((n, rest)) => (
-                    n,
-                    rest.strip_suffix('}')?
-                        .split(',')
-                        .map(str::to_string)
-                        .collect::<Vec<_>>(),
-                ),
-                None => (series, Vec::new()),
-            };
-            got.sort();
-            (n == name && got == want).then(|| value.parse().ok())?
-        })
+    sample(&reply.body, name, labels)
 }
