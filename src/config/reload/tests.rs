@@ -119,16 +119,20 @@ async fn rename_over_reloads_once() {
     r.applied_once("127.0.0.1:2").await;
 }
 
-#[tokio::test]
-async fn kubernetes_symlink_swap_reloads_once() {
-    let dir = TempDir::new("k8s");
-    let d = &dir.0;
-    // The layout of a ConfigMap volume.
+/// The layout of a ConfigMap volume in `d` holding `config_text(1)`; returns the config path.
+fn configmap_volume(d: &Path) -> PathBuf {
     fs::create_dir(d.join("..2026_1")).unwrap();
     fs::write(d.join("..2026_1/config.toml"), config_text(1)).unwrap();
     symlink("..2026_1", d.join("..data")).unwrap();
     symlink("..data/config.toml", d.join("config.toml")).unwrap();
-    let mut r = Running::start(&d.join("config.toml"));
+    d.join("config.toml")
+}
+
+#[tokio::test]
+async fn kubernetes_symlink_swap_reloads_once() {
+    let dir = TempDir::new("k8s");
+    let d = &dir.0;
+    let mut r = Running::start(&configmap_volume(d));
     // The kubelet's update: new directory, new link, atomic rename over `..data`, old dir removed.
     fs::create_dir(d.join("..2026_2")).unwrap();
     fs::write(d.join("..2026_2/config.toml"), config_text(2)).unwrap();
@@ -169,11 +173,7 @@ async fn edits_and_swaps_through_a_link_to_another_directory_reload() {
 async fn kubernetes_data_file_edited_in_place_reloads() {
     let dir = TempDir::new("k8s-edit");
     let d = &dir.0;
-    fs::create_dir(d.join("..2026_1")).unwrap();
-    fs::write(d.join("..2026_1/config.toml"), config_text(1)).unwrap();
-    symlink("..2026_1", d.join("..data")).unwrap();
-    symlink("..data/config.toml", d.join("config.toml")).unwrap();
-    let mut r = Running::start(&d.join("config.toml"));
+    let mut r = Running::start(&configmap_volume(d));
     fs::write(d.join("config.toml"), config_text(2)).unwrap();
     r.applied_once("127.0.0.1:2").await;
 }
