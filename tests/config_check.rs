@@ -78,15 +78,16 @@ fn assert_five_messages(file: &Path, lines: &[String]) {
     }
 }
 
+/// `memroute --check-config FILE`.
+fn check_config(file: &std::path::Path) -> std::process::Output {
+    memroute().arg("--check-config").arg(file).output().unwrap()
+}
+
 #[test]
 fn check_config_reports_five_mistakes_with_their_positions_and_exits_1() {
     let dir = scratch_dir("check");
     let file = write(&dir, "bad.toml", FIVE_MISTAKES);
-    let out = memroute()
-        .arg("--check-config")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = check_config(&file);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(out.stdout.is_empty(), "nothing on stdout: {out:?}");
     assert_five_messages(&file, &stderr_lines(&out));
@@ -114,11 +115,7 @@ fn the_example_config_passes_check_config() {
 fn check_config_of_a_missing_file_exits_1_naming_it() {
     let dir = scratch_dir("check-missing");
     let file = dir.join("absent.toml");
-    let out = memroute()
-        .arg("--check-config")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = check_config(&file);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -179,11 +176,7 @@ tiers = []
 "#;
     let dir = scratch_dir("check-many");
     let file = write(&dir, "many.toml", text);
-    let out = memroute()
-        .arg("--check-config")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = check_config(&file);
     assert_eq!(out.status.code(), Some(1));
     let lines = stderr_lines(&out);
     let positions: Vec<String> = lines

@@ -227,23 +227,26 @@ fn sigterm_answers_every_request_sent_before_it_and_exits_0() {
     sigterm_under_load(|port, admin| config(port, admin, &servers, ""));
 }
 
+/// memroute on `port` (admin on `admin`) with one route, tiers = ["new", "old"].
+fn tiered_config(port: u16, admin: u16, new: &Memcached, old: &Memcached) -> String {
+    format!(
+        "[listen]\naddress = \"127.0.0.1:{port}\"\n\n\
+         [admin]\naddress = \"127.0.0.1:{admin}\"\n\n\
+         [pools.new]\nservers = [\"{}\"]\n\n\
+         [pools.old]\nservers = [\"{}\"]\n\n\
+         [[routes]]\nprefix = \"\"\ntiers = [\"new\", \"old\"]\n",
+        new.addr(),
+        old.addr()
+    )
+}
+
 /// On a tiered route every request is a barrier: later pipelined requests wait, parsed or not,
 /// in the session while the signal comes.
 #[test]
 fn sigterm_answers_every_pipelined_request_on_a_tiered_route() {
     let new = Memcached::start();
     let old = Memcached::start();
-    sigterm_under_load(|port, admin| {
-        format!(
-            "[listen]\naddress = \"127.0.0.1:{port}\"\n\n\
-             [admin]\naddress = \"127.0.0.1:{admin}\"\n\n\
-             [pools.new]\nservers = [\"{}\"]\n\n\
-             [pools.old]\nservers = [\"{}\"]\n\n\
-             [[routes]]\nprefix = \"\"\ntiers = [\"new\", \"old\"]\n",
-            new.addr(),
-            old.addr()
-        )
-    });
+    sigterm_under_load(|port, admin| tiered_config(port, admin, &new, &old));
 }
 
 #[test]
@@ -348,20 +351,7 @@ fn sigint_closes_idle_clients_and_exits_0() {
 fn half_closed_client_gets_every_reply_on_a_tiered_route() {
     let new = Memcached::start();
     let old = Memcached::start();
-    let memroute = Proc::start(
-        |port, admin| {
-            format!(
-                "[listen]\naddress = \"127.0.0.1:{port}\"\n\n\
-                 [admin]\naddress = \"127.0.0.1:{admin}\"\n\n\
-                 [pools.new]\nservers = [\"{}\"]\n\n\
-                 [pools.old]\nservers = [\"{}\"]\n\n\
-                 [[routes]]\nprefix = \"\"\ntiers = [\"new\", \"old\"]\n",
-                new.addr(),
-                old.addr()
-            )
-        },
-        &[],
-    );
+    let memroute = Proc::start(|port, admin| tiered_config(port, admin, &new, &old), &[]);
     let mut stream = TcpStream::connect(("127.0.0.1", memroute.port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
