@@ -189,8 +189,8 @@ async fn lookup(
             Ok(Response::Values(values)) => {
                 let mut next = values.into_iter().peekable();
                 for &i in members {
-                    if next.peek().is_some_and(|v| v.key == keys[i]) {
-                        slots[i] = Slot::Hit(next.next().expect("peeked"));
+                    if let Some(v) = next.next_if(|v| v.key == keys[i]) {
+                        slots[i] = Slot::Hit(v);
                     }
                 }
             }
