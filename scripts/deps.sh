@@ -5,6 +5,7 @@
 #   memccapable  libmemcached's protocol conformance tool (libmemcached-tools)
 #   promtool     validates the /metrics output (prometheus)
 #   nc, curl     the README's demo session (netcat-openbsd, curl)
+#   pymemcache   a real Python TLS client for tests/tls.rs (pip, else python3-pymemcache)
 set -euo pipefail
 
 declare -A package_of=(
@@ -23,6 +24,15 @@ missing=()
 for tool in "${!package_of[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
 done
+
+# pymemcache: a real TLS client for tests/tls.rs (its `tls_context`). pip first; a Debian
+# python3 refuses pip installs into the system (PEP 668) unless told, and has the apt package.
+if ! python3 -c 'import pymemcache' >/dev/null 2>&1; then
+  echo "deps.sh: installing pymemcache" >&2
+  python3 -m pip install -q pymemcache 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages pymemcache 2>/dev/null ||
+    missing+=(python3-pymemcache)
+fi
 
 if ((${#missing[@]} == 0)); then
   exit 0

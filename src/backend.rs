@@ -39,6 +39,9 @@ pub enum BackendError {
     /// Every server of the pool is ejected.
     #[error("no live backend")]
     NoServer,
+    /// The TLS handshake with the server failed (its certificate does not verify, …).
+    #[error("backend TLS handshake failed")]
+    Tls,
 }
 
 impl BackendError {
@@ -51,6 +54,7 @@ impl BackendError {
             BackendError::Down => b"SERVER_ERROR backend marked down\r\n",
             BackendError::Protocol => b"SERVER_ERROR backend protocol error\r\n",
             BackendError::NoServer => b"SERVER_ERROR no live backend\r\n",
+            BackendError::Tls => b"SERVER_ERROR backend TLS handshake failed\r\n",
         }
     }
 }

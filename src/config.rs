@@ -67,6 +67,8 @@ pub struct ListenConfig {
     pub max_line_size: usize,
     /// Requests one client may have in flight before the proxy stops reading from it.
     pub max_inflight: usize,
+    /// `tls = { ... }`: clients must speak TLS (see [`crate::tls`]).
+    pub tls: Option<crate::tls::ListenTls>,
 }
 
 /// `[admin]`.
@@ -101,6 +103,8 @@ pub struct PoolConfig {
     pub eject: bool,
     /// Adjacent `get`s of different clients go to a server as one multi-key command.
     pub merge_gets: bool,
+    /// `tls = { ... }`: connections to the servers use TLS (see [`crate::tls`]).
+    pub tls: Option<crate::tls::BackendTls>,
 }
 
 /// One server of a pool.

@@ -16,6 +16,8 @@
 //! - [`admin`]: the hyper admin server: `/metrics`, `/healthz`, `/readyz`, `/config`, `/route`.
 //! - [`metrics`]: every Prometheus series, with handles resolved once.
 //! - [`runtime`]: the live state (config snapshot + pools + routes) behind an `ArcSwap`.
+//! - [`tls`]: TLS to clients and to backends (rustls): certificate loading with located errors,
+//!   acceptors and connectors that reload when their files change, handshake failure counting.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -27,3 +29,4 @@ pub mod ring;
 pub mod route;
 pub mod runtime;
 pub mod server;
+pub mod tls;

@@ -117,6 +117,9 @@ pub struct ServerMetrics {
     pub closed: IntCounter,
     /// `memroute_backend_errors_total{server,kind="down"}`: refused fast while marked down.
     pub fast_fails: IntCounter,
+    /// `memroute_backend_errors_total{server,kind="tls"}`: TLS handshakes that failed (the
+    /// server's certificate does not verify, the server does not speak TLS, …).
+    pub tls_errors: IntCounter,
     /// `memroute_server_up{server}`: 1 up, 0 marked down.
     pub up: IntGauge,
     /// `memroute_server_down_total{server}`: times marked down.
@@ -169,6 +172,7 @@ pub struct Metrics {
     pub last_reload_ok: IntGauge,
     /// `memroute_client_connections_max`: the configured `max_connections`.
     pub connections_max: IntGauge,
+    tls_failures: Vec<IntCounter>,
     server_requests: IntCounterVec,
     server_commands: IntCounterVec,
     server_errors: IntCounterVec,
@@ -293,6 +297,16 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))
         .expect("unique metric name");
+        let tls_failures = counter_vec(
+            r,
+            "memroute_client_tls_handshake_failures_total",
+            "Client TLS handshakes that failed, by reason.",
+            &["reason"],
+        );
+        let tls_failures = crate::tls::accept::Failure::ALL
+            .iter()
+            .map(|f| tls_failures.with_label_values(&[f.label()]))
+            .collect();
         let build = gauge_vec(r, "memroute_build_info", "Build information.", &["version"]);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         Metrics {
@@ -359,6 +373,7 @@ impl Metrics {
                 "Times a server was taken out of a ring (eject = true).",
                 &["server"],
             ),
+            tls_failures,
             tier_lookups: counter_vec(
                 r,
                 "memroute_tier_lookups_total",
@@ -385,12 +400,18 @@ impl Metrics {
             protocol_errors: err("protocol"),
             closed: err("closed"),
             fast_fails: err("down"),
+            tls_errors: err("tls"),
             up: self.server_up.with_label_values(&[server]),
             marked_down: self.server_down.with_label_values(&[server]),
             ejections: self.server_ejections.with_label_values(&[server]),
         };
         m.up.set(1);
         m
+    }
+
+    /// The counter of client TLS handshakes that failed for `why`.
+    pub fn tls_failure(&self, why: crate::tls::accept::Failure) -> &IntCounter {
+        &self.tls_failures[why as usize]
     }
 
     /// Handles for one tier position of a pool.
@@ -411,7 +432,7 @@ impl Metrics {
         let _ = self.server_up.remove_label_values(&[server]);
         let _ = self.server_down.remove_label_values(&[server]);
         let _ = self.server_ejections.remove_label_values(&[server]);
-        for kind in ["timeout", "connect", "protocol", "closed", "down"] {
+        for kind in ["timeout", "connect", "protocol", "closed", "down", "tls"] {
             let _ = self.server_errors.remove_label_values(&[server, kind]);
         }
     }
@@ -433,8 +454,8 @@ mod tests {
 
     /// Every label memroute may use: each has a small, config-bounded set of values. A key, a
     /// client address or anything else a client controls must never become a label.
-    const BOUNDED_LABELS: [&str; 8] = [
-        "command", "kind", "pool", "server", "tier", "result", "action", "version",
+    const BOUNDED_LABELS: [&str; 9] = [
+        "command", "kind", "pool", "server", "tier", "result", "action", "version", "reason",
     ];
 
     /// The registry with a child in every vector, so every family is gathered.
@@ -486,6 +507,6 @@ mod tests {
         // Every family was gathered (a vector without children is left out silently, and
         // would escape the checks above). Adding a series means raising this count.
         let ours = names.iter().filter(|n| n.starts_with("memroute_")).count();
-        assert_eq!(ours, 21, "families: {names:?}");
+        assert_eq!(ours, 22, "families: {names:?}");
     }
 }

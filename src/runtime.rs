@@ -34,6 +34,8 @@ pub struct Snapshot {
     pub source_hash: String,
     /// 0 for the first snapshot, one more for each reload: sessions tell snapshots apart by it.
     pub generation: u64,
+    /// The acceptor of `[listen] tls`: new client connections handshake with it.
+    pub listen_tls: Option<Arc<crate::tls::Acceptor>>,
 }
 
 /// State shared by every task for the life of the process.
@@ -42,6 +44,8 @@ pub struct Shared {
     /// Every metric.
     pub metrics: Arc<Metrics>,
     servers: Mutex<HashMap<ServerKey, Weak<Server>>>,
+    /// TLS acceptors and connectors, kept across reloads that keep their settings.
+    tls: crate::tls::Registry,
     /// The generation of the last snapshot built.
     generation: AtomicU64,
     /// Process start, for `stats uptime`.
@@ -56,7 +60,8 @@ impl Shared {
     /// Builds the first snapshot. Must run inside the tokio runtime (it opens connections).
     pub fn new(config: Config, source_hash: String, metrics: Arc<Metrics>) -> Arc<Shared> {
         let servers = Mutex::new(HashMap::new());
-        let snapshot = build(config, source_hash, 0, &metrics, &servers);
+        let tls = crate::tls::Registry::new();
+        let snapshot = build(config, source_hash, 0, &metrics, &servers, &tls);
         metrics.last_reload.set(unix_now());
         metrics
             .connections_max
@@ -65,6 +70,7 @@ impl Shared {
             current: ArcSwap::from_pointee(snapshot),
             metrics,
             servers,
+            tls,
             generation: AtomicU64::new(0),
             started: Instant::now(),
             listening: AtomicBool::new(false),
@@ -92,6 +98,7 @@ impl Shared {
             generation,
             &self.metrics,
             &self.servers,
+            &self.tls,
         );
         let in_use: HashSet<String> = snapshot
             .pools
@@ -148,10 +155,13 @@ fn build(
     generation: u64,
     metrics: &Arc<Metrics>,
     servers: &Mutex<HashMap<ServerKey, Weak<Server>>>,
+    tls: &crate::tls::Registry,
 ) -> Snapshot {
     let mut table = servers.lock().unwrap_or_else(|e| e.into_inner());
     let mut pools = BTreeMap::new();
+    let listen_tls = config.listen.tls.as_ref().map(|t| tls.listen(t));
     for (name, pc) in &config.pools {
+        let connector = pc.tls.as_ref().map(|t| tls.backend(t));
         let pool_servers = pc
             .servers
             .iter()
@@ -163,11 +173,16 @@ fn build(
                     failure_limit: pc.failure_limit,
                     retry_timeout: pc.retry_timeout,
                     merge_gets: pc.merge_gets,
+                    tls: pc.tls.clone(),
                 };
                 if let Some(s) = table.get(&key).and_then(Weak::upgrade) {
                     return s;
                 }
-                let s = Arc::new(Server::start(&key, metrics.server(&sc.address)));
+                let s = Arc::new(Server::start(
+                    &key,
+                    metrics.server(&sc.address),
+                    connector.clone(),
+                ));
                 table.insert(key, Arc::downgrade(&s));
                 s
             })
@@ -186,6 +201,7 @@ fn build(
         loaded_at: SystemTime::now(),
         source_hash,
         generation,
+        listen_tls,
     }
 }
 

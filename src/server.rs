@@ -4,11 +4,13 @@
 //! - [`session`]: reads and parses requests, dispatches them, writes replies in request order
 //!   ([`in_order`]: the replies still owed, completed oldest first).
 //! - [`local`]: commands the proxy answers itself (`version`, `stats`, `flush_all` fan-out).
+//! - [`stream`]: what a session runs on, plain TCP or TLS ([`crate::tls`]).
 
 pub mod in_order;
 pub mod listener;
 pub mod local;
 pub mod session;
 pub mod shutdown;
+pub mod stream;
 
 pub use listener::serve;

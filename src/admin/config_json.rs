@@ -37,6 +37,13 @@ pub fn config(c: &Config) -> Value {
             "max_value_size": l.max_value_size,
             "max_line_size": l.max_line_size,
             "max_inflight": l.max_inflight,
+            // Paths only: the files' contents (keys) never leave the process.
+            "tls": l.tls.as_ref().map(|t| json!({
+                "cert": t.cert.display().to_string(),
+                "key": t.key.display().to_string(),
+                "client_ca": t.client_ca.as_ref().map(|p| p.display().to_string()),
+                "handshake_timeout": duration(t.handshake_timeout),
+            })),
         },
         "admin": c.admin.as_ref().map(|a| json!({ "address": a.address })),
         "pools": c.pools.iter().map(|(name, p)| (name.clone(), pool(p))).collect::<serde_json::Map<_, _>>(),
@@ -56,6 +63,12 @@ fn pool(p: &PoolConfig) -> Value {
         "retry_timeout": duration(p.retry_timeout),
         "eject": p.eject,
         "merge_gets": p.merge_gets,
+        "tls": p.tls.as_ref().map(|t| json!({
+            "ca": t.ca.as_ref().map(|p| p.display().to_string()),
+            "server_name": t.server_name,
+            "cert": t.cert.as_ref().map(|p| p.display().to_string()),
+            "key": t.key.as_ref().map(|p| p.display().to_string()),
+        })),
     })
 }
 

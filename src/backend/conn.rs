@@ -14,13 +14,16 @@
 //! [`stuck_limit`] is the connection given up and reopened.
 //!
 //! Reconnects back off from 20 ms to 1 s. While disconnected, requests fail at once.
+//!
+//! With the pool's `tls`, a new connection does the TLS handshake (within the same timeout as
+//! the connect) before it serves; the pipelining and FIFO above are the same on TLS.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
@@ -68,6 +71,8 @@ pub struct Target {
     pub metrics: ServerMetrics,
     /// Merge adjacent retrievals into one command (the pool's `merge_gets`).
     pub merge_gets: bool,
+    /// TLS to the server (the pool's `tls`), shared by the server's connections.
+    pub tls: Option<Arc<crate::tls::connect::ServerTls>>,
 }
 
 /// Starts a connection task; it ends when every sender is dropped and its answers are in.
@@ -87,15 +92,46 @@ enum Ended {
 async fn run(target: Target, mut rx: mpsc::UnboundedReceiver<Job>) {
     let mut backoff = BACKOFF_MIN;
     loop {
+        // What requests arriving during the backoff below are told.
+        let mut refused = BackendError::Connect;
         match tokio::time::timeout(target.timeout, TcpStream::connect(&target.address)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                backoff = BACKOFF_MIN;
                 tracing::debug!(server = %target.address, "connected");
-                match serve(stream, &mut rx, &target).await {
-                    Ended::Drained => return,
-                    Ended::Failed(e) => {
+                let ended = match &target.tls {
+                    None => {
+                        backoff = BACKOFF_MIN;
+                        let (rd, wr) = stream.into_split();
+                        Some(serve(rd, wr, &mut rx, &target).await)
+                    }
+                    Some(tls) => {
+                        match tokio::time::timeout(target.timeout, tls.connect(stream)).await {
+                            Ok(Ok(stream)) => {
+                                backoff = BACKOFF_MIN;
+                                let (rd, wr) = crate::tls::split::split(stream);
+                                Some(serve(rd, wr, &mut rx, &target).await)
+                            }
+                            Ok(Err(e)) => {
+                                tls.log_failure(&target.address, &e);
+                                None
+                            }
+                            Err(_) => {
+                                let e = crate::tls::connect::ConnectError::Timeout;
+                                tls.log_failure(&target.address, &e);
+                                None
+                            }
+                        }
+                    }
+                };
+                match ended {
+                    Some(Ended::Drained) => return,
+                    Some(Ended::Failed(e)) => {
                         tracing::debug!(server = %target.address, error = %e, "connection lost");
+                    }
+                    None => {
+                        target.metrics.tls_errors.inc();
+                        target.health.record_failure(&target.metrics);
+                        refused = BackendError::Tls;
                     }
                 }
             }
@@ -117,7 +153,7 @@ async fn run(target: Target, mut rx: mpsc::UnboundedReceiver<Job>) {
             tokio::select! {
                 _ = &mut sleep => break,
                 job = rx.recv() => match job {
-                    Some(job) => { let _ = job.tx.send(Err(BackendError::Connect)); }
+                    Some(job) => { let _ = job.tx.send(Err(refused)); }
                     None => return,
                 },
             }
@@ -126,9 +162,14 @@ async fn run(target: Target, mut rx: mpsc::UnboundedReceiver<Job>) {
     }
 }
 
-/// Runs one connected socket until it fails or the channel is drained.
-async fn serve(stream: TcpStream, rx: &mut mpsc::UnboundedReceiver<Job>, target: &Target) -> Ended {
-    let (mut rd, mut wr) = stream.into_split();
+/// Runs one connection (the halves of a TCP or TLS stream) until it fails or the channel is
+/// drained.
+async fn serve(
+    mut rd: impl AsyncRead + Unpin,
+    mut wr: impl AsyncWrite + Unpin,
+    rx: &mut mpsc::UnboundedReceiver<Job>,
+    target: &Target,
+) -> Ended {
     let inflight: Mutex<VecDeque<InFlight>> = Mutex::new(VecDeque::new());
     let pushed = Notify::new();
 
@@ -158,7 +199,8 @@ async fn serve(stream: TcpStream, rx: &mut mpsc::UnboundedReceiver<Job>, target:
                 }
             }
             pushed.notify_one();
-            if wr.write_all(&wbuf).await.is_err() {
+            // The flush is free on TCP; TLS keeps what the socket did not take until then.
+            if wr.write_all(&wbuf).await.is_err() || wr.flush().await.is_err() {
                 return Ended::Failed(BackendError::Closed);
             }
             wbuf.clear();

@@ -27,6 +27,8 @@ pub struct ServerKey {
     pub retry_timeout: Duration,
     /// Merge adjacent retrievals into one command.
     pub merge_gets: bool,
+    /// TLS to the server (the pool's `tls`).
+    pub tls: Option<crate::tls::BackendTls>,
 }
 
 /// A backend server shared by every pool (and config snapshot) that lists it.
@@ -52,8 +54,13 @@ impl Pending {
 }
 
 impl Server {
-    /// Starts the server's connections. Must run inside the tokio runtime.
-    pub fn start(key: &ServerKey, metrics: ServerMetrics) -> Server {
+    /// Starts the server's connections (over TLS with `tls`, the pool's connector). Must run
+    /// inside the tokio runtime.
+    pub fn start(
+        key: &ServerKey,
+        metrics: ServerMetrics,
+        tls: Option<Arc<crate::tls::Connector>>,
+    ) -> Server {
         let health = Arc::new(Health::new(
             &key.address,
             key.failure_limit,
@@ -65,6 +72,7 @@ impl Server {
             health: health.clone(),
             metrics: metrics.clone(),
             merge_gets: key.merge_gets,
+            tls: tls.map(|c| Arc::new(crate::tls::connect::ServerTls::new(c, &key.address))),
         };
         let conns = (0..key.connections.max(1))
             .map(|_| conn::spawn(target.clone()))

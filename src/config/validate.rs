@@ -8,6 +8,7 @@
 mod fields;
 mod pools;
 mod routes;
+mod tls;
 
 use std::fmt;
 
@@ -156,6 +157,7 @@ const LISTEN_KEYS: &[&str] = &[
     "max_value_size",
     "max_line_size",
     "max_inflight",
+    "tls",
 ];
 /// A request line must hold a 250-byte key plus the command and every numeric field.
 const MIN_LINE_SIZE: u64 = 1024;
@@ -207,6 +209,7 @@ fn listen(ctx: &mut Ctx<'_>, t: &Table) -> ListenConfig {
         max_value_size: size(ctx, "max_value_size", 1, DEFAULT_MAX_VALUE_SIZE),
         max_line_size: size(ctx, "max_line_size", MIN_LINE_SIZE, DEFAULT_MAX_LINE_SIZE),
         max_inflight: size(ctx, "max_inflight", 1, DEFAULT_MAX_INFLIGHT),
+        tls: tls::listen(ctx, f.entry("tls")),
     }
 }
 

@@ -1,5 +1,9 @@
 //! Accept loop. Connections beyond `max_connections` are told
 //! `SERVER_ERROR too many open connections` and closed, without touching anyone else.
+//!
+//! With `[listen] tls`, a session starts after the TLS handshake, which runs on the session's
+//! own task under `handshake_timeout`: a client that never completes it holds its connection
+//! slot no longer than that (see [`crate::tls::accept`]).
 
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -56,11 +60,19 @@ fn admit(
     lane: &mut usize,
     shutdown: &watch::Receiver<bool>,
 ) {
-    let max = shared.snapshot().config.listen.max_connections;
+    let snapshot = shared.snapshot();
+    let max = snapshot.config.listen.max_connections;
+    // The certificates of the moment: a reload or new files apply to the next connection.
+    let tls = snapshot.listen_tls.clone();
+    drop(snapshot);
     if shared.metrics.connections.get() >= max as i64 {
         shared.metrics.connections_refused.inc();
         tokio::spawn(async move {
-            let _ = stream.write_all(TOO_MANY_CONNECTIONS).await;
+            // A TLS client could not read a plain line (and a handshake would cost what the
+            // limit is there to save): it is just closed.
+            if tls.is_none() {
+                let _ = stream.write_all(TOO_MANY_CONNECTIONS).await;
+            }
             let _ = stream.shutdown().await;
         });
         return;
@@ -73,7 +85,14 @@ fn admit(
     let guard = ConnectionGuard(shared.clone());
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
-        session::run(stream, guard.0.clone(), lane, shutdown).await;
+        match tls {
+            None => session::run(stream, guard.0.clone(), lane, shutdown).await,
+            Some(acceptor) => {
+                if let Some(stream) = acceptor.accept(stream, &guard.0.metrics).await {
+                    session::run(stream, guard.0.clone(), lane, shutdown).await;
+                }
+            }
+        }
         drop(guard);
     });
 }

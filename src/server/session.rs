@@ -17,8 +17,6 @@
 //! Then it sends FIN and waits briefly for the client to close its side (see [`close`]).
 
 use std::future::Future;
-use std::io::Read;
-use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -26,13 +24,12 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::FutureExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::in_order::InOrder;
 use super::local;
+use super::stream::{ClientRead, ClientStream};
 use crate::metrics::Cmd;
 use crate::protocol::command::{Op, Retrieval, Storage};
 use crate::protocol::reply::{self, Reply};
@@ -71,8 +68,8 @@ impl Future for Tagged {
 }
 
 /// Runs a client session until the client leaves, sends `quit`, or shutdown drains it.
-pub async fn run(
-    stream: TcpStream,
+pub async fn run<S: ClientStream>(
+    stream: S,
     shared: Arc<Shared>,
     lane: usize,
     mut shutdown: watch::Receiver<bool>,
@@ -144,7 +141,8 @@ pub async fn run(
                     barrier = false;
                 }
                 if !out.is_empty() {
-                    if wr.write_all(&out).await.is_err() {
+                    // The flush is free on TCP; TLS keeps what the socket did not take until then.
+                    if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
                         return;
                     }
                     out = BytesMut::new();
@@ -171,7 +169,7 @@ pub async fn run(
                     // (unread because of back-pressure, or ready at the same moment): take them
                     // too, so everything sent before the signal is answered.
                     let limit = FINAL_READ_LIMIT.max(limits.max_value_size);
-                    eof = read_arrived(&rd, decoder.buffer(), limit);
+                    eof = rd.read_arrived(decoder.buffer(), limit);
                     input_done = true;
                 }
             }
@@ -193,7 +191,7 @@ const SMALL_READ: usize = 2048;
 /// Most reads start with an empty buffer (the previous requests were all parsed) and bring a
 /// few small requests: those are read on the stack and copied into a buffer of their own size,
 /// instead of allocating (and freeing, once parsed) a 16 KiB buffer for every request.
-fn read_now(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
+fn read_now(rd: &mut impl ClientRead, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
     if buf.is_empty() {
         let mut small = [0u8; SMALL_READ];
         let read = rd.read(&mut small).now_or_never();
@@ -214,38 +212,10 @@ const FINAL_READ_LIMIT: usize = 4 * 1024 * 1024;
 /// close its side.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// Reads what the kernel already holds for this socket, without waiting, up to `limit` bytes;
-/// true if that reached the end of the client's input.
-///
-/// Reads through a duplicate of the descriptor: tokio's own `try_read` answers `WouldBlock`
-/// until its reactor has seen the readiness event, which may still be on its way; a plain
-/// non-blocking `read(2)` asks the kernel. The socket is never read through tokio afterwards.
-fn read_arrived(rd: &OwnedReadHalf, buf: &mut BytesMut, limit: usize) -> bool {
-    let Ok(fd) = rd.as_ref().as_fd().try_clone_to_owned() else {
-        return false;
-    };
-    // The duplicate shares the open file description, so it is non-blocking too.
-    let mut socket = std::net::TcpStream::from(fd);
-    let mut chunk = [0u8; 16 * 1024];
-    let mut total = 0;
-    while total < limit {
-        match socket.read(&mut chunk) {
-            Ok(0) => return true,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                total += n;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    false
-}
-
 /// Closes a session after its last reply: FIN first, then read and discard whatever the client
 /// still sends until it closes too (at most [`LINGER`]). Closing a socket with unread input makes
 /// the kernel send a reset, which can destroy replies the client has not received yet.
-async fn close(mut rd: OwnedReadHalf, mut wr: OwnedWriteHalf, eof_seen: bool) {
+async fn close(mut rd: impl ClientRead, mut wr: impl AsyncWrite + Unpin, eof_seen: bool) {
     let _ = wr.shutdown().await;
     if eof_seen {
         return;

@@ -23,6 +23,7 @@ pub(super) const POOL_KEYS: &[&str] = &[
     "retry_timeout",
     "eject",
     "merge_gets",
+    "tls",
 ];
 /// twemproxy users will type their old key names: point them at ours.
 const TWEMPROXY_KEYS: &[(&str, &str)] = &[
@@ -126,8 +127,10 @@ fn pool(ctx: &mut Ctx<'_>, name: &str, node: &Node, t: &Table) -> PoolConfig {
         }
         Some(d)
     });
+    let tls = super::tls::backend(ctx, name, f.entry("tls"), &servers);
     PoolConfig {
         name: name.to_string(),
+        tls,
         servers,
         hash: parsed(ctx, &f, "hash").unwrap_or_default(),
         distribution: parsed(ctx, &f, "distribution").unwrap_or_default(),
