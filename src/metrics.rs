@@ -31,6 +31,7 @@ pub enum Cmd {
     Verbosity,
     Stats,
     FlushAll,
+    CacheMemlimit,
     Quit,
     /// Unknown or malformed commands.
     Invalid,
@@ -38,7 +39,7 @@ pub enum Cmd {
 
 impl Cmd {
     /// Every command, in label order.
-    pub const ALL: [Cmd; 20] = [
+    pub const ALL: [Cmd; 21] = [
         Cmd::Get,
         Cmd::Gets,
         Cmd::Gat,
@@ -57,6 +58,7 @@ impl Cmd {
         Cmd::Verbosity,
         Cmd::Stats,
         Cmd::FlushAll,
+        Cmd::CacheMemlimit,
         Cmd::Quit,
         Cmd::Invalid,
     ];
@@ -82,6 +84,7 @@ impl Cmd {
             Cmd::Verbosity => "verbosity",
             Cmd::Stats => "stats",
             Cmd::FlushAll => "flush_all",
+            Cmd::CacheMemlimit => "cache_memlimit",
             Cmd::Quit => "quit",
             Cmd::Invalid => "invalid",
         }
@@ -98,6 +101,34 @@ pub struct CmdMetrics {
     pub server_errors: IntCounter,
     /// `memroute_request_duration_seconds{command}`
     pub latency: Histogram,
+}
+
+/// `memroute_command_results_total{command,result}`: what the cache answered to the keyed
+/// commands other than retrievals, under memcached's `stats` names (`delete_hits`,
+/// `cas_badval`, …). Counted from the reply the client gets, so after fallback tiers.
+pub struct Results {
+    /// `delete` answered `DELETED`.
+    pub delete_hits: IntCounter,
+    /// `delete` answered `NOT_FOUND`.
+    pub delete_misses: IntCounter,
+    /// `incr` answered a number.
+    pub incr_hits: IntCounter,
+    /// `incr` answered `NOT_FOUND`.
+    pub incr_misses: IntCounter,
+    /// `decr` answered a number.
+    pub decr_hits: IntCounter,
+    /// `decr` answered `NOT_FOUND`.
+    pub decr_misses: IntCounter,
+    /// `cas` answered `STORED`.
+    pub cas_hits: IntCounter,
+    /// `cas` answered `NOT_FOUND`.
+    pub cas_misses: IntCounter,
+    /// `cas` answered `EXISTS` (the item changed since the client's `gets`).
+    pub cas_badval: IntCounter,
+    /// `touch` answered `TOUCHED`.
+    pub touch_hits: IntCounter,
+    /// `touch` answered `NOT_FOUND`.
+    pub touch_misses: IntCounter,
 }
 
 /// Per-server handles, created once per backend server.
@@ -150,6 +181,8 @@ pub struct Metrics {
     /// `memroute_client_connections_refused_total`
     pub connections_refused: IntCounter,
     cmds: Vec<CmdMetrics>,
+    /// Hits and misses of the non-retrieval keyed commands.
+    pub results: Results,
     /// `memroute_get_keys_total{result="hit"}`: keys found (after fallback).
     pub get_hits: IntCounter,
     /// `memroute_get_keys_total{result="miss"}`
@@ -251,6 +284,26 @@ impl Metrics {
                 latency: latency.with_label_values(&[c.label()]),
             })
             .collect();
+        let results = counter_vec(
+            r,
+            "memroute_command_results_total",
+            "Answers to delete, incr, decr, cas and touch by result (hit, miss, badval).",
+            &["command", "result"],
+        );
+        let result = |c: Cmd, r: &str| results.with_label_values(&[c.label(), r]);
+        let results = Results {
+            delete_hits: result(Cmd::Delete, "hit"),
+            delete_misses: result(Cmd::Delete, "miss"),
+            incr_hits: result(Cmd::Incr, "hit"),
+            incr_misses: result(Cmd::Incr, "miss"),
+            decr_hits: result(Cmd::Decr, "hit"),
+            decr_misses: result(Cmd::Decr, "miss"),
+            cas_hits: result(Cmd::Cas, "hit"),
+            cas_misses: result(Cmd::Cas, "miss"),
+            cas_badval: result(Cmd::Cas, "badval"),
+            touch_hits: result(Cmd::Touch, "hit"),
+            touch_misses: result(Cmd::Touch, "miss"),
+        };
         let get_keys = counter_vec(
             r,
             "memroute_get_keys_total",
@@ -322,6 +375,7 @@ impl Metrics {
                 "Client connections refused over max_connections.",
             ),
             cmds,
+            results,
             get_hits: get_keys.with_label_values(&["hit"]),
             get_misses: get_keys.with_label_values(&["miss"]),
             copies_ok: copies.with_label_values(&["ok"]),
@@ -507,6 +561,6 @@ mod tests {
         // Every family was gathered (a vector without children is left out silently, and
         // would escape the checks above). Adding a series means raising this count.
         let ours = names.iter().filter(|n| n.starts_with("memroute_")).count();
-        assert_eq!(ours, 22, "families: {names:?}");
+        assert_eq!(ours, 23, "families: {names:?}");
     }
 }

@@ -19,6 +19,8 @@ use crate::backend::{Pool, Server};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::route::{Route, Router};
+use crate::server::connections::Connections;
+use crate::server::local::stats::Baseline;
 
 /// One immutable version of the running configuration.
 pub struct Snapshot {
@@ -54,6 +56,10 @@ pub struct Shared {
     pub listening: AtomicBool,
     /// Set when shutdown begins (for `/readyz`).
     pub draining: AtomicBool,
+    /// Listening sockets and client connections, for `stats conns`.
+    pub connections: Connections,
+    /// The counters at the last `stats reset`.
+    pub stats_baseline: Baseline,
 }
 
 impl Shared {
@@ -75,6 +81,8 @@ impl Shared {
             started: Instant::now(),
             listening: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            connections: Connections::default(),
+            stats_baseline: Baseline::default(),
         })
     }
 

@@ -120,6 +120,11 @@ pub enum Op {
         /// Optional delay in seconds.
         delay: Option<i32>,
     },
+    /// `cache_memlimit <megabytes>`, sent to every server (behind the same switch as flush_all).
+    CacheMemlimit {
+        /// The new memory limit in megabytes, as the client wrote it (memcached checks it).
+        megabytes: u64,
+    },
 }
 
 /// What shape of answer a backend sends for an [`Op`].
@@ -143,7 +148,7 @@ impl Op {
             | Op::Arith { key, .. }
             | Op::Touch { key, .. }
             | Op::MetaGet { key } => Some(key),
-            Op::FlushAll { .. } => None,
+            Op::FlushAll { .. } | Op::CacheMemlimit { .. } => None,
         }
     }
 
@@ -216,6 +221,10 @@ impl Op {
                     buf.put_u8(b' ');
                     put_int(buf, i64::from(*d));
                 }
+            }
+            Op::CacheMemlimit { megabytes } => {
+                buf.put_slice(b"cache_memlimit ");
+                put_u64(buf, *megabytes);
             }
         }
         buf.put_slice(b"\r\n");
@@ -300,5 +309,9 @@ mod tests {
         );
         assert_eq!(wire(Op::MetaGet { key: k }), b"mg k v f t\r\n");
         assert_eq!(wire(Op::FlushAll { delay: None }), b"flush_all\r\n");
+        assert_eq!(
+            wire(Op::CacheMemlimit { megabytes: 64 }),
+            b"cache_memlimit 64\r\n"
+        );
     }
 }

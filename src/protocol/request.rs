@@ -46,10 +46,17 @@ pub enum Request {
     },
     /// `quit`: close after earlier replies are written.
     Quit,
-    /// `stats` (no argument) or `stats <group>`.
+    /// `stats` (no argument) or `stats <group> [args…]`.
     Stats {
-        /// The group, if any.
+        /// Everything after `stats` (`cachedump 1 10`, `detail on`), if anything.
         group: Option<Bytes>,
+    },
+    /// `cache_memlimit <megabytes> [noreply]`
+    CacheMemlimit {
+        /// The limit as written (memcached range-checks it).
+        megabytes: u64,
+        /// Send nothing back.
+        noreply: bool,
     },
     /// `flush_all [delay] [noreply]`
     FlushAll {
@@ -321,8 +328,27 @@ fn parse_line(line: &Bytes, t: &Tokens) -> Result<Option<Request>, Invalid> {
             Request::Verbosity { noreply }
         }
         b"stats" => {
-            let group = (ntokens > 2).then(|| t.slice(line, 1));
+            // The whole argument text: `stats cachedump 1 10` and `stats detail on` take
+            // several tokens ([`crate::server::local`] splits them).
+            let group = (ntokens > 2).then(|| {
+                let start = t.range(1).start;
+                let end = line
+                    .iter()
+                    .rposition(|&b| b != b' ')
+                    .map_or(start, |i| i + 1);
+                line.slice(start..end.max(start))
+            });
             Request::Stats { group }
+        }
+        // memcached: exactly one argument plus an optional token (`noreply`, or ignored);
+        // a non-numeric limit is ERROR, even with `noreply` silenced.
+        b"cache_memlimit" => {
+            if ntokens != 3 && ntokens != 4 {
+                return Err(Invalid::reply(reply::ERROR));
+            }
+            let megabytes =
+                parse_u64(tok(1)).ok_or(Invalid::reply(reply::ERROR).noreply(noreply))?;
+            Request::CacheMemlimit { megabytes, noreply }
         }
         b"flush_all" => {
             if !(2..=4).contains(&ntokens) {

@@ -5,7 +5,7 @@
 //! own task under `handshake_timeout`: a client that never completes it holds its connection
 //! slot no longer than that (see [`crate::tls::accept`]).
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,12 +13,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::connections::{Entry, Registered};
 use super::session;
 use crate::protocol::reply::TOO_MANY_CONNECTIONS;
 use crate::runtime::Shared;
 
-/// Keeps the connection gauge right however a session ends.
-struct ConnectionGuard(Arc<Shared>);
+/// Keeps the connection gauge and the `stats conns` list right however a session ends.
+struct ConnectionGuard(Arc<Shared>, #[allow(dead_code)] Registered);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
@@ -34,13 +35,23 @@ impl Drop for ConnectionGuard {
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
     let mut stop = shutdown.clone();
     let mut lane: usize = 0;
+    let listen_addr = listener
+        .local_addr()
+        .map_or_else(|_| "tcp:?".to_string(), |a| format!("tcp:{a}"));
+    let _listening = shared.connections.register(
+        listener.as_raw_fd(),
+        Entry {
+            addr: listen_addr.clone(),
+            listen_addr: None,
+        },
+    );
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stop.wait_for(|s| *s) => break,
         };
         match accepted {
-            Ok((stream, _peer)) => admit(stream, &shared, &mut lane, &shutdown),
+            Ok((stream, _peer)) => admit(stream, &shared, &mut lane, &shutdown, &listen_addr),
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
@@ -49,7 +60,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: watch::
         }
     }
     for stream in accept_backlog(&listener) {
-        admit(stream, &shared, &mut lane, &shutdown);
+        admit(stream, &shared, &mut lane, &shutdown, &listen_addr);
     }
 }
 
@@ -59,6 +70,7 @@ fn admit(
     shared: &Arc<Shared>,
     lane: &mut usize,
     shutdown: &watch::Receiver<bool>,
+    listen_addr: &str,
 ) {
     let snapshot = shared.snapshot();
     let max = snapshot.config.listen.max_connections;
@@ -82,7 +94,17 @@ fn admit(
     shared.metrics.connections_total.inc();
     *lane = lane.wrapping_add(1);
     let lane = *lane;
-    let guard = ConnectionGuard(shared.clone());
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "tcp:?".to_string(), |a| format!("tcp:{a}"));
+    let registered = shared.connections.register(
+        stream.as_raw_fd(),
+        Entry {
+            addr: peer,
+            listen_addr: Some(listen_addr.to_string()),
+        },
+    );
+    let guard = ConnectionGuard(shared.clone(), registered);
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
         match tls {

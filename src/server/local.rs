@@ -1,87 +1,29 @@
-//! Commands the proxy answers itself.
+//! Commands the proxy answers itself: `version`, the `stats` family ([`stats`]), and the admin
+//! commands that fan out to every backend server (`flush_all`, `cache_memlimit`).
+//!
+//! The fan-out commands change every server of every pool, so they share one switch,
+//! `[listen] allow_flush_all` (off by default): while it is off they are refused with a
+//! `SERVER_ERROR … disabled` line and no backend sees them.
+
+pub mod stats;
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::sync::Arc;
-
-use bytes::Bytes;
 
 use crate::backend::Server;
 use crate::metrics::{Cmd, Metrics};
 use crate::protocol::command::Op;
 use crate::protocol::reply::{self, Reply};
 use crate::route::forward::{ReplyFuture, ready, to_reply};
-use crate::runtime::{Shared, Snapshot, unix_now};
+use crate::runtime::Snapshot;
+
+pub use stats::stats;
+
+/// `cache_memlimit` while `[listen] allow_flush_all` is false.
+pub const MEMLIMIT_DISABLED: &[u8] = b"SERVER_ERROR cache_memlimit disabled\r\n";
 
 /// `VERSION <memroute version>`.
 pub const VERSION: &[u8] = concat!("VERSION ", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes();
-
-/// `stats`: the proxy's own counters under memcached's names where one fits.
-pub fn stats(shared: &Shared, group: Option<&[u8]>) -> Reply {
-    if group.is_some() {
-        // memcached answers ERROR for a stats group it does not know; the proxy has no groups.
-        return Reply::Static(reply::ERROR);
-    }
-    let m: &Metrics = &shared.metrics;
-    let count = |cmds: &[Cmd]| cmds.iter().map(|c| m.cmd(*c).requests.get()).sum::<u64>();
-    let hits = m.get_hits.get();
-    let misses = m.get_misses.get();
-    let snapshot = shared.snapshot();
-    let servers: usize = snapshot.pools.values().map(|p| p.servers.len()).sum();
-    let rows: Vec<(&str, String)> = vec![
-        ("pid", std::process::id().to_string()),
-        ("uptime", shared.started.elapsed().as_secs().to_string()),
-        ("time", unix_now().to_string()),
-        ("version", env!("CARGO_PKG_VERSION").to_string()),
-        ("pointer_size", (usize::BITS).to_string()),
-        ("curr_connections", m.connections.get().to_string()),
-        ("total_connections", m.connections_total.get().to_string()),
-        (
-            "rejected_connections",
-            m.connections_refused.get().to_string(),
-        ),
-        ("cmd_get", (hits + misses).to_string()),
-        (
-            "cmd_set",
-            count(&[
-                Cmd::Set,
-                Cmd::Add,
-                Cmd::Replace,
-                Cmd::Append,
-                Cmd::Prepend,
-                Cmd::Cas,
-            ])
-            .to_string(),
-        ),
-        ("cmd_flush", count(&[Cmd::FlushAll]).to_string()),
-        (
-            "cmd_touch",
-            count(&[Cmd::Touch, Cmd::Gat, Cmd::Gats]).to_string(),
-        ),
-        ("get_hits", hits.to_string()),
-        ("get_misses", misses.to_string()),
-        ("cmd_delete", count(&[Cmd::Delete]).to_string()),
-        ("cmd_incr", count(&[Cmd::Incr]).to_string()),
-        ("cmd_decr", count(&[Cmd::Decr]).to_string()),
-        ("fallback_copies", m.copies_ok.get().to_string()),
-        ("pools", snapshot.pools.len().to_string()),
-        ("servers", servers.to_string()),
-        (
-            "config_loaded_at",
-            snapshot
-                .loaded_at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-                .to_string(),
-        ),
-    ];
-    let mut text = String::with_capacity(1024);
-    for (name, value) in rows {
-        let _ = write!(text, "STAT {name} {value}\r\n");
-    }
-    text.push_str("END\r\n");
-    Reply::Line(Bytes::from(text))
-}
 
 /// `flush_all`: refused unless allowed; otherwise sent to every server of every pool, `OK` only
 /// if every server answered `OK`.
@@ -89,6 +31,21 @@ pub fn flush_all(snapshot: &Snapshot, lane: usize, delay: Option<i32>) -> ReplyF
     if !snapshot.config.listen.allow_flush_all {
         return ready(Reply::Static(reply::FLUSH_DISABLED));
     }
+    fan_out(snapshot, lane, Op::FlushAll { delay })
+}
+
+/// `cache_memlimit <mb>`: behind the same switch as `flush_all`; sent to every server, `OK`
+/// only if every server answered `OK`, else the first other answer (memcached's own
+/// `MEMLIMIT_TOO_SMALL …` for a limit under 8 MB, a `SERVER_ERROR` for a server that is down).
+pub fn cache_memlimit(snapshot: &Snapshot, lane: usize, megabytes: u64) -> ReplyFuture {
+    if !snapshot.config.listen.allow_flush_all {
+        return ready(Reply::Static(MEMLIMIT_DISABLED));
+    }
+    fan_out(snapshot, lane, Op::CacheMemlimit { megabytes })
+}
+
+/// Sends `op` to every distinct server of every pool at once; `OK` if all said `OK`.
+fn fan_out(snapshot: &Snapshot, lane: usize, op: Op) -> ReplyFuture {
     let mut seen = HashSet::new();
     let servers: Vec<Arc<Server>> = snapshot
         .pools
@@ -97,10 +54,7 @@ pub fn flush_all(snapshot: &Snapshot, lane: usize, delay: Option<i32>) -> ReplyF
         .filter(|s| seen.insert(s.address.clone()))
         .cloned()
         .collect();
-    let sent: Vec<_> = servers
-        .iter()
-        .map(|s| s.send(lane, Op::FlushAll { delay }))
-        .collect();
+    let sent: Vec<_> = servers.iter().map(|s| s.send(lane, op.clone())).collect();
     Box::pin(async move {
         for pending in sent {
             let answer = match pending {
@@ -114,4 +68,55 @@ pub fn flush_all(snapshot: &Snapshot, lane: usize, delay: Option<i32>) -> ReplyF
         }
         Reply::Static(reply::OK)
     })
+}
+
+/// Counts what the cache answered to `delete`, `incr`, `decr`, `cas` and `touch`, for the
+/// memcached `*_hits` / `*_misses` / `cas_badval` stats. Errors count as neither.
+pub fn count_result(metrics: &Metrics, cmd: Cmd, reply: &Reply) {
+    let line: &[u8] = match reply {
+        Reply::Static(l) => l,
+        Reply::Line(l) => l,
+        Reply::Values(_) | Reply::None => return,
+    };
+    let r = &metrics.results;
+    let number = line.first().is_some_and(u8::is_ascii_digit);
+    let counter = match (cmd, line) {
+        (Cmd::Delete, reply::DELETED) => &r.delete_hits,
+        (Cmd::Delete, reply::NOT_FOUND) => &r.delete_misses,
+        (Cmd::Incr, _) if number => &r.incr_hits,
+        (Cmd::Incr, reply::NOT_FOUND) => &r.incr_misses,
+        (Cmd::Decr, _) if number => &r.decr_hits,
+        (Cmd::Decr, reply::NOT_FOUND) => &r.decr_misses,
+        (Cmd::Cas, reply::STORED) => &r.cas_hits,
+        (Cmd::Cas, reply::NOT_FOUND) => &r.cas_misses,
+        (Cmd::Cas, reply::EXISTS) => &r.cas_badval,
+        (Cmd::Touch, reply::TOUCHED) => &r.touch_hits,
+        (Cmd::Touch, reply::NOT_FOUND) => &r.touch_misses,
+        _ => return,
+    };
+    counter.inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    #[test]
+    fn results_count_memcached_hits_misses_and_badval() {
+        let m = Metrics::new();
+        count_result(&m, Cmd::Cas, &Reply::Static(reply::EXISTS));
+        count_result(&m, Cmd::Cas, &Reply::Static(reply::STORED));
+        count_result(&m, Cmd::Incr, &Reply::Line(Bytes::from_static(b"12\r\n")));
+        count_result(&m, Cmd::Incr, &Reply::Static(reply::NOT_FOUND));
+        count_result(&m, Cmd::Delete, &Reply::Static(reply::FLUSH_DISABLED));
+        let r = &m.results;
+        assert_eq!(r.cas_badval.get(), 1);
+        assert_eq!(r.cas_hits.get(), 1);
+        assert_eq!(r.cas_misses.get(), 0);
+        assert_eq!(r.incr_hits.get(), 1);
+        assert_eq!(r.incr_misses.get(), 1);
+        assert_eq!(r.delete_hits.get() + r.delete_misses.get(), 0);
+    }
 }

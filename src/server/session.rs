@@ -252,6 +252,7 @@ fn finish(shared: &Shared, out: &mut BytesMut, reply: Reply, meta: Meta) {
             .get_misses
             .inc_by(u64::from(meta.keys).saturating_sub(hits));
     }
+    local::count_result(&shared.metrics, meta.cmd, &reply);
     if !meta.noreply {
         reply.write_to(out);
     }
@@ -327,6 +328,10 @@ fn dispatch(
             local::flush_all(snapshot, lane, delay),
             meta(Cmd::FlushAll, noreply),
         ),
+        Request::CacheMemlimit { megabytes, noreply } => (
+            local::cache_memlimit(snapshot, lane, megabytes),
+            meta(Cmd::CacheMemlimit, noreply),
+        ),
         Request::Fixed(line) => (ready(Reply::Static(line)), meta(Cmd::Get, false)),
     };
     shared.metrics.cmd(meta.cmd).requests.inc();
@@ -396,5 +401,6 @@ fn op_cmd(op: &Op) -> Cmd {
         Op::Touch { .. } => Cmd::Touch,
         Op::MetaGet { .. } => Cmd::Get,
         Op::FlushAll { .. } => Cmd::FlushAll,
+        Op::CacheMemlimit { .. } => Cmd::CacheMemlimit,
     }
 }

@@ -76,9 +76,10 @@ pub fn dispatch(route: Arc<Route>, lane: usize, op: Op) -> ReplyFuture {
                 }
                 to_reply(answer)
             }
-            Op::Get { .. } | Op::MetaGet { .. } | Op::FlushAll { .. } => {
-                Reply::Static(BackendError::Protocol.reply())
-            }
+            Op::Get { .. }
+            | Op::MetaGet { .. }
+            | Op::FlushAll { .. }
+            | Op::CacheMemlimit { .. } => Reply::Static(BackendError::Protocol.reply()),
         }
     })
 }
