@@ -6,6 +6,8 @@
 #   promtool     validates the /metrics output (prometheus)
 #   nc, curl     the README's demo session (netcat-openbsd, curl)
 #   pymemcache   a real Python TLS client for tests/tls.rs (pip, else python3-pymemcache)
+#   pytest + pymemcache's own integration tests (its sdist from PyPI, tests included), run
+#                through memroute by tests/pymemcache_integration.rs
 set -euo pipefail
 
 declare -A package_of=(
@@ -34,22 +36,40 @@ if ! python3 -c 'import pymemcache' >/dev/null 2>&1; then
     missing+=(python3-pymemcache)
 fi
 
-if ((${#missing[@]} == 0)); then
-  exit 0
-fi
-
-echo "deps.sh: installing ${missing[*]}" >&2
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then
   sudo=(sudo)
 fi
-export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" apt-get update -q
-"${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 
-# The memcached and prometheus packages start system services; the tests start their own.
-for service in memcached prometheus nutcracker; do
-  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
-    "${sudo[@]}" systemctl stop "$service" || true
-  fi
-done
+if ((${#missing[@]} > 0)); then
+  echo "deps.sh: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -q
+  "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+  # The memcached and prometheus packages start system services; the tests start their own.
+  for service in memcached prometheus nutcracker; do
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
+      "${sudo[@]}" systemctl stop "$service" || true
+    fi
+  done
+fi
+
+# pymemcache's integration tests, from its source distribution (the wheel has no tests), in
+# the directory tests/pymemcache_integration.rs looks in. Pinned: the test expects its 100.
+PYMEMCACHE_VERSION=4.0.0
+pymemcache_dir="${MEMROUTE_DEPS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/memroute}/pymemcache-$PYMEMCACHE_VERSION"
+python=${PYTHON:-python3}
+if ! "$python" -c 'import pytest' >/dev/null 2>&1; then
+  echo "deps.sh: installing pytest" >&2
+  "$python" -m pip install -q pytest 2>/dev/null ||
+    "$python" -m pip install -q --break-system-packages pytest
+fi
+if [[ ! -f "$pymemcache_dir/pymemcache/test/test_integration.py" ]]; then
+  echo "deps.sh: fetching pymemcache $PYMEMCACHE_VERSION's sdist into $pymemcache_dir" >&2
+  download=$(mktemp -d)
+  "$python" -m pip download -q --no-deps --no-binary :all: -d "$download" "pymemcache==$PYMEMCACHE_VERSION"
+  mkdir -p "$(dirname "$pymemcache_dir")"
+  tar -xzf "$download/pymemcache-$PYMEMCACHE_VERSION.tar.gz" -C "$(dirname "$pymemcache_dir")"
+  rm -rf "$download"
+fi
