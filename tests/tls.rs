@@ -324,6 +324,66 @@ fn a_backend_whose_certificate_does_not_match_is_refused_with_a_clear_error_and_
 }
 
 #[test]
+fn a_backend_that_requires_a_client_certificate_gets_the_pools_one() {
+    let pki = Pki::new("tls-backend-mtls");
+    let clients_ca = Ca::new("backend clients CA");
+    let clients_ca_file = certs::write(&pki.dir, "clients-ca.pem", &clients_ca.pem());
+    let (client_cert, client_key) = clients_ca.issue(&["memroute"]).write(&pki.dir, "client");
+    let extra = format!(",ssl_verify_mode=2,ssl_ca_cert={}", path(&clients_ca_file));
+    let with_identity = ClientTls::new(
+        &pki.ca.pem(),
+        "localhost",
+        Some((
+            &std::fs::read_to_string(&client_cert).unwrap(),
+            &std::fs::read_to_string(&client_key).unwrap(),
+        )),
+    );
+    let backend = TlsMemcached::start_with(&pki.cert, &pki.key, &extra, Some(&with_identity));
+    let listen = format!("cert = {:?}, key = {:?}", path(&pki.cert), path(&pki.key));
+    // SNI and the name check use `server_name` instead of the address's 127.0.0.1.
+    let with_cert = format!(
+        "tls = {{ ca = {:?}, server_name = \"localhost\", cert = {:?}, key = {:?} }}\nfailure_limit = 1000",
+        path(&pki.ca_file),
+        path(&client_cert),
+        path(&client_key)
+    );
+    let m = Memroute::start(&config(
+        free_port(),
+        free_port(),
+        &listen,
+        &[backend.addr()],
+        &with_cert,
+    ));
+    let mut c = TlsClient::open(m.port, &pki.client());
+    c.roundtrip(
+        b"set a 0 0 1\r\nx\r\nget a\r\n",
+        b"STORED\r\nVALUE a 0 1\r\nx\r\nEND\r\n",
+    );
+    drop(m);
+
+    // Without the client certificate memcached refuses the connection.
+    let without = format!(
+        "tls = {{ ca = {:?} }}\nfailure_limit = 1000",
+        path(&pki.ca_file)
+    );
+    let m = Memroute::start(&config(
+        free_port(),
+        free_port(),
+        &listen,
+        &[backend.addr()],
+        &without,
+    ));
+    let mut c = TlsClient::open(m.port, &pki.client());
+    c.send(b"get a\r\n");
+    let reply = c.read_line();
+    assert!(
+        reply.starts_with(b"SERVER_ERROR backend"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+}
+
+#[test]
 fn replaced_certificate_files_serve_new_connections_and_old_ones_keep_working() {
     let s = tls_both_sides("");
     let m = &s.memroute;

@@ -21,6 +21,17 @@ impl TlsMemcached {
     /// checking `name`) gets `VERSION`. With `ready_check = None` (its certificate is not to be
     /// trusted), ready once it accepts TCP and stays up.
     pub fn start(cert: &Path, key: &Path, ready_check: Option<&ClientTls>) -> TlsMemcached {
+        TlsMemcached::start_with(cert, key, "", ready_check)
+    }
+
+    /// As [`TlsMemcached::start`], with more `-o` settings (`extra`, comma first), e.g.
+    /// `",ssl_verify_mode=2,ssl_ca_cert=ca.pem"` to require client certificates.
+    pub fn start_with(
+        cert: &Path,
+        key: &Path,
+        extra: &str,
+        ready_check: Option<&ClientTls>,
+    ) -> TlsMemcached {
         let dir = scratch_dir("memcached-tls");
         let log = dir.join("stderr.log");
         let mut last = String::new();
@@ -44,7 +55,7 @@ impl TlsMemcached {
                 .arg(port.to_string())
                 .arg("-o")
                 .arg(format!(
-                    "ssl_chain_cert={},ssl_key={}",
+                    "ssl_chain_cert={},ssl_key={}{extra}",
                     cert.display(),
                     key.display()
                 ))

@@ -170,3 +170,6 @@ fn file_error(
         .map_or(&table.span, |(_, node)| &node.span);
     ctx.error(at, format!("`{what}`: {e}"));
 }
+
+#[cfg(test)]
+mod tests;
