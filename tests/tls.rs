@@ -361,7 +361,8 @@ fn a_backend_that_requires_a_client_certificate_gets_the_pools_one() {
     );
     drop(m);
 
-    // Without the client certificate memcached refuses the connection.
+    // Without the client certificate memcached refuses the connection (with TLS 1.3 after the
+    // handshake, on the first read), and that is a TLS failure too.
     let without = format!(
         "tls = {{ ca = {:?} }}\nfailure_limit = 1000",
         path(&pki.ca_file)
@@ -374,13 +375,22 @@ fn a_backend_that_requires_a_client_certificate_gets_the_pools_one() {
         &without,
     ));
     let mut c = TlsClient::open(m.port, &pki.client());
-    c.send(b"get a\r\n");
-    let reply = c.read_line();
-    assert!(
-        reply.starts_with(b"SERVER_ERROR backend"),
-        "{}",
-        String::from_utf8_lossy(&reply)
+    c.roundtrip(
+        b"get a\r\n",
+        b"SERVER_ERROR backend TLS handshake failed\r\n",
     );
+    let log = m.stderr();
+    assert!(
+        log.contains("backend TLS handshake failed")
+            && log.contains("the server ended the TLS session"),
+        "{log}"
+    );
+    let tls_errors = sample(
+        &metrics(&m),
+        "memroute_backend_errors_total",
+        &[("server", &backend.addr()), ("kind", "tls")],
+    );
+    assert!(tls_errors >= Some(1.0), "{tls_errors:?}");
 }
 
 #[test]

@@ -127,6 +127,9 @@ async fn run(target: Target, mut rx: mpsc::UnboundedReceiver<Job>) {
                     Some(Ended::Drained) => return,
                     Some(Ended::Failed(e)) => {
                         tracing::debug!(server = %target.address, error = %e, "connection lost");
+                        if e == BackendError::Tls {
+                            refused = BackendError::Tls;
+                        }
                     }
                     None => {
                         target.metrics.tls_errors.inc();
@@ -257,7 +260,8 @@ async fn serve(
             }
             tokio::select! {
                 r = rd.read_buf(&mut rbuf) => match r {
-                    Ok(0) | Err(_) => return Ended::Failed(BackendError::Closed),
+                    Ok(0) => return Ended::Failed(BackendError::Closed),
+                    Err(e) => return Ended::Failed(read_error(target, &e)),
                     Ok(_) => {}
                 },
                 _ = &mut sleep, if armed.is_some() => {
@@ -318,6 +322,18 @@ async fn serve(
         target.health.record_failure(&target.metrics);
     }
     ended
+}
+
+/// Why a read failed. A TLS 1.3 server refuses a client certificate (or its absence) only after
+/// the handshake, on the first read: that is a TLS failure, counted and answered as one.
+fn read_error(target: &Target, e: &std::io::Error) -> BackendError {
+    match &target.tls {
+        Some(tls) if tls.session_failed(&target.address, e) => {
+            target.metrics.tls_errors.inc();
+            BackendError::Tls
+        }
+        _ => BackendError::Closed,
+    }
 }
 
 /// Returns `Pending` once, waking itself at once: the task goes to the back of the run queue,

@@ -23,6 +23,10 @@ pub enum ConnectError {
         #[source]
         source: std::io::Error,
     },
+    /// The server ended the session with a TLS error after the handshake (TLS 1.3 servers
+    /// check the client's certificate then).
+    #[error("the server ended the TLS session: {0}")]
+    Session(String),
     /// No handshake within the pool's timeout.
     #[error("no TLS handshake within the pool's timeout")]
     Timeout,
@@ -75,6 +79,16 @@ impl ServerTls {
             Some(name) => self.certs.connect(name, tcp).await,
             None => Err(ConnectError::NotLoaded),
         }
+    }
+
+    /// Whether a read error on an established connection is a TLS error from the server (an
+    /// alert: typically it refused our client certificate); logged like a failed handshake.
+    pub fn session_failed(&self, server: &str, e: &std::io::Error) -> bool {
+        let Some(tls) = e.get_ref().and_then(|r| r.downcast_ref::<rustls::Error>()) else {
+            return false;
+        };
+        self.log_failure(server, &ConnectError::Session(tls.to_string()));
+        true
     }
 
     /// Logs a failed handshake with `server`: the first of a burst at `warn`, the rest at `debug`.
