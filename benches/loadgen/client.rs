@@ -13,14 +13,14 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::hist::Histogram;
 use crate::procs;
 use crate::reply::{self, Expect, Keyspace, Parsed};
-use crate::workload::{self, FillResult, Job, LoadResult, LoadSpec};
+use crate::workload::{self, FillResult, Job, LoadResult, LoadSpec, Proto};
 
 /// How long past the window a connection may take to finish its last batch before it is
 /// abandoned and counted as failed. Bounds the run even if a target hangs.
@@ -190,7 +190,8 @@ impl Conn {
         self.stats.borrow_mut().per_conn.push(self.done);
     }
 
-    async fn drive(&mut self, mut stream: TcpStream) {
+    /// The closed loop over any byte stream (a TLS stream for the TLS workload slot, too).
+    async fn drive<S: AsyncRead + AsyncWrite + Unpin>(&mut self, mut stream: S) {
         let depth = self.spec.depth.max(1);
         let mut wbuf: Vec<u8> = Vec::with_capacity(depth * 256);
         let mut rbuf = BytesMut::with_capacity(64 * 1024);
@@ -239,24 +240,58 @@ impl Conn {
             while workload::in_gap(i, spec.gap) {
                 i = self.rng.u32(0..spec.keys);
             }
-            wbuf.extend_from_slice(self.ks.set_request(i));
-            return Expect::Stored;
+            if spec.proto == Proto::Classic {
+                self.ks.push_set(i, wbuf);
+                return Expect::Stored;
+            }
+            self.ks.push_ms(i, wbuf);
+            return Expect::MetaStored;
         }
         let from = asked.len();
-        wbuf.extend_from_slice(b"get");
-        while asked.len() - from < spec.mget.max(1) {
+        // A meta `mg` has one key; `mget` keys make one `get`, or one batch of quiet `mg`s.
+        let n = if spec.proto == Proto::Meta {
+            1
+        } else {
+            spec.mget.max(1)
+        };
+        while asked.len() - from < n {
             let i = self.rng.u32(0..spec.keys);
             if asked[from..].contains(&i) {
                 continue; // distinct keys: duplicates would make the expected reply ambiguous
             }
-            wbuf.push(b' ');
-            wbuf.extend_from_slice(self.ks.key(i));
             asked.push(i);
         }
-        wbuf.extend_from_slice(b"\r\n");
-        Expect::Values {
-            from,
-            to: asked.len(),
+        match spec.proto {
+            Proto::Classic => {
+                wbuf.extend_from_slice(b"get");
+                for &i in &asked[from..] {
+                    wbuf.push(b' ');
+                    wbuf.extend_from_slice(self.ks.key(i));
+                }
+                wbuf.extend_from_slice(b"\r\n");
+                Expect::Values {
+                    from,
+                    to: asked.len(),
+                }
+            }
+            Proto::Meta => {
+                wbuf.extend_from_slice(b"mg ");
+                wbuf.extend_from_slice(self.ks.key(asked[from]));
+                wbuf.extend_from_slice(b" f v\r\n");
+                Expect::MetaValue { at: from }
+            }
+            Proto::MetaQuiet => {
+                for &i in &asked[from..] {
+                    wbuf.extend_from_slice(b"mg ");
+                    wbuf.extend_from_slice(self.ks.key(i));
+                    wbuf.extend_from_slice(b" k f v q\r\n");
+                }
+                wbuf.extend_from_slice(b"mn\r\n");
+                Expect::MetaQuiet {
+                    from,
+                    to: asked.len(),
+                }
+            }
         }
     }
 
@@ -269,10 +304,13 @@ impl Conn {
         let mut s = self.stats.borrow_mut();
         s.hist.record(now.duration_since(sent).as_nanos() as u64);
         s.result.requests += 1;
-        if let Expect::Values { from, to } = expect {
-            s.result.keys_asked += (to - from) as u64;
-            s.result.keys_missed += (to - from) as u64 - u64::from(hits);
-        }
+        let asked = match expect {
+            Expect::Values { from, to } | Expect::MetaQuiet { from, to } => to - from,
+            Expect::MetaValue { .. } => 1,
+            Expect::Stored | Expect::Deleted | Expect::MetaStored => 0,
+        };
+        s.result.keys_asked += asked as u64;
+        s.result.keys_missed += (asked as u64).saturating_sub(u64::from(hits));
         if let Some(e) = error {
             s.error(e);
         }
@@ -343,7 +381,7 @@ async fn fill(addr: &str, keys: u32, value_size: usize, gap: u32) -> FillResult 
                 wbuf.extend_from_slice(b"\r\n");
                 expects.push(Expect::Deleted);
             } else {
-                wbuf.extend_from_slice(ks.set_request(i));
+                ks.push_set(i, &mut wbuf);
                 expects.push(Expect::Stored);
             }
         }

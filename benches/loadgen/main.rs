@@ -1,20 +1,24 @@
-//! memroute's benchmark: memroute against twemproxy (nutcracker) and against talking to
-//! memcached directly, over the same memcached servers, with the same closed-loop load generator.
+//! memroute's benchmark: memroute against twemproxy (nutcracker), memcached's built-in proxy
+//! (when `--mcproxy` gives one) and talking to memcached directly, over the same memcached
+//! servers, with the same closed-loop load generator.
 //! How to run it and read it: `bench/README.md`. In short: `bench/run.sh` (or `cargo bench
 //! --bench loadgen`), about 8 minutes on 2 cores, loopback only.
 //!
 //! This process is the orchestrator: it starts every server, runs each measurement in a fresh
 //! worker process (this same binary with `--worker`, pinned to its own CPU), and prints the table.
 //!
-//! - [`workload`]: the keyspace and the five workloads; the jobs and results of the worker.
+//! - [`workload`]: the keyspace and the workloads; the jobs and results of the worker.
 //! - [`client`]: the worker: closed-loop connections, reply checks, latency histogram.
-//! - [`reply`]: byte-for-byte checks of memcached replies.
-//! - [`setup`]: the memcached, nutcracker and memroute processes and their configs.
+//! - [`reply`]: byte-for-byte checks of memcached replies (classic and meta).
+//! - [`setup`]: the memcached, nutcracker, memroute and memcached-proxy processes and configs.
+//! - [`probe`]: checks made before measuring: does a target speak meta, does memcached's proxy
+//!   place keys on memroute's ring.
 //! - [`procs`]: child processes, `/proc` CPU time and RSS.
 //! - [`report`]: medians, ratios and the printed tables.
 
 mod client;
 mod hist;
+mod probe;
 mod procs;
 mod reply;
 mod report;
@@ -30,7 +34,7 @@ use clap::Parser;
 use procs::Proc;
 use report::{MemoryRow, Row};
 use setup::{Layout, Server};
-use workload::{FillResult, Job, LoadResult, LoadSpec, Target, Watch, Workload};
+use workload::{FillResult, Job, LoadResult, LoadSpec, Proto, Target, Watch, Workload};
 
 /// Benchmark memroute against nutcracker and direct memcached (see bench/README.md).
 #[derive(Parser, Debug)]
@@ -54,8 +58,8 @@ struct Cli {
     /// Warm-up seconds per run (after the connections are open, not measured).
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
-    /// Which workloads to run, e.g. `ab`.
-    #[arg(long, default_value = "abcde")]
+    /// Which workloads to run, e.g. `ab` (all: abcdefghit).
+    #[arg(long, default_value = "abcdefghit")]
     workloads: String,
     /// Keyspace size (every key is stored before measuring).
     #[arg(long, default_value_t = 10_000)]
@@ -81,6 +85,10 @@ struct Cli {
     /// round: an A/B comparison of two builds under the same conditions.
     #[arg(long, value_name = "PATH")]
     memroute_b: Option<PathBuf>,
+    /// memcached built with `--enable-proxy` (bench/README.md tells how): run its proxy as
+    /// target `mcproxy` over the same backends (ketama ring, one worker thread).
+    #[arg(long, value_name = "PATH")]
+    mcproxy: Option<PathBuf>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -104,6 +112,8 @@ struct Bench {
     memroute: PathBuf,
     dir: PathBuf,
     clk_tck: u64,
+    /// What the `main` servers hold now: (keys, value size, gap).
+    main_filled: std::cell::Cell<(u32, usize, u32)>,
 }
 
 /// The four memcached servers: `main` (tier 0, and the only pool of workloads a–d) and `old`
@@ -155,12 +165,22 @@ impl Bench {
         let clk_tck = procs::output(&["getconf", "CLK_TCK"], None)
             .parse()
             .unwrap_or(100);
+        if let Some(exe) = &cli.mcproxy {
+            if !exe.is_file() {
+                eprintln!(
+                    "--mcproxy {}: no such file (bench/README.md tells how to build it)",
+                    exe.display()
+                );
+                std::process::exit(2);
+            }
+        }
         Bench {
             cli,
             layout,
             memroute,
             dir: procs::scratch_dir(),
             clk_tck,
+            main_filled: std::cell::Cell::new((0, 0, 0)),
         }
     }
 
@@ -175,14 +195,21 @@ impl Bench {
                 .map(|i| setup::memcached(&self.dir, &format!("memcached-old{i}"), self.layout))
                 .collect(),
         };
-        for s in backends.main.iter().chain(&backends.old) {
-            self.fill(&s.addr, 0);
+        for s in &backends.old {
+            self.fill(&s.addr, self.cli.keys, self.cli.value_size, 0);
         }
+        self.fill_main(&backends, self.cli.keys, self.cli.value_size, 0);
         if !self.cli.memory {
             let rows = self.throughput(&backends);
             println!("{}", report::throughput_table(&rows));
+            let scaling = report::scaling_table(&rows);
+            if !scaling.is_empty() {
+                println!("{scaling}");
+            }
         }
         if !self.cli.no_memory {
+            // The memory measurement's one `get` per connection expects the default keyspace.
+            self.fill_main(&backends, self.cli.keys, self.cli.value_size, 0);
             let rows = self.memory(&backends);
             println!("{}", report::memory_table(&rows, self.cli.idle_conns));
         }
@@ -240,6 +267,13 @@ impl Bench {
         if let Some(b) = &self.cli.memroute_b {
             println!("memroute-b: {}", b.display());
         }
+        if let Some(m) = &self.cli.mcproxy {
+            let exe = m.display().to_string();
+            println!(
+                "mcproxy:    {} ({exe}), a ketama ring (md5) over the same servers",
+                procs::output(&[&exe, "-V"], None)
+            );
+        }
         println!(
             "versus:     {}, {}",
             procs::output(&["memcached", "-V"], None),
@@ -256,52 +290,133 @@ impl Bench {
         println!("layout:     {}", self.layout.describe());
         println!(
             "settings:   {} rounds x ({} s warm-up + {} s measured) per workload and target, median shown; \
-             {} keys, {}-byte values, all stored before measuring",
+             {} keys, {}-byte values (h, i: their own), all stored before measuring",
             self.cli.rounds, self.cli.warmup, self.cli.duration, self.cli.keys, self.cli.value_size
         );
         println!();
     }
 
-    /// Workloads a–e, every target, `rounds` times; targets alternate within each round.
+    /// The chosen workloads, every target, `rounds` times; targets alternate within each round.
     fn throughput(&self, backends: &Backends) -> Vec<Row> {
         let main = Backends::addrs(&backends.main);
-        let mut proxies = vec![(
+        let mut base = vec![(
             Target::Nutcracker,
             setup::nutcracker(&self.dir, "nutcracker", &main, self.layout),
         )];
-        proxies.extend(self.memroutes(&main, None));
+        base.extend(self.memroutes(&main, None, self.layout, None, ""));
+        if let Some(exe) = &self.cli.mcproxy {
+            let p = setup::mcproxy(exe, &self.dir, "mcproxy", &main, 1, self.layout);
+            // Every server holds every key, so placement does not change what is measured; but
+            // the proxy should route as a ketama ring does, and this says whether it does.
+            match probe::ring(&p.addr, &main, 2000) {
+                Ok(s) => println!("mcproxy ring check: {s}"),
+                Err(s) => println!("mcproxy ring check FAILED: {s}"),
+            }
+            base.push((Target::McProxy, p));
+        }
         let mut rows: Vec<Row> = Vec::new();
         let chosen: Vec<Workload> = workload::workloads()
             .into_iter()
             .filter(|w| self.cli.workloads.contains(w.id))
             .collect();
         for w in &chosen {
+            let keys = w.max_keys.map_or(self.cli.keys, |m| m.min(self.cli.keys));
+            let size = w.value_size.unwrap_or(self.cli.value_size);
+            self.fill_main(backends, keys, size, w.gap);
             let mut watch_backends = Backends::pids(&backends.main);
+            // Proxies of this workload only (looked up before the shared ones).
+            let mut own: Vec<(Target, Server)> = Vec::new();
+            let mut layout = self.layout;
             if w.gap > 0 {
-                // Tier 0 loses every gap-th key; the old tier keeps them all.
-                for s in &backends.main {
-                    self.fill(&s.addr, w.gap);
-                }
                 let old = Backends::addrs(&backends.old);
-                proxies.retain(|(t, _)| *t == Target::Nutcracker);
-                proxies.extend(self.memroutes(&main, Some(&old)));
+                own.extend(self.memroutes(&main, Some(&old), self.layout, None, "-tiered"));
                 watch_backends.extend(Backends::pids(&backends.old));
             }
-            let mut targets = w.targets.to_vec();
-            if self.cli.memroute_b.is_some() {
-                targets.push(Target::MemrouteB);
+            if w.unpinned {
+                layout = Layout { pinned: false };
+                self.pin(backends, None);
+                own.push((
+                    Target::Nutcracker,
+                    setup::nutcracker(&self.dir, "nutcracker-t", &main, layout),
+                ));
+                own.push((
+                    Target::Memroute,
+                    setup::memroute(
+                        &self.memroute,
+                        &self.dir,
+                        "memroute-t1",
+                        &main,
+                        None,
+                        layout,
+                        Some(1),
+                    ),
+                ));
+                own.push((
+                    Target::Memroute2T,
+                    setup::memroute(
+                        &self.memroute,
+                        &self.dir,
+                        "memroute-t2",
+                        &main,
+                        None,
+                        layout,
+                        Some(2),
+                    ),
+                ));
+                if let Some(exe) = &self.cli.mcproxy {
+                    own.push((
+                        Target::McProxy,
+                        setup::mcproxy(exe, &self.dir, "mcproxy-t1", &main, 1, layout),
+                    ));
+                    own.push((
+                        Target::McProxy2T,
+                        setup::mcproxy(exe, &self.dir, "mcproxy-t2", &main, 2, layout),
+                    ));
+                }
             }
+            let mut targets: Vec<Target> = w
+                .targets
+                .iter()
+                .copied()
+                .filter(|t| !t.is_mcproxy() || self.cli.mcproxy.is_some())
+                .collect();
+            if self.cli.memroute_b.is_some() && !w.unpinned {
+                let after = targets
+                    .iter()
+                    .position(|&t| t == Target::Memroute)
+                    .map_or(targets.len(), |i| i + 1);
+                targets.insert(after, Target::MemrouteB);
+            }
+            let proxy_of = |t: Target| {
+                own.iter()
+                    .chain(&base)
+                    .find(|(p, _)| *p == t)
+                    .map(|(_, s)| s)
+            };
             let first = rows.len();
             for &t in &targets {
+                let addrs = proxy_of(t).map_or_else(|| main.clone(), |p| vec![p.addr.clone()]);
+                // A target that does not speak meta yet gets a note instead of a failed run.
+                let skipped = match w.proto {
+                    Proto::Classic => None,
+                    Proto::Meta | Proto::MetaQuiet => probe::meta(&addrs[0]).err(),
+                };
+                if let Some(why) = &skipped {
+                    eprintln!("({}) {}: skipped, {why}", w.id, t.name());
+                }
                 rows.push(Row {
                     workload: w.clone(),
                     target: t,
                     runs: Vec::new(),
+                    skipped,
                 });
             }
             for round in 0..self.cli.rounds {
                 for (k, &t) in targets.iter().enumerate() {
-                    let proxy = proxies.iter().find(|(p, _)| *p == t).map(|(_, s)| s);
+                    if rows[first + k].skipped.is_some() {
+                        continue;
+                    }
+                    let proxy = proxy_of(t);
                     let addrs = proxy.map_or_else(|| main.clone(), |p| vec![p.addr.clone()]);
                     let mut watch = vec![Watch {
                         label: "backends".into(),
@@ -320,7 +435,7 @@ impl Bench {
                         }
                         _ => None,
                     };
-                    let r = self.load(w, addrs, watch, seed);
+                    let r = self.load(w, keys, size, addrs, watch, seed, layout);
                     if let Some(p) = perf {
                         let _ = p.finish(Duration::from_secs(120));
                     }
@@ -328,24 +443,58 @@ impl Bench {
                     rows[first + k].runs.push(r);
                 }
             }
+            if w.unpinned {
+                self.pin(backends, self.layout.servers());
+            }
         }
         rows
     }
 
+    /// Stores the keyspace a workload needs in the `main` servers, unless they hold it already.
+    fn fill_main(&self, backends: &Backends, keys: u32, size: usize, gap: u32) {
+        if self.main_filled.get() == (keys, size, gap) {
+            return;
+        }
+        for s in &backends.main {
+            self.fill(&s.addr, keys, size, gap);
+        }
+        self.main_filled.set((keys, size, gap));
+    }
+
+    /// Moves every backend (all threads) to `cpus`, or to every CPU with `None`.
+    fn pin(&self, backends: &Backends, cpus: Option<&str>) {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let all = format!("0-{}", n.saturating_sub(1));
+        let list = cpus.unwrap_or(&all);
+        for s in backends.main.iter().chain(&backends.old) {
+            let pid = s.proc.pid.to_string();
+            let out = procs::output(&["taskset", "-a", "-p", "-c", list, &pid], None);
+            if out == "?" {
+                eprintln!("taskset -a -p -c {list} {pid} failed");
+            }
+        }
+    }
+
     /// memroute (and memroute B if asked for) over pool `main`, with `old` as a fallback tier
     /// if given.
-    fn memroutes(&self, main: &[String], old: Option<&[String]>) -> Vec<(Target, Server)> {
-        let tiered = if old.is_some() { "-tiered" } else { "" };
+    fn memroutes(
+        &self,
+        main: &[String],
+        old: Option<&[String]>,
+        layout: Layout,
+        threads: Option<usize>,
+        suffix: &str,
+    ) -> Vec<(Target, Server)> {
         let mut list = vec![(Target::Memroute, &self.memroute)];
         if let Some(b) = &self.cli.memroute_b {
             list.push((Target::MemrouteB, b));
         }
         list.into_iter()
             .map(|(t, exe)| {
-                let name = format!("{}{tiered}", t.name());
+                let name = format!("{}{suffix}", t.name());
                 (
                     t,
-                    setup::memroute(exe, &self.dir, &name, main, old, self.layout),
+                    setup::memroute(exe, &self.dir, &name, main, old, layout, threads),
                 )
             })
             .collect()
@@ -384,16 +533,27 @@ impl Bench {
         )
     }
 
-    fn load(&self, w: &Workload, addrs: Vec<String>, watch: Vec<Watch>, seed: u64) -> LoadResult {
+    #[allow(clippy::too_many_arguments)]
+    fn load(
+        &self,
+        w: &Workload,
+        keys: u32,
+        value_size: usize,
+        addrs: Vec<String>,
+        watch: Vec<Watch>,
+        seed: u64,
+        layout: Layout,
+    ) -> LoadResult {
         let spec = LoadSpec {
             addrs,
             conns: w.conns,
             depth: w.depth,
             mget: w.mget,
+            proto: w.proto,
             set_percent: w.set_percent,
-            keys: self.cli.keys,
+            keys,
             gap: w.gap,
-            value_size: self.cli.value_size,
+            value_size,
             warmup_ms: (self.cli.warmup * 1000.0) as u64,
             measure_ms: (self.cli.duration * 1000.0) as u64,
             watch,
@@ -402,35 +562,35 @@ impl Bench {
         };
         let limit = Duration::from_secs_f64(self.cli.warmup + self.cli.duration + 60.0);
         let out = self
-            .worker(&Job::Load(spec))
+            .worker(&Job::Load(spec), layout)
             .finish(limit)
             .unwrap_or_else(|e| panic!("{e}"));
         parse_last_line(&out)
     }
 
-    fn fill(&self, addr: &str, gap: u32) {
+    fn fill(&self, addr: &str, keys: u32, value_size: usize, gap: u32) {
         let job = Job::Fill {
             addr: addr.to_string(),
-            keys: self.cli.keys,
-            value_size: self.cli.value_size,
+            keys,
+            value_size,
             gap,
         };
         let out = self
-            .worker(&job)
+            .worker(&job, self.layout)
             .finish(Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("{e}"));
         let r: FillResult = parse_last_line(&out);
         assert_eq!(r.errors, 0, "storing the keyspace in {addr} failed: {r:?}");
     }
 
-    fn worker(&self, job: &Job) -> Proc {
+    fn worker(&self, job: &Job, layout: Layout) -> Proc {
         let exe = std::env::current_exe().expect("current exe");
         let argv = vec![
             exe.display().to_string(),
             "--worker".into(),
             serde_json::to_string(job).expect("JSON"),
         ];
-        Proc::spawn_piped("load generator", &argv, self.layout.loadgen())
+        Proc::spawn_piped("load generator", &argv, layout.loadgen())
     }
 
     /// RSS of a fresh memroute and a fresh nutcracker: idle, holding `idle_conns` connections,
@@ -447,6 +607,7 @@ impl Bench {
                     &main,
                     None,
                     self.layout,
+                    None,
                 ),
             ),
             (
@@ -470,7 +631,7 @@ impl Bench {
                 conns: self.cli.idle_conns,
                 value_size: self.cli.value_size,
             };
-            let mut holder = self.worker(&job);
+            let mut holder = self.worker(&job, self.layout);
             let mut out = std::io::BufReader::new(holder.child().stdout.take().expect("piped"));
             let mut line = String::new();
             let _ = out.read_line(&mut line);

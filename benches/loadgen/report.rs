@@ -12,6 +12,8 @@ pub struct Row {
     pub target: Target,
     /// One result per round.
     pub runs: Vec<LoadResult>,
+    /// Why this target was not run (e.g. it answers `ERROR` to meta commands).
+    pub skipped: Option<String>,
 }
 
 /// RSS of one proxy (bytes).
@@ -129,7 +131,7 @@ fn thousands(v: f64) -> String {
 /// One line per finished run, on stderr while the bench runs.
 pub fn progress(w: &Workload, t: Target, round: usize, rounds: usize, r: &LoadResult) -> String {
     let mut s = format!(
-        "({}) round {round}/{rounds} {:<10} {:>9} req/s  p99 {:>7} µs  fair {:>3.0}%  errors {}",
+        "({}) round {round}/{rounds} {:<11} {:>9} req/s  p99 {:>7} µs  fair {:>3.0}%  errors {}",
         w.id,
         t.name(),
         thousands(rps(r)),
@@ -148,7 +150,7 @@ pub fn throughput_table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<30} {:<10} {:>9} {:>5} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5} {:>5} {:>6} {:>5} {:>7} {:>7}",
+        "{:<30} {:<11} {:>9} {:>5} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5} {:>5} {:>6} {:>5} {:>7} {:>7}",
         "workload",
         "target",
         "req/s",
@@ -167,19 +169,24 @@ pub fn throughput_table(rows: &[Row]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<30} {:<10} {:>9} {:>5} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5} {:>5} {:>6} {:>5} {:>7} {:>7}",
+        "{:<30} {:<11} {:>9} {:>5} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5} {:>5} {:>6} {:>5} {:>7} {:>7}",
         "", "", "", "", "", "", "", "µs/req", "µs/req", "CPU%", "%", "", "%", "÷direct", "÷direct"
     );
     let mut direct: Option<Summary> = None;
     let mut last = ' ';
     for row in rows {
-        let s = summarize(row);
         let label = if row.workload.id != last {
             last = row.workload.id;
+            direct = None;
             format!("({}) {}", row.workload.id, row.workload.title)
         } else {
             String::new()
         };
+        if let Some(why) = &row.skipped {
+            let _ = writeln!(out, "{label:<30} {:<11} skipped: {why}", row.target.name());
+            continue;
+        }
+        let s = summarize(row);
         let (ratio_rps, ratio_p99) = match (&direct, row.target) {
             (Some(d), t) if t != Target::Direct => (
                 format!("{:.2}", s.rps / d.rps),
@@ -189,7 +196,7 @@ pub fn throughput_table(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<30} {:<10} {:>9} {:>5.1} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5.0} {:>5.0} {:>6} {:>5.1} {:>7} {:>7}",
+            "{:<30} {:<11} {:>9} {:>5.1} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5.0} {:>5.0} {:>6} {:>5.1} {:>7} {:>7}",
             label,
             row.target.name(),
             thousands(s.rps),
@@ -209,6 +216,48 @@ pub fn throughput_table(rows: &[Row]) -> String {
         if row.target == Target::Direct {
             direct = Some(s);
         }
+    }
+    out
+}
+
+/// One worker thread against two (workload t, unpinned): throughput and own CPU per request of
+/// each proxy that ran both ways. Empty if t did not run.
+pub fn scaling_table(rows: &[Row]) -> String {
+    let t: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.workload.unpinned && r.skipped.is_none() && !r.runs.is_empty())
+        .collect();
+    let find = |target| t.iter().find(|r| r.target == target).map(|r| summarize(r));
+    let mut out = String::new();
+    for (name, one, two) in [
+        ("memroute", Target::Memroute, Target::Memroute2T),
+        ("mcproxy", Target::McProxy, Target::McProxy2T),
+    ] {
+        let (Some(a), Some(b)) = (find(one), find(two)) else {
+            continue;
+        };
+        if out.is_empty() {
+            let _ = writeln!(
+                out,
+                "one worker thread -> two (workload t, unpinned; proxy µs/req is CPU of all its threads)"
+            );
+        }
+        let (ua, ub) = (
+            a.proxy_us.unwrap_or(f64::NAN),
+            b.proxy_us.unwrap_or(f64::NAN),
+        );
+        let _ = writeln!(
+            out,
+            "{name:<10} req/s {} -> {} (x{:.2}), proxy µs/req {} -> {} (x{:.2}), p99 µs {} -> {}",
+            thousands(a.rps),
+            thousands(b.rps),
+            b.rps / a.rps,
+            us(ua),
+            us(ub),
+            ub / ua,
+            us(a.p99),
+            us(b.p99),
+        );
     }
     out
 }

@@ -1,5 +1,5 @@
-//! Starting the targets: memcached backends, nutcracker and memroute over the same backends,
-//! each with the config a user would write, on the CPUs the layout gives them.
+//! Starting the targets: memcached backends, and nutcracker, memroute and memcached's proxy over
+//! the same backends, each with the config a user would write, on the CPUs the layout gives them.
 
 use std::path::{Path, PathBuf};
 
@@ -52,7 +52,11 @@ pub struct Server {
 /// is two; on the single pinned core two connections halve the batches and cost ~10 % in (a).)
 const BENCH_CONNECTIONS: usize = 1;
 
-/// Starts `memcached -u root -U 0 -l 127.0.0.1 -p PORT -t 1`.
+/// memcached's memory limit: room for every workload's keyspace at once (10,000 × 4 KiB and
+/// 1,000 × 100 KiB values next to the 100-byte ones), so nothing is evicted between workloads.
+const MEMCACHED_MB: usize = 1024;
+
+/// Starts `memcached -u root -U 0 -l 127.0.0.1 -p PORT -t 1 -c 4096 -m 1024`.
 pub fn memcached(dir: &Path, name: &str, layout: Layout) -> Server {
     let port = procs::free_port();
     let argv: Vec<String> = [
@@ -69,6 +73,8 @@ pub fn memcached(dir: &Path, name: &str, layout: Layout) -> Server {
         "1",
         "-c",
         "4096",
+        "-m",
+        &MEMCACHED_MB.to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -105,7 +111,8 @@ pub fn nutcracker(dir: &Path, name: &str, backends: &[String], layout: Layout) -
 }
 
 /// Starts memroute with pool `main` (and `old` as a fallback tier when given; `warm = false` so
-/// tier 0 keeps missing the same keys for the whole run).
+/// tier 0 keeps missing the same keys for the whole run), with `threads` worker threads (`None`:
+/// as the layout says).
 pub fn memroute(
     exe: &Path,
     dir: &Path,
@@ -113,6 +120,7 @@ pub fn memroute(
     main: &[String],
     old: Option<&[String]>,
     layout: Layout,
+    threads: Option<usize>,
 ) -> Server {
     let port = procs::free_port();
     let list = |s: &[String]| {
@@ -139,9 +147,78 @@ pub fn memroute(
         "--config".into(),
         conf.display().to_string(),
     ];
-    if let Some(n) = layout.memroute_threads() {
+    if let Some(n) = threads.or(layout.memroute_threads()) {
         argv.extend(["--threads".into(), n.to_string()]);
     }
+    start(dir, name, &argv, port, layout)
+}
+
+/// Starts memcached's built-in proxy (`exe`: a memcached built with `--enable-proxy`) with
+/// `threads` worker threads, routing every command over `backends` with a ketama ring as
+/// twemproxy and libmemcached lay it out (160 points per server from md5 of `host:port-N`, md5 of
+/// the key): the ring memroute builds with `hash = "md5"`. One connection per backend and worker
+/// thread and a 1 s timeout, like the other proxies here. The config is
+/// /work/shared/peers/memcached-proxy/proxy.lua with the backends written in.
+pub fn mcproxy(
+    exe: &Path,
+    dir: &Path,
+    name: &str,
+    backends: &[String],
+    threads: usize,
+    layout: Layout,
+) -> Server {
+    let port = procs::free_port();
+    let mut list = String::new();
+    for (i, b) in backends.iter().enumerate() {
+        let (host, bport) = b.rsplit_once(':').expect("host:port");
+        list.push_str(&format!(
+            "        mcp.backend({{ label = \"b{}\", host = \"{host}\", port = \"{bport}\", \
+             connecttimeout = 1, readtimeout = 1, connections = 1 }}),\n",
+            i + 1
+        ));
+    }
+    let lua = format!(
+        "-- memroute benchmark: memcached's proxy over the benchmark's backends, ketama ring.\n\
+         function mcp_config_pools()\n\
+         \x20   mcp.backend_connect_timeout(1)\n\
+         \x20   mcp.backend_read_timeout(1)\n\
+         \x20   mcp.backend_retry_waittime(1)\n\
+         \x20   local backends = {{\n{list}    }}\n\
+         \x20   return {{ main = mcp.pool(backends, {{ dist = mcp.dist_ring_hash, \
+         omode = \"twemproxy\", hash = mcp.dist_ring_hash.hash }}) }}\n\
+         end\n\n\
+         function mcp_config_routes(pools)\n\
+         \x20   local fg = mcp.funcgen_new()\n\
+         \x20   local h = fg:new_handle(pools.main)\n\
+         \x20   fg:ready({{ n = \"main\", f = function(rctx)\n\
+         \x20       return function(r) return rctx:enqueue_and_wait(r, h) end\n\
+         \x20   end }})\n\
+         \x20   mcp.attach(mcp.CMD_ANY_STORAGE, fg)\n\
+         end\n"
+    );
+    let conf = write(dir, &format!("{name}.lua"), &lua);
+    let argv: Vec<String> = [
+        &exe.display().to_string(),
+        "-u",
+        "root",
+        "-U",
+        "0",
+        "-l",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-t",
+        &threads.to_string(),
+        "-c",
+        "20000",
+        "-m",
+        "64",
+        "-o",
+        &format!("proxy_config={}", conf.display()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     start(dir, name, &argv, port, layout)
 }
 

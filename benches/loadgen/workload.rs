@@ -1,6 +1,6 @@
 //! What is measured: the keyspace (every key's value is a function of the key, so every reply can
-//! be checked byte for byte), the five workloads of the issue, and the messages exchanged with the
-//! worker process that generates the load.
+//! be checked byte for byte), the workloads, and the messages exchanged with the worker process
+//! that generates the load.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +16,8 @@ pub fn flags(i: u32) -> u32 {
 
 /// The value of key `i`: its number, then letters that depend on it, `size` bytes in all.
 pub fn value(i: u32, size: usize) -> Vec<u8> {
-    let mut v = format!("{i}-").into_bytes();
+    let mut v = Vec::with_capacity(size.max(12));
+    v.extend_from_slice(format!("{i}-").as_bytes());
     let mut j = 0u32;
     while v.len() < size {
         v.push(b'a' + ((i.wrapping_mul(31).wrapping_add(j)) % 26) as u8);
@@ -43,6 +44,13 @@ pub enum Target {
     Memroute,
     /// Another memroute build (`--memroute-b`), for A/B comparisons.
     MemrouteB,
+    /// memcached's built-in proxy (`--mcproxy`, memcached built with `--enable-proxy`), one
+    /// worker thread.
+    McProxy,
+    /// memroute with two worker threads (workload t).
+    Memroute2T,
+    /// memcached's proxy with two worker threads (workload t).
+    McProxy2T,
 }
 
 impl Target {
@@ -53,8 +61,29 @@ impl Target {
             Target::Nutcracker => "nutcracker",
             Target::Memroute => "memroute",
             Target::MemrouteB => "memroute-b",
+            Target::McProxy => "mcproxy",
+            Target::Memroute2T => "memroute-2t",
+            Target::McProxy2T => "mcproxy-2t",
         }
     }
+
+    /// Whether this target is memcached's proxy (only run when `--mcproxy` is given).
+    pub fn is_mcproxy(self) -> bool {
+        matches!(self, Target::McProxy | Target::McProxy2T)
+    }
+}
+
+/// The request protocol of a workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Proto {
+    /// ASCII `get k…` / `set`.
+    #[default]
+    Classic,
+    /// Meta `mg <key> f v` / `ms <key> <size> F<flags>`: one request per command.
+    Meta,
+    /// A batch of `mget` quiet meta gets `mg <key> k f v q`, then `mn`: one request per batch;
+    /// only hits are answered, and `MN` ends the batch.
+    MetaQuiet,
 }
 
 /// One workload of the issue.
@@ -74,13 +103,31 @@ pub struct Workload {
     pub set_percent: u32,
     /// Every `gap`-th key is missing from tier 0 (workload e); 0 = none.
     pub gap: u32,
-    /// The targets it runs against, in the order each round runs them.
+    /// Request protocol.
+    pub proto: Proto,
+    /// Value size in bytes (`None`: `--value-size`).
+    pub value_size: Option<usize>,
+    /// At most this many keys (`--keys` otherwise), so big values fit the servers' memory.
+    pub max_keys: Option<u32>,
+    /// Unpinned: every process may run on every CPU, and proxies also run with two worker
+    /// threads (workload t).
+    pub unpinned: bool,
+    /// The targets it runs against, in the order each round runs them (those of memcached's
+    /// proxy only with `--mcproxy`).
     pub targets: &'static [Target],
 }
 
-const ALL: &[Target] = &[Target::Direct, Target::Nutcracker, Target::Memroute];
+const ALL: &[Target] = &[
+    Target::Direct,
+    Target::Nutcracker,
+    Target::Memroute,
+    Target::McProxy,
+];
 
 /// The workloads, in the order they run.
+///
+/// Slot `k` is kept for the client-side TLS variant of (a): a `tls` flag here, and a TLS
+/// stream where `client::connect` opens the TCP one (`Conn::drive` takes any async stream).
 pub fn workloads() -> Vec<Workload> {
     let plain = |id, title, conns, depth, mget, set_percent| Workload {
         id,
@@ -90,6 +137,10 @@ pub fn workloads() -> Vec<Workload> {
         mget,
         set_percent,
         gap: 0,
+        proto: Proto::Classic,
+        value_size: None,
+        max_keys: None,
+        unpinned: false,
         targets: ALL,
     };
     vec![
@@ -98,15 +149,39 @@ pub fn workloads() -> Vec<Workload> {
         plain('c', "50 conns, 10-key get", 50, 1, 10, 0),
         plain('d', "1000 conns, get:set 9:1", 1000, 1, 1, 10),
         Workload {
-            id: 'e',
-            title: "as (a), tier 0 misses 10%",
-            conns: 50,
-            depth: 1,
-            mget: 1,
-            set_percent: 10,
             gap: 10,
-            // twemproxy has no fallback tiers.
+            // twemproxy and memcached's proxy (as configured) have no fallback tiers.
             targets: &[Target::Direct, Target::Memroute],
+            ..plain('e', "as (a), tier 0 misses 10%", 50, 1, 1, 10)
+        },
+        Workload {
+            proto: Proto::Meta,
+            ..plain('f', "meta mg:ms 9:1, 50 conns", 50, 1, 1, 10)
+        },
+        Workload {
+            proto: Proto::MetaQuiet,
+            ..plain('g', "10 quiet mg + mn, 50 conns", 50, 1, 10, 0)
+        },
+        Workload {
+            value_size: Some(4096),
+            ..plain('h', "as (a), 4 KiB values", 50, 1, 1, 10)
+        },
+        Workload {
+            value_size: Some(100 * 1024),
+            max_keys: Some(1000),
+            ..plain('i', "as (a), 100 KiB, 1000 keys", 50, 1, 1, 10)
+        },
+        Workload {
+            unpinned: true,
+            targets: &[
+                Target::Direct,
+                Target::Nutcracker,
+                Target::Memroute,
+                Target::Memroute2T,
+                Target::McProxy,
+                Target::McProxy2T,
+            ],
+            ..plain('t', "as (a), unpinned, 1|2 threads", 50, 1, 1, 10)
         },
     ]
 }
@@ -150,8 +225,10 @@ pub struct LoadSpec {
     pub conns: usize,
     /// Requests per write.
     pub depth: usize,
-    /// Keys per `get`.
+    /// Keys per `get` (per batch of quiet `mg`s).
     pub mget: usize,
+    /// Request protocol.
+    pub proto: Proto,
     /// Percentage of `set`s.
     pub set_percent: u32,
     /// Keyspace size.
