@@ -33,13 +33,19 @@ pub enum Cmd {
     FlushAll,
     CacheMemlimit,
     Quit,
+    MetaGet,
+    MetaSet,
+    MetaDelete,
+    MetaArith,
+    MetaNoop,
+    MetaDebug,
     /// Unknown or malformed commands.
     Invalid,
 }
 
 impl Cmd {
     /// Every command, in label order.
-    pub const ALL: [Cmd; 21] = [
+    pub const ALL: [Cmd; 27] = [
         Cmd::Get,
         Cmd::Gets,
         Cmd::Gat,
@@ -60,6 +66,12 @@ impl Cmd {
         Cmd::FlushAll,
         Cmd::CacheMemlimit,
         Cmd::Quit,
+        Cmd::MetaGet,
+        Cmd::MetaSet,
+        Cmd::MetaDelete,
+        Cmd::MetaArith,
+        Cmd::MetaNoop,
+        Cmd::MetaDebug,
         Cmd::Invalid,
     ];
 
@@ -86,6 +98,12 @@ impl Cmd {
             Cmd::FlushAll => "flush_all",
             Cmd::CacheMemlimit => "cache_memlimit",
             Cmd::Quit => "quit",
+            Cmd::MetaGet => "mg",
+            Cmd::MetaSet => "ms",
+            Cmd::MetaDelete => "md",
+            Cmd::MetaArith => "ma",
+            Cmd::MetaNoop => "mn",
+            Cmd::MetaDebug => "me",
             Cmd::Invalid => "invalid",
         }
     }

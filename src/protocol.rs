@@ -4,11 +4,13 @@
 //!   checked before waiting for more bytes).
 //! - [`command`]: the keyed operations the proxy forwards ([`command::Op`]) and how they are
 //!   written to a backend.
+//! - [`meta`]: the meta commands (`mg ms md ma mn me`): checks, `q` and base64 keys.
 //! - [`reply`]: memcached's exact reply lines.
 //! - [`backend`]: parses backend answers, keyed by what was asked.
 
 pub mod backend;
 pub mod command;
+pub mod meta;
 pub mod number;
 pub mod reply;
 pub mod request;

@@ -4,17 +4,25 @@
 //! A [`Route`] lists its tiers: tier 0 owns the keys, later tiers are older pools that still hold
 //! warm data. [`forward`] serves single-tier routes (plain routing, the fast path) and
 //! [`tiers`] implements the fallback semantics of DESIGN §4.
+//!
+//! [`dispatch`] is the one door from the session: it picks plain or tiered routing for a
+//! command and returns the reply future with the barrier flag (see the session).
 
 pub mod forward;
 pub mod tiers;
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::Pool;
+use crate::backend::{BackendError, Pool};
 use crate::config::{LowerOnWrite, RouteConfig};
 use crate::metrics::{Metrics, TierMetrics};
+use crate::protocol::backend::Response;
+use crate::protocol::command::{Command, Keyed};
+use crate::protocol::reply::{NO_ROUTE, Reply};
 use tiers::keylock::KeyLocks;
 
 /// One `[[routes]]` entry bound to live pools.
@@ -108,5 +116,74 @@ impl Router {
     /// Every route, longest prefix first.
     pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
+    }
+}
+
+/// A reply still being produced.
+pub type ReplyFuture = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// A reply that is already known.
+pub fn ready(reply: Reply) -> ReplyFuture {
+    Box::pin(std::future::ready(reply))
+}
+
+/// Turns a backend answer into the client's reply.
+pub fn to_reply(answer: Result<Response, BackendError>) -> Reply {
+    match answer {
+        Ok(Response::Line(line)) => Reply::Line(line),
+        Ok(Response::Values(values)) => {
+            Reply::Values(values.into_iter().map(|v| v.block).collect())
+        }
+        Ok(Response::Meta { .. }) => Reply::Static(BackendError::Protocol.reply()),
+        Err(e) => Reply::Static(e.reply()),
+    }
+}
+
+/// Sends a client's command on its way: plain routing for keys on single-tier routes, the
+/// fallback semantics for tiered ones. The flag is true when the request is a barrier in the
+/// client's pipeline (it takes several round trips on a tiered route).
+pub fn dispatch(command: Command, router: &Router, lane: usize) -> (ReplyFuture, bool) {
+    match command {
+        Command::Retrieve {
+            kind,
+            exptime,
+            keys,
+        } => {
+            if router.any_tiered()
+                && keys
+                    .iter()
+                    .any(|k| router.route(k).is_some_and(|r| r.is_tiered()))
+            {
+                return (tiers::retrieve(router, lane, kind, exptime, keys), true);
+            }
+            (forward::multi_get(router, lane, kind, exptime, keys), false)
+        }
+        Command::Keyed(keyed) => {
+            let Some(route) = router.route(keyed.key()) else {
+                return (ready(Reply::Static(NO_ROUTE)), false);
+            };
+            // What `q` hides is dropped here, once, for plain and tiered routes alike.
+            let quiet = match &keyed {
+                Keyed::Meta(m) if m.quiet => Some(m.clone()),
+                _ => None,
+            };
+            let (fut, barrier) = if route.is_tiered() {
+                (tiers::dispatch(route.clone(), lane, keyed), true)
+            } else {
+                (forward::single(route, lane, keyed), false)
+            };
+            match quiet {
+                None => (fut, barrier),
+                Some(m) => {
+                    let fut: ReplyFuture = Box::pin(async move {
+                        match fut.await {
+                            Reply::Line(l) if m.hides(&l) => Reply::None,
+                            reply => reply,
+                        }
+                    });
+                    (fut, barrier)
+                }
+            }
+        }
     }
 }

@@ -309,9 +309,9 @@ mod tests {
         let (a, _) = get(Retrieval::Get, 0, &["k"]);
         let (tx, _rx) = oneshot::channel();
         let delete = Job {
-            op: Op::Delete {
+            op: Op::Keyed(crate::protocol::command::Keyed::Delete {
                 key: Bytes::from_static(b"k"),
-            },
+            }),
             tx,
             deadline: Instant::now(),
         };

@@ -2,6 +2,8 @@
 //! [`ReplyKind`] the oldest outstanding request expects and takes exactly one answer off the
 //! front of the buffer. Values come back as `Bytes` slices of the connection's read buffer.
 
+pub mod meta;
+
 use bytes::{Bytes, BytesMut};
 
 use super::command::ReplyKind;
@@ -25,7 +27,8 @@ pub struct Value {
 /// One complete backend answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    /// A single line including its `\r\n` (`STORED`, `NOT_FOUND`, a number, `SERVER_ERROR …`).
+    /// A single line including its `\r\n` (`STORED`, `NOT_FOUND`, a number, `SERVER_ERROR …`);
+    /// for a client's meta command, its whole answer (a `VA` data block included).
     Line(Bytes),
     /// A retrieval answer: the hits in order; `END` was seen.
     Values(Vec<Value>),
@@ -59,6 +62,7 @@ pub fn parse(kind: ReplyKind, buf: &mut BytesMut) -> Result<Option<Response>, Pr
         ReplyKind::Line => Ok(line_len(buf, 0).map(|n| Response::Line(buf.split_to(n).freeze()))),
         ReplyKind::Values => parse_values(buf),
         ReplyKind::Meta => parse_meta(buf),
+        ReplyKind::MetaAnswer => meta::parse_answer(buf),
     }
 }
 

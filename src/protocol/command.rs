@@ -6,6 +6,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+pub use super::meta::MetaRequest;
+
 /// The four retrieval commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retrieval {
@@ -62,11 +64,14 @@ impl Storage {
     }
 }
 
-/// A keyed operation (or a fan-out one) as sent to a backend.
+/// What a client asks memroute to route: one key, or a retrieval of one or more keys.
+/// [`crate::route::dispatch`] picks plain or tiered routing for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
-    /// A retrieval for one or more keys.
-    Get {
+pub enum Command {
+    /// A command on one key.
+    Keyed(Keyed),
+    /// `get`/`gets`/`gat`/`gats` with one or more keys.
+    Retrieve {
         /// Which retrieval command.
         kind: Retrieval,
         /// For `gat`/`gats` only.
@@ -74,6 +79,11 @@ pub enum Op {
         /// The keys in request order (duplicates kept).
         keys: Vec<Bytes>,
     },
+}
+
+/// A command on exactly one key: it routes by [`Keyed::key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Keyed {
     /// A storage command.
     Store {
         /// Which storage command.
@@ -110,10 +120,44 @@ pub enum Op {
         /// New expiration time.
         exptime: i32,
     },
-    /// `mg <key> v f t`: value, flags and remaining TTL, used to copy an item up a tier.
-    MetaGet {
+    /// A client's meta command (`mg`, `ms`, `md`, `ma`, `me`), forwarded without `q`.
+    Meta(MetaRequest),
+    /// `mg <key> v f t`: value, flags and remaining TTL, sent by the fallback copier (never by a
+    /// client: their `mg` is a [`Keyed::Meta`]).
+    CopyRead {
         /// The key.
         key: Bytes,
+    },
+}
+
+impl Keyed {
+    /// The key the command routes by (for a base64 meta key, the decoded bytes).
+    pub fn key(&self) -> &Bytes {
+        match self {
+            Keyed::Store { key, .. }
+            | Keyed::Delete { key }
+            | Keyed::Arith { key, .. }
+            | Keyed::Touch { key, .. }
+            | Keyed::CopyRead { key } => key,
+            Keyed::Meta(m) => &m.key,
+        }
+    }
+}
+
+/// What goes on a backend connection: a keyed command, a retrieval (which the connection may
+/// merge with its neighbours), or the fan-out `flush_all`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// A command on one key.
+    Keyed(Keyed),
+    /// A retrieval for one or more keys.
+    Get {
+        /// Which retrieval command.
+        kind: Retrieval,
+        /// For `gat`/`gats` only.
+        exptime: i32,
+        /// The keys in request order (duplicates kept).
+        keys: Vec<Bytes>,
     },
     /// `flush_all [delay]`, sent to every server.
     FlushAll {
@@ -127,6 +171,12 @@ pub enum Op {
     },
 }
 
+impl From<Keyed> for Op {
+    fn from(k: Keyed) -> Op {
+        Op::Keyed(k)
+    }
+}
+
 /// What shape of answer a backend sends for an [`Op`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyKind {
@@ -134,34 +184,25 @@ pub enum ReplyKind {
     Values,
     /// One line.
     Line,
-    /// A meta answer: `VA <len> …` plus a data block, or one line (`EN`, `HD`, errors).
+    /// The copier's meta answer: `VA <len> …` plus a data block, or one line (`EN`, errors).
     Meta,
+    /// A client meta command's answer, kept whole: a `VA` line with its data block, or one
+    /// status line (see [`crate::protocol::backend::meta`]).
+    MetaAnswer,
 }
 
 impl Op {
-    /// The key a single-key op routes by (the first key of a get).
-    pub fn key(&self) -> Option<&Bytes> {
-        match self {
-            Op::Get { keys, .. } => keys.first(),
-            Op::Store { key, .. }
-            | Op::Delete { key }
-            | Op::Arith { key, .. }
-            | Op::Touch { key, .. }
-            | Op::MetaGet { key } => Some(key),
-            Op::FlushAll { .. } | Op::CacheMemlimit { .. } => None,
-        }
-    }
-
     /// The answer shape to expect.
     pub fn reply_kind(&self) -> ReplyKind {
         match self {
             Op::Get { .. } => ReplyKind::Values,
-            Op::MetaGet { .. } => ReplyKind::Meta,
+            Op::Keyed(Keyed::CopyRead { .. }) => ReplyKind::Meta,
+            Op::Keyed(Keyed::Meta(_)) => ReplyKind::MetaAnswer,
             _ => ReplyKind::Line,
         }
     }
 
-    /// Appends the wire form (always without `noreply`) to `buf`.
+    /// Appends the wire form (always without `noreply` / `q`) to `buf`.
     pub fn encode(&self, buf: &mut BytesMut) {
         match self {
             Op::Get {
@@ -169,52 +210,7 @@ impl Op {
                 exptime,
                 keys,
             } => put_retrieval(*kind, *exptime, keys, buf),
-            Op::Store {
-                kind,
-                key,
-                flags,
-                exptime,
-                data,
-                cas,
-            } => {
-                buf.reserve(key.len() + data.len() + 64);
-                buf.put_slice(kind.verb().as_bytes());
-                buf.put_u8(b' ');
-                buf.put_slice(key);
-                buf.put_u8(b' ');
-                put_int(buf, i64::from(*flags));
-                buf.put_u8(b' ');
-                put_int(buf, i64::from(*exptime));
-                buf.put_u8(b' ');
-                put_int(buf, data.len() as i64);
-                if *kind == Storage::Cas {
-                    buf.put_u8(b' ');
-                    put_u64(buf, *cas);
-                }
-                buf.put_slice(b"\r\n");
-                buf.put_slice(data);
-            }
-            Op::Delete { key } => {
-                buf.put_slice(b"delete ");
-                buf.put_slice(key);
-            }
-            Op::Arith { incr, key, delta } => {
-                buf.put_slice(if *incr { b"incr " } else { b"decr " });
-                buf.put_slice(key);
-                buf.put_u8(b' ');
-                put_u64(buf, *delta);
-            }
-            Op::Touch { key, exptime } => {
-                buf.put_slice(b"touch ");
-                buf.put_slice(key);
-                buf.put_u8(b' ');
-                put_int(buf, i64::from(*exptime));
-            }
-            Op::MetaGet { key } => {
-                buf.put_slice(b"mg ");
-                buf.put_slice(key);
-                buf.put_slice(b" v f t");
-            }
+            Op::Keyed(keyed) => encode_keyed(keyed, buf),
             Op::FlushAll { delay } => {
                 buf.put_slice(b"flush_all");
                 if let Some(d) = delay {
@@ -228,6 +224,66 @@ impl Op {
             }
         }
         buf.put_slice(b"\r\n");
+    }
+}
+
+/// Appends a keyed command without its final `\r\n`.
+fn encode_keyed(keyed: &Keyed, buf: &mut BytesMut) {
+    match keyed {
+        Keyed::Store {
+            kind,
+            key,
+            flags,
+            exptime,
+            data,
+            cas,
+        } => {
+            buf.reserve(key.len() + data.len() + 64);
+            buf.put_slice(kind.verb().as_bytes());
+            buf.put_u8(b' ');
+            buf.put_slice(key);
+            buf.put_u8(b' ');
+            put_int(buf, i64::from(*flags));
+            buf.put_u8(b' ');
+            put_int(buf, i64::from(*exptime));
+            buf.put_u8(b' ');
+            put_int(buf, data.len() as i64);
+            if *kind == Storage::Cas {
+                buf.put_u8(b' ');
+                put_u64(buf, *cas);
+            }
+            buf.put_slice(b"\r\n");
+            buf.put_slice(data);
+        }
+        Keyed::Delete { key } => {
+            buf.put_slice(b"delete ");
+            buf.put_slice(key);
+        }
+        Keyed::Arith { incr, key, delta } => {
+            buf.put_slice(if *incr { b"incr " } else { b"decr " });
+            buf.put_slice(key);
+            buf.put_u8(b' ');
+            put_u64(buf, *delta);
+        }
+        Keyed::Touch { key, exptime } => {
+            buf.put_slice(b"touch ");
+            buf.put_slice(key);
+            buf.put_u8(b' ');
+            put_int(buf, i64::from(*exptime));
+        }
+        Keyed::Meta(m) => {
+            buf.reserve(m.line.len() + m.data.as_ref().map_or(0, |d| d.len()) + 4);
+            buf.put_slice(&m.line);
+            if let Some(data) = &m.data {
+                buf.put_slice(b"\r\n");
+                buf.put_slice(data);
+            }
+        }
+        Keyed::CopyRead { key } => {
+            buf.put_slice(b"mg ");
+            buf.put_slice(key);
+            buf.put_slice(b" v f t");
+        }
     }
 }
 
@@ -289,25 +345,28 @@ mod tests {
             b"gats -1 k k\r\n"
         );
         assert_eq!(
-            wire(Op::Store {
+            wire(Op::Keyed(Keyed::Store {
                 kind: Storage::Cas,
                 key: k.clone(),
                 flags: 7,
                 exptime: 0,
                 data: Bytes::from_static(b"ab"),
                 cas: 99
-            }),
+            })),
             b"cas k 7 0 2 99\r\nab\r\n"
         );
         assert_eq!(
-            wire(Op::Arith {
+            wire(Op::Keyed(Keyed::Arith {
                 incr: false,
                 key: k.clone(),
                 delta: u64::MAX
-            }),
+            })),
             b"decr k 18446744073709551615\r\n"
         );
-        assert_eq!(wire(Op::MetaGet { key: k }), b"mg k v f t\r\n");
+        assert_eq!(
+            wire(Op::Keyed(Keyed::CopyRead { key: k })),
+            b"mg k v f t\r\n"
+        );
         assert_eq!(wire(Op::FlushAll { delay: None }), b"flush_all\r\n");
         assert_eq!(
             wire(Op::CacheMemlimit { megabytes: 64 }),

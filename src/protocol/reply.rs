@@ -42,6 +42,35 @@ pub const DELETED: &[u8] = b"DELETED\r\n";
 /// `touch` hit.
 pub const TOUCHED: &[u8] = b"TOUCHED\r\n";
 
+/// `mn`.
+pub const META_NOOP: &[u8] = b"MN\r\n";
+/// `mg` with more than 17 flags.
+pub const META_FLAGS_ARE_TOO_LONG: &[u8] = b"CLIENT_ERROR options flags are too long\r\n";
+/// `ms`, `md`, `ma` with more than 17 flags (`ms`: 16).
+pub const META_FLAGS_TOO_LONG: &[u8] = b"CLIENT_ERROR options flags too long\r\n";
+/// A repeated meta flag (or a flag byte above 126).
+pub const META_DUPLICATE_FLAG: &[u8] = b"CLIENT_ERROR duplicate flag\r\n";
+/// An unknown meta flag (`mg`, `ms`).
+pub const META_INVALID_FLAG: &[u8] = b"CLIENT_ERROR invalid flag\r\n";
+/// Any flag error of `md` and `ma`.
+pub const META_BAD_FLAG: &[u8] = b"CLIENT_ERROR invalid or duplicate flag\r\n";
+/// A `b` key that is not base64 (`mg`, `ms`).
+pub const META_BAD_KEY_DECODE: &[u8] = b"CLIENT_ERROR error decoding key\r\n";
+/// A bad number in `N`, `T`, `R`, `C` (`mg`, `ms`).
+pub const META_BAD_TOKEN: &[u8] = b"CLIENT_ERROR bad token in command line format\r\n";
+/// `M` with other than one character.
+pub const META_BAD_M_LENGTH: &[u8] = b"CLIENT_ERROR incorrect length for M token\r\n";
+/// A bad `J` number.
+pub const META_BAD_INITIAL: &[u8] = b"CLIENT_ERROR invalid numeric initial value\r\n";
+/// A bad `D` number.
+pub const META_BAD_DELTA: &[u8] = b"CLIENT_ERROR invalid numeric delta value\r\n";
+/// An `O` token over 32 bytes.
+pub const META_OPAQUE_TOO_LONG: &[u8] = b"CLIENT_ERROR opaque token too long\r\n";
+/// `ms` with an unknown `M` mode.
+pub const META_BAD_MS_MODE: &[u8] = b"CLIENT_ERROR invalid mode for ms M token\r\n";
+/// `ma` with an unknown `M` mode.
+pub const META_BAD_MA_MODE: &[u8] = b"CLIENT_ERROR invalid mode for ma M token\r\n";
+
 /// What the session writes back for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {

@@ -11,7 +11,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::KEY_MAX_LENGTH;
-use super::command::{Op, Retrieval, Storage};
+use super::command::{Command, Keyed, Retrieval, Storage};
 use super::number::{parse_i32, parse_u32, parse_u64};
 use super::reply;
 
@@ -30,10 +30,10 @@ pub struct Limits {
 /// One parsed client request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// A keyed operation to forward.
+    /// A command to route to a backend.
     Op {
-        /// The operation.
-        op: Op,
+        /// The command.
+        op: Command,
         /// Send nothing back to the client.
         noreply: bool,
     },
@@ -65,6 +65,8 @@ pub enum Request {
         /// Send nothing back.
         noreply: bool,
     },
+    /// `mn`: answered `MN` by the proxy, after every earlier reply of the client.
+    MetaNoop,
     /// A request the proxy answers with a fixed reply (e.g. `gat 10` with no key: `END`).
     Fixed(&'static [u8]),
 }
@@ -81,13 +83,14 @@ pub struct Invalid {
     pub swallow: usize,
     /// Close the connection after the reply (cannot resync).
     pub close: bool,
-    /// A key whose stored value must be removed: memcached deletes the old value when a `set`
-    /// is refused as too large, so a client never reads the value it just tried to replace.
-    pub forget: Option<Bytes>,
+    /// A command that removes the stored value: memcached deletes the old value when a `set`
+    /// (or any `ms`) is refused as too large, so a client never reads the value it just tried
+    /// to replace.
+    pub forget: Option<Box<Keyed>>,
 }
 
 impl Invalid {
-    fn reply(reply: &'static [u8]) -> Self {
+    pub(super) fn reply(reply: &'static [u8]) -> Self {
         Invalid {
             reply,
             noreply: false,
@@ -193,6 +196,11 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request>, Inv
         return Err(Invalid::reply(reply::ERROR));
     }
 
+    // Meta commands are every two-byte command starting with `m`, as in memcached.
+    if cmd.len() == 2 && cmd[0] == b'm' {
+        return super::meta::parse(buf, &tokens, line_end, line_len, limits);
+    }
+
     // Storage commands need their data block before anything is consumed.
     let storage = match cmd {
         b"set" => Some(Storage::Set),
@@ -249,7 +257,7 @@ fn parse_line(line: &Bytes, t: &Tokens) -> Result<Option<Request>, Invalid> {
                 return Ok(Some(Request::Fixed(reply::END)));
             }
             Request::Op {
-                op: Op::Get {
+                op: Command::Retrieve {
                     kind,
                     exptime,
                     keys,
@@ -266,11 +274,11 @@ fn parse_line(line: &Bytes, t: &Tokens) -> Result<Option<Request>, Invalid> {
             }
             let delta =
                 parse_u64(tok(2)).ok_or(Invalid::reply(reply::BAD_DELTA).noreply(noreply))?;
-            let op = Op::Arith {
+            let op = Command::Keyed(Keyed::Arith {
                 incr: tok(0) == b"incr",
                 key: t.slice(line, 1),
                 delta,
-            };
+            });
             Request::Op { op, noreply }
         }
         b"delete" => {
@@ -291,9 +299,9 @@ fn parse_line(line: &Bytes, t: &Tokens) -> Result<Option<Request>, Invalid> {
                 return Err(Invalid::reply(reply::BAD_FORMAT).noreply(noreply));
             }
             Request::Op {
-                op: Op::Delete {
+                op: Command::Keyed(Keyed::Delete {
                     key: t.slice(line, 1),
-                },
+                }),
                 noreply,
             }
         }
@@ -307,10 +315,10 @@ fn parse_line(line: &Bytes, t: &Tokens) -> Result<Option<Request>, Invalid> {
             let exptime =
                 parse_i32(tok(2)).ok_or(Invalid::reply(reply::BAD_EXPTIME).noreply(noreply))?;
             Request::Op {
-                op: Op::Touch {
+                op: Command::Keyed(Keyed::Touch {
                     key: t.slice(line, 1),
                     exptime,
-                },
+                }),
                 noreply,
             }
         }
@@ -422,7 +430,11 @@ fn parse_storage(
     if vlen > limits.max_value_size {
         // Refused before the data arrives; the data block is discarded as it comes in.
         let line = buf.split_to(line_len).freeze();
-        let forget = (kind == Storage::Set).then(|| t.slice(&line, 1));
+        let forget = (kind == Storage::Set).then(|| {
+            Box::new(Keyed::Delete {
+                key: t.slice(&line, 1),
+            })
+        });
         return Err(Invalid {
             swallow: vlen + 2,
             forget,
@@ -437,20 +449,20 @@ fn parse_storage(
     if &block[line_len + vlen..] != b"\r\n" {
         return Err(Invalid::reply(reply::BAD_DATA_CHUNK).noreply(noreply));
     }
-    let op = Op::Store {
+    let op = Command::Keyed(Keyed::Store {
         kind,
         key: block.slice(key_range),
         flags,
         exptime,
         data: block.slice(line_len..line_len + vlen),
         cas,
-    };
+    });
     Ok(Some(Request::Op { op, noreply }))
 }
 
 /// Token positions of one line, split on spaces as memcached's `tokenize_command` does: at most
 /// 23 tokens are recorded; `count` keeps counting beyond.
-struct Tokens {
+pub(super) struct Tokens {
     spans: [(u32, u32); MAX_TOKENS - 1],
     /// Number of tokens on the line (may exceed the recorded 23).
     count: usize,
@@ -478,8 +490,13 @@ impl Tokens {
     }
 
     /// memcached's `ntokens`: recorded tokens plus the terminal token.
-    fn ntokens(&self) -> usize {
+    pub(super) fn ntokens(&self) -> usize {
         self.count.min(MAX_TOKENS - 1) + 1
+    }
+
+    /// Number of recorded tokens (at most 23), the terminal one not included.
+    pub(super) fn recorded(&self) -> usize {
+        self.count.min(MAX_TOKENS - 1)
     }
 
     /// Index of the last recorded token (memcached's `ntokens - 2`).
@@ -496,11 +513,11 @@ impl Tokens {
         }
     }
 
-    fn get<'a>(&self, line: &'a [u8], i: usize) -> &'a [u8] {
+    pub(super) fn get<'a>(&self, line: &'a [u8], i: usize) -> &'a [u8] {
         &line[self.range(i)]
     }
 
-    fn slice(&self, line: &Bytes, i: usize) -> Bytes {
+    pub(super) fn slice(&self, line: &Bytes, i: usize) -> Bytes {
         line.slice(self.range(i))
     }
 
@@ -545,4 +562,4 @@ fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

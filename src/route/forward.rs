@@ -3,47 +3,22 @@
 //! dispatch time, so a client's requests reach each server in the order it sent them), then
 //! await the answer.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Route, Router};
+use super::{ReplyFuture, Route, Router, ready, to_reply};
 use crate::backend::{BackendError, Server, server::Pending};
 use crate::protocol::backend::{Response, Value};
-use crate::protocol::command::{Op, Retrieval};
+use crate::protocol::command::{Keyed, Op, Retrieval};
 use crate::protocol::reply::{NO_ROUTE, Reply};
 
-/// A reply still being produced.
-pub type ReplyFuture = Pin<Box<dyn Future<Output = Reply> + Send>>;
-
-/// A reply that is already known.
-pub fn ready(reply: Reply) -> ReplyFuture {
-    Box::pin(std::future::ready(reply))
-}
-
-/// Turns a backend answer into the client's reply.
-pub fn to_reply(answer: Result<Response, BackendError>) -> Reply {
-    match answer {
-        Ok(Response::Line(line)) => Reply::Line(line),
-        Ok(Response::Values(values)) => {
-            Reply::Values(values.into_iter().map(|v| v.block).collect())
-        }
-        Ok(Response::Meta { .. }) => Reply::Static(BackendError::Protocol.reply()),
-        Err(e) => Reply::Static(e.reply()),
-    }
-}
-
-/// Sends a single-key op to tier 0 of `route`.
-pub fn single(route: &Arc<Route>, lane: usize, op: Op) -> ReplyFuture {
-    let Some(key) = op.key() else {
-        return ready(Reply::Static(NO_ROUTE));
-    };
+/// Sends a single-key command to tier 0 of `route`.
+pub fn single(route: &Arc<Route>, lane: usize, keyed: Keyed) -> ReplyFuture {
     let sent = route
         .owner()
-        .locate(key)
-        .and_then(|server| server.send(lane, op));
+        .locate(keyed.key())
+        .and_then(|server| server.send(lane, Op::Keyed(keyed)));
     match sent {
         Ok(pending) => Box::pin(async move { to_reply(pending.wait().await) }),
         Err(e) => ready(Reply::Static(e.reply())),

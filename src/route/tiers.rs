@@ -22,13 +22,12 @@ pub use write::dispatch;
 
 use crate::backend::{BackendError, Pool};
 use crate::protocol::backend::Response;
-use crate::protocol::command::Op;
+use crate::protocol::command::{Keyed, Op};
 
 /// Sends `op` to the server of `pool` that owns its key and waits for the answer.
-pub async fn call(pool: &Pool, lane: usize, op: Op) -> Result<Response, BackendError> {
-    let key = op.key().ok_or(BackendError::Protocol)?;
-    let server = pool.locate(key)?;
-    server.call(lane, op).await
+pub async fn call(pool: &Pool, lane: usize, op: Keyed) -> Result<Response, BackendError> {
+    let server = pool.locate(op.key())?;
+    server.call(lane, Op::Keyed(op)).await
 }
 
 /// True when the answer is exactly `line` (e.g. `STORED\r\n`).

@@ -14,7 +14,7 @@ use crate::backend::Server;
 use crate::metrics::{Cmd, Metrics};
 use crate::protocol::command::Op;
 use crate::protocol::reply::{self, Reply};
-use crate::route::forward::{ReplyFuture, ready, to_reply};
+use crate::route::{ReplyFuture, ready, to_reply};
 use crate::runtime::Snapshot;
 
 pub use stats::stats;

@@ -31,11 +31,11 @@ use super::in_order::InOrder;
 use super::local;
 use super::stream::{ClientRead, ClientStream};
 use crate::metrics::Cmd;
-use crate::protocol::command::{Op, Retrieval, Storage};
+use crate::protocol::command::{Command, Keyed, MetaRequest, Retrieval, Storage};
+use crate::protocol::meta::MetaVerb;
 use crate::protocol::reply::{self, Reply};
 use crate::protocol::request::{Decoder, Invalid, Limits, Request};
-use crate::route::forward::{self, ReplyFuture, ready};
-use crate::route::tiers;
+use crate::route::{self, ReplyFuture, ready};
 use crate::runtime::{Shared, Snapshot};
 
 /// Bookkeeping carried with each outstanding request.
@@ -283,8 +283,9 @@ fn dispatch(
             let line = invalid.reply;
             let fut = match invalid.forget {
                 // A refused `set` removes the old value, as memcached does.
-                Some(key) => {
-                    let (delete, barrier) = route_op(Op::Delete { key }, snapshot, lane);
+                Some(forget) => {
+                    let (delete, barrier) =
+                        route::dispatch(Command::Keyed(*forget), &snapshot.router, lane);
                     m.barrier = barrier;
                     Box::pin(async move {
                         delete.await;
@@ -300,10 +301,10 @@ fn dispatch(
         Request::Op { op, noreply } => {
             let cmd = op_cmd(&op);
             let mut m = meta(cmd, noreply);
-            if let Op::Get { keys, .. } = &op {
+            if let Command::Retrieve { keys, .. } = &op {
                 m.keys = keys.len() as u32;
             }
-            let (fut, barrier) = route_op(op, snapshot, lane);
+            let (fut, barrier) = route::dispatch(op, &snapshot.router, lane);
             m.barrier = barrier;
             (fut, m)
         }
@@ -332,6 +333,10 @@ fn dispatch(
             local::cache_memlimit(snapshot, lane, megabytes),
             meta(Cmd::CacheMemlimit, noreply),
         ),
+        Request::MetaNoop => (
+            ready(Reply::Static(reply::META_NOOP)),
+            meta(Cmd::MetaNoop, false),
+        ),
         Request::Fixed(line) => (ready(Reply::Static(line)), meta(Cmd::Get, false)),
     };
     shared.metrics.cmd(meta.cmd).requests.inc();
@@ -341,53 +346,20 @@ fn dispatch(
     }
 }
 
-/// Routes a keyed op; the flag says whether it is a barrier (tiered route).
-fn route_op(op: Op, snapshot: &Snapshot, lane: usize) -> (ReplyFuture, bool) {
-    let router = &snapshot.router;
-    if let Op::Get {
-        kind,
-        exptime,
-        keys,
-    } = op
-    {
-        if router.any_tiered()
-            && keys
-                .iter()
-                .any(|k| router.route(k).is_some_and(|r| r.is_tiered()))
-        {
-            return (tiers::retrieve(router, lane, kind, exptime, keys), true);
+fn op_cmd(op: &Command) -> Cmd {
+    let keyed = match op {
+        Command::Retrieve { kind, .. } => {
+            return match kind {
+                Retrieval::Get => Cmd::Get,
+                Retrieval::Gets => Cmd::Gets,
+                Retrieval::Gat => Cmd::Gat,
+                Retrieval::Gats => Cmd::Gats,
+            };
         }
-        return (forward::multi_get(router, lane, kind, exptime, keys), false);
-    }
-    let Some(route) = op.key().and_then(|k| router.route(k)) else {
-        return (ready(Reply::Static(reply::NO_ROUTE)), false);
+        Command::Keyed(keyed) => keyed,
     };
-    if route.is_tiered() {
-        (tiers::dispatch(route.clone(), lane, op), true)
-    } else {
-        (forward::single(route, lane, op), false)
-    }
-}
-
-fn op_cmd(op: &Op) -> Cmd {
-    match op {
-        Op::Get {
-            kind: Retrieval::Get,
-            ..
-        } => Cmd::Get,
-        Op::Get {
-            kind: Retrieval::Gets,
-            ..
-        } => Cmd::Gets,
-        Op::Get {
-            kind: Retrieval::Gat,
-            ..
-        } => Cmd::Gat,
-        Op::Get {
-            kind: Retrieval::Gats,
-            ..
-        } => Cmd::Gats,
-        Op::Store { kind, .. } => match kind {
+    match keyed {
+        Keyed::Store { kind, .. } => match kind {
             Storage::Set => Cmd::Set,
             Storage::Add => Cmd::Add,
             Storage::Replace => Cmd::Replace,
@@ -395,12 +367,17 @@ fn op_cmd(op: &Op) -> Cmd {
             Storage::Prepend => Cmd::Prepend,
             Storage::Cas => Cmd::Cas,
         },
-        Op::Delete { .. } => Cmd::Delete,
-        Op::Arith { incr: true, .. } => Cmd::Incr,
-        Op::Arith { incr: false, .. } => Cmd::Decr,
-        Op::Touch { .. } => Cmd::Touch,
-        Op::MetaGet { .. } => Cmd::Get,
-        Op::FlushAll { .. } => Cmd::FlushAll,
-        Op::CacheMemlimit { .. } => Cmd::CacheMemlimit,
+        Keyed::Delete { .. } => Cmd::Delete,
+        Keyed::Arith { incr: true, .. } => Cmd::Incr,
+        Keyed::Arith { incr: false, .. } => Cmd::Decr,
+        Keyed::Touch { .. } => Cmd::Touch,
+        Keyed::Meta(MetaRequest { verb, .. }) => match verb {
+            MetaVerb::Get => Cmd::MetaGet,
+            MetaVerb::Set => Cmd::MetaSet,
+            MetaVerb::Delete => Cmd::MetaDelete,
+            MetaVerb::Arith => Cmd::MetaArith,
+            MetaVerb::Debug => Cmd::MetaDebug,
+        },
+        Keyed::CopyRead { .. } => Cmd::Get,
     }
 }

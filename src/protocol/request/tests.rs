@@ -8,7 +8,7 @@ const LIMITS: Limits = Limits {
 };
 
 /// Feeds `chunks` one after another and collects every outcome, as the session does.
-fn drive(chunks: &[&[u8]]) -> Vec<Result<Request, Invalid>> {
+pub(in crate::protocol) fn drive(chunks: &[&[u8]]) -> Vec<Result<Request, Invalid>> {
     let mut d = Decoder::new(LIMITS);
     let mut out = Vec::new();
     for chunk in chunks {
@@ -39,14 +39,14 @@ fn set_with_data_block() {
     let r = one(b"set k 5 10 3 noreply\r\nabc\r\n").unwrap();
     let Request::Op {
         op:
-            Op::Store {
+            Command::Keyed(Keyed::Store {
                 kind,
                 key,
                 flags,
                 exptime,
                 data,
                 ..
-            },
+            }),
         noreply,
     } = r
     else {
@@ -96,7 +96,7 @@ fn too_large_value_is_swallowed_without_buffering() {
     assert!(matches!(
         v[1],
         Ok(Request::Op {
-            op: Op::Get { .. },
+            op: Command::Retrieve { .. },
             ..
         })
     ));
@@ -122,7 +122,7 @@ fn multiget_beyond_24_tokens_keeps_every_key() {
     let keys: Vec<String> = (0..60).map(|i| format!("key{i}")).collect();
     let line = format!("get  {}\r\n", keys.join("  "));
     let Ok(Request::Op {
-        op: Op::Get { keys: got, .. },
+        op: Command::Retrieve { keys: got, .. },
         ..
     }) = one(line.as_bytes())
     else {
@@ -226,7 +226,7 @@ fn a_nul_byte_ends_the_line_as_in_memcached() {
     assert_eq!(v[0].as_ref().unwrap_err().reply, reply::ERROR);
     assert_eq!(v[1].as_ref().unwrap_err().reply, reply::ERROR);
     let Ok(Request::Op {
-        op: Op::Get { keys, .. },
+        op: Command::Retrieve { keys, .. },
         ..
     }) = &v[2]
     else {
@@ -239,8 +239,10 @@ fn a_nul_byte_ends_the_line_as_in_memcached() {
 fn too_large_set_names_the_key_to_forget() {
     let v = drive(&[b"set k 0 0 2000\r\n"]);
     assert_eq!(
-        v[0].as_ref().unwrap_err().forget.as_deref(),
-        Some(&b"k"[..])
+        v[0].as_ref().unwrap_err().forget,
+        Some(Box::new(Keyed::Delete {
+            key: Bytes::from_static(b"k")
+        }))
     );
     let v = drive(&[b"append k 0 0 2000\r\n"]);
     assert_eq!(v[0].as_ref().unwrap_err().forget, None);

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::call;
 use crate::protocol::backend::Response;
-use crate::protocol::command::{Op, Retrieval, Storage};
+use crate::protocol::command::{Keyed, Op, Retrieval, Storage};
 use crate::protocol::reply;
 use crate::route::Route;
 use crate::runtime::unix_now;
@@ -48,7 +48,8 @@ pub async fn copy_up(route: &Route, lane: usize, key: &Bytes, from: usize) -> Co
     // From the read below to the `add`: a delete of this key must not run in between.
     let _held = route.key_locks.shared(key).await;
     let lower = &route.tiers[from];
-    let (flags, exptime, data) = match call(lower, lane, Op::MetaGet { key: key.clone() }).await {
+    let (flags, exptime, data) = match call(lower, lane, Keyed::CopyRead { key: key.clone() }).await
+    {
         Ok(Response::Meta { flags, ttl, data }) => match exptime_for(ttl, unix_now()) {
             Some(exptime) => (flags, exptime, data),
             None => return Copy::Missing,
@@ -63,7 +64,7 @@ pub async fn copy_up(route: &Route, lane: usize, key: &Bytes, from: usize) -> Co
         }
         _ => return Copy::LowerError,
     };
-    let add = Op::Store {
+    let add = Keyed::Store {
         kind: Storage::Add,
         key: key.clone(),
         flags,
@@ -99,7 +100,11 @@ async fn get_with_warm_ttl(
         exptime: 0,
         keys: vec![key.clone()],
     };
-    let Ok(Response::Values(mut values)) = call(&route.tiers[from], lane, get).await else {
+    let answer = match route.tiers[from].locate(key) {
+        Ok(server) => server.call(lane, get).await,
+        Err(e) => Err(e),
+    };
+    let Ok(Response::Values(mut values)) = answer else {
         return None;
     };
     let value = values.pop()?;

@@ -17,7 +17,7 @@ use crate::backend::{BackendError, Pool, Server};
 use crate::protocol::backend::{Response, Value};
 use crate::protocol::command::{Op, Retrieval};
 use crate::protocol::reply::{NO_ROUTE, Reply};
-use crate::route::forward::{ReplyFuture, ready};
+use crate::route::{ReplyFuture, ready};
 use crate::route::{Route, Router};
 
 /// What one tier said about one key.

@@ -21,23 +21,21 @@ use super::{call, is_line};
 use crate::backend::BackendError;
 use crate::config::LowerOnWrite;
 use crate::protocol::backend::Response;
-use crate::protocol::command::{Op, Storage};
+use crate::protocol::command::{Keyed, Storage};
 use crate::protocol::reply::{self, Reply};
 use crate::route::Route;
-use crate::route::forward::{ReplyFuture, to_reply};
+use crate::route::{ReplyFuture, to_reply};
 
 use super::copy::exptime_for;
 use crate::runtime::unix_now;
 
 /// A single-key op on a tiered route.
-pub fn dispatch(route: Arc<Route>, lane: usize, op: Op) -> ReplyFuture {
+pub fn dispatch(route: Arc<Route>, lane: usize, op: Keyed) -> ReplyFuture {
     Box::pin(async move {
-        let Some(key) = op.key().cloned() else {
-            return Reply::Static(reply::NO_ROUTE);
-        };
+        let key = op.key().clone();
         match op {
-            Op::Delete { .. } => delete_everywhere(&route, lane, key).await,
-            Op::Store {
+            Keyed::Delete { .. } => delete_everywhere(&route, lane, key).await,
+            Keyed::Store {
                 kind: Storage::Set | Storage::Cas,
                 ..
             } => {
@@ -47,7 +45,7 @@ pub fn dispatch(route: Arc<Route>, lane: usize, op: Op) -> ReplyFuture {
                 }
                 to_reply(answer)
             }
-            Op::Store {
+            Keyed::Store {
                 kind: Storage::Add, ..
             } => {
                 // A key that only a lower tier holds exists for the client: copy it up so tier 0
@@ -59,7 +57,7 @@ pub fn dispatch(route: Arc<Route>, lane: usize, op: Op) -> ReplyFuture {
                 }
                 to_reply(answer)
             }
-            Op::Store { .. } | Op::Arith { .. } | Op::Touch { .. } => {
+            Keyed::Store { .. } | Keyed::Arith { .. } | Keyed::Touch { .. } => {
                 let mut answer = call(route.owner(), lane, op.clone()).await;
                 let absent =
                     is_line(&answer, reply::NOT_STORED) || is_line(&answer, reply::NOT_FOUND);
@@ -76,19 +74,18 @@ pub fn dispatch(route: Arc<Route>, lane: usize, op: Op) -> ReplyFuture {
                 }
                 to_reply(answer)
             }
-            Op::Get { .. }
-            | Op::MetaGet { .. }
-            | Op::FlushAll { .. }
-            | Op::CacheMemlimit { .. } => Reply::Static(BackendError::Protocol.reply()),
+            Keyed::Meta(_) | Keyed::CopyRead { .. } => {
+                to_reply(call(route.owner(), lane, op).await)
+            }
         }
     })
 }
 
 /// True when `answer` says tier 0's value changed (touch changes only the TTL).
-fn changed_value(op: &Op, answer: &Result<Response, BackendError>) -> bool {
+fn changed_value(op: &Keyed, answer: &Result<Response, BackendError>) -> bool {
     match (op, answer) {
-        (Op::Touch { .. }, _) => false,
-        (Op::Arith { .. }, Ok(Response::Line(l))) => l.first().is_some_and(u8::is_ascii_digit),
+        (Keyed::Touch { .. }, _) => false,
+        (Keyed::Arith { .. }, Ok(Response::Line(l))) => l.first().is_some_and(u8::is_ascii_digit),
         (_, answer) => is_line(answer, reply::STORED),
     }
 }
@@ -103,7 +100,7 @@ async fn delete_everywhere(route: &Arc<Route>, lane: usize, key: Bytes) -> Reply
         route
             .tiers
             .iter()
-            .map(|pool| call(pool, lane, Op::Delete { key: key.clone() })),
+            .map(|pool| call(pool, lane, Keyed::Delete { key: key.clone() })),
     )
     .await;
     drop(held);
@@ -112,7 +109,7 @@ async fn delete_everywhere(route: &Arc<Route>, lane: usize, key: Bytes) -> Reply
     let double = key.clone();
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
-        let answer = call(delayed.owner(), lane, Op::Delete { key: double }).await;
+        let answer = call(delayed.owner(), lane, Keyed::Delete { key: double }).await;
         count_lower(&delayed, "double_delete", answer.is_ok());
     });
     for (tier, answer) in answers.iter().enumerate().skip(1) {
@@ -131,7 +128,7 @@ async fn delete_everywhere(route: &Arc<Route>, lane: usize, key: Bytes) -> Reply
 
 /// The `lower_on_write` step after tier 0 changed. `op` is the client's storage op when it
 /// carries the whole new value (`set`, `cas`, `add`); otherwise `set` mode reads tier 0.
-async fn lower_on_write(route: &Route, lane: usize, key: &Bytes, op: Option<&Op>) {
+async fn lower_on_write(route: &Route, lane: usize, key: &Bytes, op: Option<&Keyed>) {
     let lower = &route.tiers[1..];
     match route.lower_on_write {
         LowerOnWrite::Ignore => {}
@@ -139,7 +136,7 @@ async fn lower_on_write(route: &Route, lane: usize, key: &Bytes, op: Option<&Op>
             let answers = join_all(
                 lower
                     .iter()
-                    .map(|pool| call(pool, lane, Op::Delete { key: key.clone() })),
+                    .map(|pool| call(pool, lane, Keyed::Delete { key: key.clone() })),
             )
             .await;
             for answer in answers {
@@ -148,13 +145,13 @@ async fn lower_on_write(route: &Route, lane: usize, key: &Bytes, op: Option<&Op>
         }
         LowerOnWrite::Set => {
             let value = match op {
-                Some(Op::Store {
+                Some(Keyed::Store {
                     flags,
                     exptime,
                     data,
                     ..
                 }) => Some((*flags, *exptime, data.clone())),
-                _ => match call(route.owner(), lane, Op::MetaGet { key: key.clone() }).await {
+                _ => match call(route.owner(), lane, Keyed::CopyRead { key: key.clone() }).await {
                     Ok(Response::Meta { flags, ttl, data }) => {
                         exptime_for(ttl, unix_now()).map(|exptime| (flags, exptime, data))
                     }
@@ -165,7 +162,7 @@ async fn lower_on_write(route: &Route, lane: usize, key: &Bytes, op: Option<&Op>
                 count_lower(route, "set", false);
                 return;
             };
-            let set = Op::Store {
+            let set = Keyed::Store {
                 kind: Storage::Set,
                 key: key.clone(),
                 flags,

@@ -117,6 +117,12 @@ fn counters(m: &Metrics) -> HashMap<&'static str, u64> {
         ("cmd_delete", count(&[Cmd::Delete])),
         ("cmd_incr", count(&[Cmd::Incr])),
         ("cmd_decr", count(&[Cmd::Decr])),
+        ("cmd_mg", count(&[Cmd::MetaGet])),
+        ("cmd_ms", count(&[Cmd::MetaSet])),
+        ("cmd_md", count(&[Cmd::MetaDelete])),
+        ("cmd_ma", count(&[Cmd::MetaArith])),
+        ("cmd_mn", count(&[Cmd::MetaNoop])),
+        ("cmd_me", count(&[Cmd::MetaDebug])),
         ("fallback_copies", m.copies_ok.get()),
     ])
 }
@@ -176,7 +182,19 @@ fn general(shared: &Shared) -> Reply {
     rows.push(("accepting_conns", u8::from(shared.is_serving()).to_string()));
     rows.push(("threads", threads().to_string()));
     // memroute's own, after memcached's.
-    for name in ["cmd_delete", "cmd_incr", "cmd_decr", "fallback_copies"] {
+    // Meta commands by command: memcached folds them into its classic counters.
+    for name in [
+        "cmd_delete",
+        "cmd_incr",
+        "cmd_decr",
+        "cmd_mg",
+        "cmd_ms",
+        "cmd_md",
+        "cmd_ma",
+        "cmd_mn",
+        "cmd_me",
+        "fallback_copies",
+    ] {
         rows.push((name, counter(name)));
     }
     rows.push(("pools", snapshot.pools.len().to_string()));
