@@ -8,6 +8,7 @@
 #   pymemcache   a real Python TLS client for tests/tls.rs (pip, else python3-pymemcache)
 #   pytest + pymemcache's own integration tests (its sdist from PyPI, tests included), run
 #                through memroute by tests/pymemcache_integration.rs
+#   meta-memcache  a meta-protocol client (PyPI) for tests/meta_client.rs
 set -euo pipefail
 
 declare -A package_of=(
@@ -18,6 +19,13 @@ declare -A package_of=(
   [nc]=netcat-openbsd
   [curl]=curl
 )
+
+# tests/meta_client.rs drives memroute with RevenueCat's meta-protocol client from PyPI.
+if ! python3 -c 'import meta_memcache' >/dev/null 2>&1; then
+  echo "deps.sh: installing meta-memcache" >&2
+  python3 -m pip install -q 'meta-memcache==4.3.0' 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages 'meta-memcache==4.3.0'
+fi
 
 # nutcracker lives in /usr/sbin, which is not on every user's PATH.
 export PATH="$PATH:/usr/sbin:/sbin"
