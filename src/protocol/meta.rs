@@ -9,6 +9,9 @@
 //! would have hidden ([`MetaRequest::hides`]). Errors memcached finds only after it touched the
 //! item (an `O` token over 32 bytes in `mg`/`ma`) come from the backend the same way.
 //!
+//! On tiered routes the same request goes to tier 0 and [`crate::route::tiers::meta`] adds the
+//! fallback rules of DESIGN §4.
+//!
 //! A `b` key is decoded (memcached's own lenient decoder, [`base64_decode`]) before routing, so
 //! the plain and the base64 form of a key land on the same server. The line sent upstream keeps
 //! the base64 form and the `b`, so the backend stores the key as binary and echoes it as memcached
@@ -60,6 +63,8 @@ pub struct MetaRequest {
     pub quiet: bool,
     /// The flag letters of the request (bit `c - b'A'` for each letter `c` in `A..=z`).
     pub flags: u64,
+    /// The `M` mode character (`ms`, `ma`), if given.
+    pub mode: Option<u8>,
 }
 
 impl MetaRequest {
@@ -160,6 +165,7 @@ pub(super) fn parse(
             data: None,
             quiet: flags.quiet,
             flags: flags.letters,
+            mode: flags.mode,
         })),
         noreply: false,
     }))
@@ -187,6 +193,7 @@ fn parse_debug(line: &Bytes, t: &Tokens) -> Result<Request, Invalid> {
             data: None,
             quiet: false,
             flags: 0,
+            mode: None,
         })),
         noreply: false,
     })
@@ -267,6 +274,7 @@ fn parse_set(
             data: Some(block.slice(line_len..line_len + vlen)),
             quiet: flags.quiet,
             flags: flags.letters,
+            mode: flags.mode,
         })),
         noreply: false,
     }))
@@ -288,6 +296,7 @@ fn forget_request(line: &Bytes, t: &Tokens, key: Bytes, letters: u64) -> MetaReq
         data: None,
         quiet: false,
         flags: 0,
+        mode: None,
     }
 }
 

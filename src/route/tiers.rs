@@ -7,6 +7,7 @@
 //! - [`write`]: storage, counters, touch and delete, with copy-up-and-retry and the
 //!   `lower_on_write` step that keeps old values from coming back.
 //! - [`copy`]: copying one item up with its remaining TTL (`mg <key> v f t`).
+//! - [`meta`]: the meta commands (`mg ms md ma`) under the same rules.
 //! - [`keylock`]: keeps a copy-up and a delete of the same key from interleaving.
 //!
 //! A request on a tiered route is a barrier in its client's pipeline (see the session), so the
@@ -14,6 +15,7 @@
 
 pub mod copy;
 pub mod keylock;
+pub mod meta;
 pub mod read;
 pub mod write;
 

@@ -74,9 +74,8 @@ pub fn dispatch(route: Arc<Route>, lane: usize, op: Keyed) -> ReplyFuture {
                 }
                 to_reply(answer)
             }
-            Keyed::Meta(_) | Keyed::CopyRead { .. } => {
-                to_reply(call(route.owner(), lane, op).await)
-            }
+            Keyed::Meta(m) => super::meta::dispatch(&route, lane, m).await,
+            Keyed::CopyRead { .. } => to_reply(call(route.owner(), lane, op).await),
         }
     })
 }
@@ -128,7 +127,7 @@ async fn delete_everywhere(route: &Arc<Route>, lane: usize, key: Bytes) -> Reply
 
 /// The `lower_on_write` step after tier 0 changed. `op` is the client's storage op when it
 /// carries the whole new value (`set`, `cas`, `add`); otherwise `set` mode reads tier 0.
-async fn lower_on_write(route: &Route, lane: usize, key: &Bytes, op: Option<&Keyed>) {
+pub(super) async fn lower_on_write(route: &Route, lane: usize, key: &Bytes, op: Option<&Keyed>) {
     let lower = &route.tiers[1..];
     match route.lower_on_write {
         LowerOnWrite::Ignore => {}
@@ -178,7 +177,7 @@ async fn lower_on_write(route: &Route, lane: usize, key: &Bytes, op: Option<&Key
     }
 }
 
-fn count_lower(route: &Route, action: &str, ok: bool) {
+pub(super) fn count_lower(route: &Route, action: &str, ok: bool) {
     let result = if ok { "ok" } else { "failed" };
     route
         .metrics
