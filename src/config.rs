@@ -39,11 +39,17 @@ pub const DEFAULT_FAILURE_LIMIT: u32 = 3;
 /// Default time a server stays down before it is probed again.
 pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default permissions of a Unix socket listener: owner only, as memcached's `-a 0700`.
+pub const DEFAULT_UNIX_MODE: u32 = 0o700;
+
 /// The whole validated configuration. Immutable: a reload builds a new one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// The client-facing listener.
+    /// Settings of every client connection, and the first listener's address.
     pub listen: ListenConfig,
+    /// Every client listener: `[listen] address` (or the default address when there is no
+    /// `[[listeners]]`) first, then each `[[listeners]]` entry. Never empty.
+    pub listeners: Vec<ListenerConfig>,
     /// The admin HTTP server; `None` when the `[admin]` table is absent.
     pub admin: Option<AdminConfig>,
     /// Pools by name.
@@ -69,6 +75,37 @@ pub struct ListenConfig {
     pub max_inflight: usize,
     /// `tls = { ... }`: clients must speak TLS (see [`crate::tls`]).
     pub tls: Option<crate::tls::ListenTls>,
+}
+
+/// Where a listener accepts clients.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ListenAddress {
+    /// `host:port`.
+    Tcp(String),
+    /// `unix:/path`.
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddress::Tcp(a) => f.write_str(a),
+            ListenAddress::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// One client listener (`[listen]` or a `[[listeners]]` entry).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    /// Where it accepts.
+    pub address: ListenAddress,
+    /// Permissions of a Unix socket (ignored for TCP).
+    pub mode: u32,
+    /// Connections of this listener beyond this are refused.
+    pub max_connections: usize,
+    /// Every key received here goes to this pool; `None`: the `[[routes]]` decide.
+    pub pool: Option<String>,
 }
 
 /// `[admin]`.

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use memroute::config::{Config, reload};
@@ -155,18 +154,23 @@ async fn run(path: PathBuf, drain_timeout: std::time::Duration) -> ExitCode {
     };
     let source_hash = reloader.digest().to_string();
     let metrics = Arc::new(Metrics::new());
-    let address = config.listen.address.clone();
+    let listeners = config.listeners.clone();
     let shared = Shared::new(config, source_hash, metrics);
-    let listener = match TcpListener::bind(&address).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(address = %address, error = %e, "cannot bind the client listener");
+    let bound = match memroute::server::listener::bind_all(&listeners).await {
+        Ok(b) => b,
+        Err((address, e)) => {
+            tracing::error!(address = %address, error = %e, "cannot bind a client listener");
             return ExitCode::FAILURE;
         }
     };
     shared
         .listening
         .store(true, std::sync::atomic::Ordering::Release);
+    let address = listeners
+        .iter()
+        .map(|l| l.address.to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
     tracing::info!(address = %address, version = env!("CARGO_PKG_VERSION"), "memroute listening");
     // Bound once: a reload that changes `[admin] address` needs a restart.
     if let Some(admin) = shared.snapshot().config.admin.clone() {
@@ -203,7 +207,7 @@ async fn run(path: PathBuf, drain_timeout: std::time::Duration) -> ExitCode {
     }
     tokio::spawn(release_freed_memory());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(memroute::server::serve(listener, shared.clone(), stop_rx));
+    let server = tokio::spawn(memroute::server::supervise(bound, shared.clone(), stop_rx));
     signals.first().await;
     tracing::info!("shutting down: draining client connections");
     shared

@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 
 use crate::backend::server::ServerKey;
 use crate::backend::{Pool, Server};
-use crate::config::Config;
+use crate::config::{Config, ListenAddress, LowerOnWrite, RouteConfig};
 use crate::metrics::Metrics;
 use crate::route::{Route, Router};
 use crate::server::connections::Connections;
@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub pools: BTreeMap<String, Arc<Pool>>,
     /// Routes by prefix.
     pub router: Router,
+    /// Listeners with their own `pool`: a router with one default route to it.
+    pub listener_routers: HashMap<ListenAddress, Router>,
     /// When this snapshot was loaded.
     pub loaded_at: SystemTime,
     /// A hash of the config text it came from (hex), shown by `/config`.
@@ -58,6 +60,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Listening sockets and client connections, for `stats conns`.
     pub connections: Connections,
+    /// The generation of the last applied reload, for the listeners to follow.
+    reloaded: tokio::sync::watch::Sender<u64>,
     /// The counters at the last `stats reset`.
     pub stats_baseline: Baseline,
 }
@@ -82,6 +86,7 @@ impl Shared {
             listening: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             connections: Connections::default(),
+            reloaded: tokio::sync::watch::Sender::new(0),
             stats_baseline: Baseline::default(),
         })
     }
@@ -115,14 +120,8 @@ impl Shared {
             .collect();
         let old = self.current.swap(Arc::new(snapshot));
         let new = self.current.load();
-        if old.config.listen.address != new.config.listen.address {
-            // The listener is bound once; moving it would drop every client connection.
-            tracing::warn!(
-                running = %old.config.listen.address,
-                requested = %new.config.listen.address,
-                "listen address change needs a restart; still listening on the old address"
-            );
-        }
+        // Listeners follow: added ones are bound, removed ones stop and drain.
+        self.reloaded.send_replace(generation);
         if old.config.admin != new.config.admin {
             tracing::warn!(
                 "admin address change needs a restart; the admin server keeps its address"
@@ -149,6 +148,11 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|key, w| w.strong_count() > 0 && in_use.contains(&key.address));
+    }
+
+    /// Changes after every applied reload ([`crate::server::listener::supervise`] follows it).
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloaded.subscribe()
     }
 
     /// Whether the listener is bound and not draining.
@@ -202,14 +206,39 @@ fn build(
         .iter()
         .filter_map(|rc| Route::new(rc, &pools, metrics).map(Arc::new))
         .collect();
+    let listener_routers = config
+        .listeners
+        .iter()
+        .filter_map(|l| {
+            let pool = l.pool.as_ref()?;
+            // Plain routing to one pool: one tier, so none of the tier machinery runs.
+            let rc = RouteConfig {
+                prefix: String::new(),
+                tiers: vec![pool.clone()],
+                warm: false,
+                warm_ttl: None,
+                lower_on_write: LowerOnWrite::Ignore,
+            };
+            let route = Route::new(&rc, &pools, metrics)?;
+            Some((l.address.clone(), Router::new(vec![Arc::new(route)])))
+        })
+        .collect();
     Snapshot {
         config: Arc::new(config),
         pools,
         router: Router::new(routes),
+        listener_routers,
         loaded_at: SystemTime::now(),
         source_hash,
         generation,
         listen_tls,
+    }
+}
+
+impl Snapshot {
+    /// The routes of a listener: its own pool's, or the `[[routes]]`.
+    pub fn router_for(&self, listener: &ListenAddress) -> &Router {
+        self.listener_routers.get(listener).unwrap_or(&self.router)
     }
 }
 

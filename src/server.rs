@@ -15,4 +15,4 @@ pub mod session;
 pub mod shutdown;
 pub mod stream;
 
-pub use listener::serve;
+pub use listener::supervise;

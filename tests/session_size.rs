@@ -16,7 +16,10 @@ async fn idle_session_state_stays_small() {
         .await
         .unwrap();
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    let session = memroute::server::session::run(stream, shared, 0, shutdown);
+    let listener_address = std::sync::Arc::new(memroute::config::ListenAddress::Tcp(
+        "127.0.0.1:0".to_string(),
+    ));
+    let session = memroute::server::session::run(stream, shared, 0, shutdown, listener_address);
     let size = std::mem::size_of_val(&session);
     assert!(size <= 1024, "a session future is {size} bytes");
 }

@@ -6,6 +6,7 @@
 //! servers are in [`pools`], routes in [`routes`].
 
 mod fields;
+mod listeners;
 mod pools;
 mod routes;
 mod tls;
@@ -15,10 +16,12 @@ use std::fmt;
 use super::raw::{self, Span, Table};
 use super::{
     AdminConfig, Config, DEFAULT_ADMIN, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_LINE_SIZE, DEFAULT_MAX_VALUE_SIZE, ListenConfig,
+    DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_LINE_SIZE, DEFAULT_MAX_VALUE_SIZE, DEFAULT_UNIX_MODE,
+    ListenAddress, ListenConfig, ListenerConfig,
 };
 use fields::Fields;
 
+pub use listeners::parse_listen_address;
 pub use pools::{parse_address, parse_server_entry};
 
 /// One configuration problem, located in the file.
@@ -149,7 +152,7 @@ impl Ctx<'_> {
     }
 }
 
-const TOP_KEYS: &[&str] = &["listen", "admin", "pools", "routes"];
+const TOP_KEYS: &[&str] = &["listen", "listeners", "admin", "pools", "routes"];
 const LISTEN_KEYS: &[&str] = &[
     "address",
     "max_connections",
@@ -186,8 +189,52 @@ fn config(ctx: &mut Ctx<'_>, root: &Table) -> Config {
     }
     let pools = pools::pools(ctx, top.entry("pools"));
     let routes = routes::routes(ctx, top.entry("routes"), &pools);
+    // `[listen] address` is the first listener; without it and with `[[listeners]]`, only
+    // those listen (the default address is not bound behind the operator's back).
+    let listen_address = root
+        .get("listen")
+        .and_then(|e| match &e.node.value {
+            raw::Value::Table(t) => t.get("address"),
+            _ => None,
+        })
+        .map(|e| e.node.span.clone());
+    let extra = top.entry("listeners");
+    let first = ListenerConfig {
+        address: ListenAddress::Tcp(listen.address.clone()),
+        mode: DEFAULT_UNIX_MODE,
+        max_connections: listen.max_connections,
+        pool: None,
+    };
+    let first_span = listen_address.clone().unwrap_or(0..0);
+    let mut all = Vec::new();
+    if listen_address.is_some() || extra.is_none() {
+        all.push(first.clone());
+    }
+    let first_ref =
+        (listen_address.is_some() || extra.is_none()).then_some((&first.address, &first_span));
+    all.extend(listeners::listeners(
+        ctx,
+        extra,
+        first_ref,
+        listen.max_connections,
+        &pools,
+    ));
+    if all.is_empty() {
+        if let Some(e) = extra {
+            ctx.error(&e.node.span, "[[listeners]] has no valid listener");
+        }
+        all.push(first);
+    }
+    let mut listen = listen;
+    // Code that wants one address (stats settings, logs) sees the first listener's.
+    if let ListenAddress::Tcp(a) = &all[0].address {
+        listen.address = a.clone();
+    } else {
+        listen.address = all[0].address.to_string();
+    }
     Config {
         listen,
+        listeners: all,
         admin,
         pools,
         routes,

@@ -30,12 +30,13 @@ use tokio::sync::watch;
 use super::in_order::InOrder;
 use super::local;
 use super::stream::{ClientRead, ClientStream};
+use crate::config::ListenAddress;
 use crate::metrics::Cmd;
 use crate::protocol::command::{Command, Keyed, MetaRequest, Retrieval, Storage};
 use crate::protocol::meta::MetaVerb;
 use crate::protocol::reply::{self, Reply};
 use crate::protocol::request::{Decoder, Invalid, Limits, Request};
-use crate::route::{self, ReplyFuture, ready};
+use crate::route::{self, ReplyFuture, Router, ready};
 use crate::runtime::{Shared, Snapshot};
 
 /// Bookkeeping carried with each outstanding request.
@@ -73,6 +74,7 @@ pub async fn run<S: ClientStream>(
     shared: Arc<Shared>,
     lane: usize,
     mut shutdown: watch::Receiver<bool>,
+    listener: Arc<ListenAddress>,
 ) {
     let listen = shared.snapshot().config.listen.clone();
     let limits = Limits {
@@ -114,7 +116,8 @@ pub async fn run<S: ClientStream>(
                 break;
             };
             generation = snapshot.generation;
-            let tagged = dispatch(parsed, &snapshot, &shared, lane);
+            let router = snapshot.router_for(&listener);
+            let tagged = dispatch(parsed, &snapshot, router, &shared, lane);
             let meta = tagged.meta.as_ref().expect("fresh");
             closing |= meta.close;
             barrier |= meta.barrier;
@@ -262,6 +265,7 @@ fn finish(shared: &Shared, out: &mut BytesMut, reply: Reply, meta: Meta) {
 fn dispatch(
     parsed: Result<Request, Invalid>,
     snapshot: &Snapshot,
+    router: &Router,
     shared: &Arc<Shared>,
     lane: usize,
 ) -> Tagged {
@@ -285,7 +289,7 @@ fn dispatch(
                 // A refused `set` removes the old value, as memcached does.
                 Some(forget) => {
                     let (delete, barrier) =
-                        route::dispatch(Command::Keyed(*forget), &snapshot.router, lane);
+                        route::dispatch(Command::Keyed(*forget), router, lane);
                     m.barrier = barrier;
                     Box::pin(async move {
                         delete.await;
@@ -304,7 +308,7 @@ fn dispatch(
             if let Command::Retrieve { keys, .. } = &op {
                 m.keys = keys.len() as u32;
             }
-            let (fut, barrier) = route::dispatch(op, &snapshot.router, lane);
+            let (fut, barrier) = route::dispatch(op, router, lane);
             m.barrier = barrier;
             (fut, m)
         }

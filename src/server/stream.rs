@@ -1,4 +1,5 @@
-//! What a client session runs on: a plain TCP connection or a TLS one, split in two halves.
+//! What a client session runs on: a plain TCP connection, a TLS one, or a Unix socket, split
+//! in two halves.
 //!
 //! The session needs three things of its read half beyond `AsyncRead`: to wait until a read
 //! would not wait, without reading (an idle client then holds no read buffer), and, at shutdown,
@@ -60,22 +61,49 @@ impl ClientRead for OwnedReadHalf {
             return false;
         };
         // The duplicate shares the open file description, so it is non-blocking too.
-        let mut socket = std::net::TcpStream::from(fd);
-        let mut chunk = [0u8; 16 * 1024];
-        let mut total = 0;
-        while total < limit {
-            match socket.read(&mut chunk) {
-                Ok(0) => return true,
-                Ok(n) => {
-                    buf.extend_from_slice(&chunk[..n]);
-                    total += n;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        false
+        read_fd(std::net::TcpStream::from(fd), buf, limit)
     }
+}
+
+impl ClientStream for tokio::net::UnixStream {
+    type Read = tokio::net::unix::OwnedReadHalf;
+    type Write = tokio::net::unix::OwnedWriteHalf;
+    fn into_split(self) -> (Self::Read, Self::Write) {
+        tokio::net::UnixStream::into_split(self)
+    }
+}
+
+impl ClientRead for tokio::net::unix::OwnedReadHalf {
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send + '_ {
+        tokio::net::unix::OwnedReadHalf::readable(self)
+    }
+
+    /// As for TCP: a non-blocking `read(2)` on a duplicate of the descriptor.
+    fn read_arrived(&mut self, buf: &mut BytesMut, limit: usize) -> bool {
+        let Ok(fd) = self.as_ref().as_fd().try_clone_to_owned() else {
+            return false;
+        };
+        read_fd(std::os::unix::net::UnixStream::from(fd), buf, limit)
+    }
+}
+
+/// Reads a non-blocking socket until it would block, ends, or `limit` bytes came; true at
+/// the end of the input.
+fn read_fd(mut socket: impl Read, buf: &mut BytesMut, limit: usize) -> bool {
+    let mut chunk = [0u8; 16 * 1024];
+    let mut total = 0;
+    while total < limit {
+        match socket.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                total += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    false
 }
 
 /// A client's TLS connection after the handshake.

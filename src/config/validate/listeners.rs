@@ -1,0 +1,130 @@
+//! `[[listeners]]`: client listeners beyond `[listen]`'s, each with its own address (TCP
+//! `host:port`, or `unix:/path` with a `mode`), connection limit and, optionally, a pool that
+//! takes every key it receives (instead of the `[[routes]]`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use super::Ctx;
+use super::fields::{Fields, array};
+use super::pools::{parse_address, suggest_pool};
+use crate::config::raw::{Entry, Span, Value};
+use crate::config::{DEFAULT_UNIX_MODE, ListenAddress, ListenerConfig, PoolConfig};
+
+const LISTENER_KEYS: &[&str] = &["address", "mode", "max_connections", "pool"];
+
+/// Reads `[[listeners]]`; `default_max` is `[listen] max_connections`. Every listener of the
+/// result has a distinct address, also distinct from `first` (`[listen] address`).
+pub(super) fn listeners(
+    ctx: &mut Ctx<'_>,
+    entry: Option<&Entry>,
+    first: Option<(&ListenAddress, &Span)>,
+    default_max: usize,
+    pools: &BTreeMap<String, PoolConfig>,
+) -> Vec<ListenerConfig> {
+    let Some(entry) = entry else {
+        return Vec::new();
+    };
+    let Some(list) = array(ctx, &entry.node, "listeners") else {
+        return Vec::new();
+    };
+    let mut seen: HashMap<ListenAddress, usize> = HashMap::new();
+    if let Some((address, span)) = first {
+        seen.insert(address.clone(), ctx.line(span));
+    }
+    let mut out = Vec::new();
+    for node in list {
+        let Value::Table(t) = &node.value else {
+            ctx.error(
+                &node.span,
+                format!(
+                    "each [[listeners]] entry must be a table, found {}",
+                    node.value.type_name()
+                ),
+            );
+            continue;
+        };
+        let f = Fields::new(
+            ctx,
+            t,
+            "[[listeners]]",
+            LISTENER_KEYS,
+            &[("listen", "address")],
+        );
+        let Some((text, address_node)) = f.string(ctx, "address") else {
+            if f.entry("address").is_none() {
+                ctx.error(&node.span, "[[listeners]] entry without `address`");
+            }
+            continue;
+        };
+        let address = match parse_listen_address(text) {
+            Ok(a) => a,
+            Err(e) => {
+                ctx.error(&address_node.span, format!("`address`: {e}"));
+                continue;
+            }
+        };
+        let mode = match (f.entry("mode"), &address) {
+            (None, _) => DEFAULT_UNIX_MODE,
+            (Some(e), ListenAddress::Tcp(_)) => {
+                ctx.error(
+                    &e.key_span,
+                    "`mode` is for Unix socket listeners (address = \"unix:/path\")",
+                );
+                DEFAULT_UNIX_MODE
+            }
+            (Some(_), ListenAddress::Unix(_)) => f
+                .integer(ctx, "mode", 0, 0o777)
+                .map_or(DEFAULT_UNIX_MODE, |m| m as u32),
+        };
+        let max_connections = f
+            .integer(ctx, "max_connections", 1, u32::MAX.into())
+            .map_or(default_max, |n| n as usize);
+        let pool = f.string(ctx, "pool").and_then(|(name, pool_node)| {
+            if pools.contains_key(name) {
+                return Some(name.to_string());
+            }
+            let hint = suggest_pool(name, pools)
+                .map(|p| format!("; did you mean `{p}`?"))
+                .unwrap_or_default();
+            ctx.error(&pool_node.span, format!("no pool named `{name}`{hint}"));
+            None
+        });
+        if let Some(line) = seen.get(&address) {
+            ctx.error(
+                &address_node.span,
+                format!("listener address `{address}` is already used at line {line}"),
+            );
+            continue;
+        }
+        seen.insert(address.clone(), ctx.line(&address_node.span));
+        out.push(ListenerConfig {
+            address,
+            mode,
+            max_connections,
+            pool,
+        });
+    }
+    out
+}
+
+/// `unix:/absolute/path` or a `host:port` to bind.
+pub fn parse_listen_address(text: &str) -> Result<ListenAddress, String> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        if !path.starts_with('/') {
+            return Err(format!(
+                "a Unix socket needs an absolute path, found {path:?} (write \"unix:/run/memroute.sock\")"
+            ));
+        }
+        // sockaddr_un has 108 bytes for the path, including its terminating NUL.
+        if path.len() > 107 {
+            return Err(format!(
+                "Unix socket path is {} bytes, at most 107 fit",
+                path.len()
+            ));
+        }
+        return Ok(ListenAddress::Unix(PathBuf::from(path)));
+    }
+    parse_address(text, true)?;
+    Ok(ListenAddress::Tcp(text.to_string()))
+}
