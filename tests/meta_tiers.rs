@@ -125,7 +125,11 @@ fn a_vivify_stub_in_new_is_never_overwritten_by_a_copy_up() {
         .collect();
     let mut sorted = answers.clone();
     sorted.sort();
-    assert_eq!(sorted, [b"EN\r\n".to_vec(), b"HD s0 Z\r\n".to_vec()], "{answers:?}");
+    assert_eq!(
+        sorted,
+        [b"EN\r\n".to_vec(), b"HD s0 Z\r\n".to_vec()],
+        "{answers:?}"
+    );
     // But a key only old holds wins over vivify: it is copied, not stubbed.
     m.put_old("v2", 3, 0, b"warm");
     c.roundtrip(b"mg v2 N30 v f\r\n", b"VA 4 f3\r\nwarm\r\n");
