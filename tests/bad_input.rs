@@ -294,6 +294,71 @@ fn verbosity_with_a_bad_level_is_a_bad_command_line() {
     assert_kept(&mut c);
 }
 
+// ---- numbers followed by white space --------------------------------------------------------
+// memcached's safe_strto* accept a number when `isspace(*endptr)` or `*endptr == '\0'` and
+// ignore the rest of the token (tests/MEMCACHED_NOTES.md §3 "Numbers followed by white space").
+
+#[test]
+fn storage_numbers_followed_by_tab_vt_ff_or_cr_are_accepted() {
+    let (_t, mut c) = setup();
+    // The data block is the value, not a command: STORED, and the value reads back.
+    c.roundtrip(b"set ws:a 0 0 1\t\r\nx\r\n", b"STORED\r\n");
+    c.roundtrip(b"set ws:b 0 0 1\x0b\r\ny\r\n", b"STORED\r\n");
+    c.roundtrip(b"set ws:c 0 0 1\x0c\r\nz\r\n", b"STORED\r\n");
+    c.roundtrip(b"set ws:d 0 0 1\r\r\nw\r\n", b"STORED\r\n");
+    c.roundtrip(b"set ws:e 7\t 0\x0c 2\tjunk\r\nvv\r\n", b"STORED\r\n");
+    c.roundtrip(b"add ws:f 0 0 \t1\r\nq\r\n", b"STORED\r\n");
+    c.roundtrip(
+        b"get ws:a ws:b ws:c ws:d ws:e ws:f\r\n",
+        b"VALUE ws:a 0 1\r\nx\r\nVALUE ws:b 0 1\r\ny\r\nVALUE ws:c 0 1\r\nz\r\n\
+          VALUE ws:d 0 1\r\nw\r\nVALUE ws:e 7 2\r\nvv\r\nVALUE ws:f 0 1\r\nq\r\nEND\r\n",
+    );
+    let cas = c.gets_cas("ws:a");
+    c.roundtrip(
+        format!("cas ws:a 0 0 1 {cas}\t\r\nX\r\n").as_bytes(),
+        b"STORED\r\n",
+    );
+    c.roundtrip(b"get ws:a\r\n", b"VALUE ws:a 0 1\r\nX\r\nEND\r\n");
+    assert_kept(&mut c);
+}
+
+#[test]
+fn touch_incr_gat_numbers_followed_by_white_space_are_accepted() {
+    let (_t, mut c) = setup();
+    c.set("ws:n", b"1");
+    c.roundtrip(b"touch ws:n 100\t\r\n", b"TOUCHED\r\n");
+    c.roundtrip(b"touch ws:n 100\tjunk\r\n", b"TOUCHED\r\n");
+    c.roundtrip(b"touch ws:n 1\x002\r\n", b"TOUCHED\r\n");
+    c.roundtrip(b"touch ws:absent 10\t\r\n", b"NOT_FOUND\r\n");
+    c.roundtrip(b"incr ws:n 5\t\r\n", b"6\r\n");
+    c.roundtrip(b"incr ws:n 5\tx\r\n", b"11\r\n");
+    c.roundtrip(b"decr ws:n 1\x0b\r\n", b"10\r\n");
+    c.roundtrip(b"gat 100\t ws:n\r\n", b"VALUE ws:n 0 2\r\n10\r\nEND\r\n");
+    c.roundtrip(b"verbosity 1\t\r\n", b"OK\r\n");
+    assert_kept(&mut c);
+}
+
+#[test]
+fn a_number_followed_by_other_bytes_is_still_refused() {
+    let (_t, mut c) = setup();
+    let exptime = b"CLIENT_ERROR invalid exptime argument\r\n";
+    // 0x85 and 0xa0 are white space in Latin-1 but not to C's isspace in the C locale.
+    c.roundtrip(b"touch k 10\x85\r\n", exptime);
+    c.roundtrip(b"touch k 10\xa0\r\n", exptime);
+    c.roundtrip(b"touch k -\t\r\n", exptime);
+    c.roundtrip(b"touch k \t\r\n", exptime);
+    c.roundtrip(
+        b"set k 0 0 1\x85\r\nx\r\n",
+        b"CLIENT_ERROR bad command line format\r\nERROR\r\n",
+    );
+    // `delete <key> 0` compares the token with "0" exactly: no white space allowed there.
+    c.roundtrip(
+        b"delete k 0\t\r\n",
+        b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n",
+    );
+    assert_kept(&mut c);
+}
+
 // ---- keys ---------------------------------------------------------------------------------
 
 #[test]

@@ -1,22 +1,43 @@
 //! Number parsing with memcached's exact rules (`safe_strtoul`, `safe_strtol`, `safe_strtoull` in
 //! memcached's util.c), so that the proxy accepts and rejects the same tokens memcached does.
 
-/// Parses like C `strtoll`/`strtoull` base 10: optional leading white space, optional sign, at
-/// least one digit, nothing after. Returns the value with the sign applied as i128 so callers can
-/// apply memcached's own range rules; `None` on junk or overflow of 64 bits.
+/// C `isspace` in the C locale (memcached's `xisspace`): what `strtol` skips before a number and
+/// what memcached accepts right after one.
+fn is_c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
+}
+
+/// Parses like C `strtoll`/`strtoull` base 10 as memcached checks it: optional leading white
+/// space, optional sign, at least one digit, then either the end of the token or a white-space
+/// character (`\t`, `\v`, `\f`, `\r`, …) or a NUL — memcached's `safe_strto*` test
+/// `xisspace(*endptr) || *endptr == '\0'`, and ignore whatever follows that character
+/// (`touch k 10\tjunk` touches with exptime 10 on memcached 1.6.18). Returns the value with the
+/// sign applied as i128 so callers can apply memcached's own range rules; `None` on junk or
+/// overflow of 64 bits.
 fn strto(token: &[u8]) -> Option<(i128, bool)> {
-    let mut i = 0;
-    while i < token.len() && matches!(token[i], b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r') {
-        i += 1;
-    }
-    let mut negative = false;
-    if i < token.len() && (token[i] == b'+' || token[i] == b'-') {
-        negative = token[i] == b'-';
-        i += 1;
-    }
-    let digits = &token[i..];
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+    let token = match token.iter().position(|&b| !is_c_space(b)) {
+        Some(start) => &token[start..],
+        None => return None,
+    };
+    let (negative, unsigned) = match token.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, token),
+    };
+    let end = unsigned
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(unsigned.len());
+    let (digits, after) = unsigned.split_at(end);
+    if digits.is_empty() {
         return None;
+    }
+    // `strtol` stops at the first non-digit; memcached accepts the number only if that is white
+    // space or the end of the string (a NUL ends a C string, so `10\0x` is 10 too).
+    if let Some(&next) = after.first() {
+        if !is_c_space(next) && next != 0 {
+            return None;
+        }
     }
     let mut value: i128 = 0;
     for &d in digits {
@@ -82,5 +103,45 @@ mod tests {
         assert_eq!(parse_u64(b"-1"), None);
         assert_eq!(parse_u64(b"+5"), Some(5));
         assert_eq!(parse_u64(b"abc"), None);
+    }
+
+    #[test]
+    fn white_space_or_nul_after_the_digits_ends_the_number_as_in_memcached() {
+        // Observed on memcached 1.6.18 (tests/MEMCACHED_NOTES.md §3): `isspace(*endptr)` or
+        // `*endptr == '\0'` accepts the number and ignores the rest of the token.
+        for token in [
+            &b"10\t"[..],
+            b"10\x0b",
+            b"10\x0c",
+            b"10\r",
+            b"10\n",
+            b"10\tjunk",
+            b"10\x002",
+            b"\t10",
+            b"\t10\t",
+            b"+10\t",
+        ] {
+            assert_eq!(parse_i32(token), Some(10), "{token:?}");
+            assert_eq!(parse_u32(token), Some(10), "{token:?}");
+            assert_eq!(parse_u64(token), Some(10), "{token:?}");
+        }
+        assert_eq!(parse_i32(b"-10\t"), Some(-10));
+        // Anything else right after the digits is junk; no digits at all is junk.
+        for token in [
+            &b"10x"[..],
+            b"10\x85",
+            b"10\xa0",
+            b"1.5\t",
+            b"\t",
+            b"-\t",
+            b"\t-",
+            b"0x10",
+        ] {
+            assert_eq!(parse_u64(token), None, "{token:?}");
+            assert_eq!(parse_i32(token), None, "{token:?}");
+        }
+        // An overflow stays an overflow whatever follows it.
+        assert_eq!(parse_u64(b"18446744073709551616\t"), None);
+        assert_eq!(parse_i32(b"2147483648\t"), None);
     }
 }
