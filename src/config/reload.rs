@@ -36,6 +36,14 @@ use tracing::{debug, error, info, warn};
 
 use super::{Config, ConfigErrors};
 
+mod debounce;
+pub use debounce::Debounce;
+
+/// However often the file changes, what it holds is applied at most this long after the first
+/// change since the last reload (plus the quiet time's own check): a file rewritten every 100 ms
+/// is reloaded at least once a second instead of never.
+pub const MAX_RELOAD_DELAY: Duration = Duration::from_millis(800);
+
 /// Why a reload was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
@@ -76,8 +84,9 @@ pub enum WatchError {
     Signal(#[source] std::io::Error),
 }
 
-/// Watches `path` and sends a [`Trigger`] once file events have been quiet for `debounce`, and at
-/// once on `SIGHUP`. Must be called inside a tokio runtime; stops when the receiver is dropped.
+/// Watches `path` and sends a [`Trigger`] once file events have been quiet for `debounce` (or, for
+/// a file that keeps changing, [`MAX_RELOAD_DELAY`] after the first change; see [`Debounce`]), and
+/// at once on `SIGHUP`. Must be called inside a tokio runtime; stops when the receiver is dropped.
 ///
 /// **Directories** are watched, not the file: editors write a new file and rename it over the
 /// old one, and Kubernetes updates a ConfigMap by swapping the `..data` symlink, and neither
@@ -127,7 +136,7 @@ pub fn spawn_watcher(
     // One pending trigger is enough: a reload reads whatever the file holds by then.
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
-        let mut due: Option<Instant> = None;
+        let mut timer = Debounce::new(debounce, MAX_RELOAD_DELAY);
         loop {
             tokio::select! {
                 event = events.recv() => match event {
@@ -143,7 +152,7 @@ pub fn spawn_watcher(
                         watches.follow(&now);
                         entries = now;
                         if hit {
-                            due = Some(Instant::now() + debounce);
+                            timer.event(Instant::now());
                         }
                     }
                     Some(Err(e)) => warn!(error = %e, path = %path.display(), "config watcher error"),
@@ -154,8 +163,8 @@ pub fn spawn_watcher(
                         break;
                     }
                 }
-                () = wait_until(due) => {
-                    due = None;
+                () = wait_until(timer.due()) => {
+                    timer.fired();
                     if !send(&tx, Trigger::FileChanged) {
                         break;
                     }
