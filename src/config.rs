@@ -30,6 +30,8 @@ pub const DEFAULT_MAX_VALUE_SIZE: usize = 1024 * 1024;
 pub const DEFAULT_MAX_LINE_SIZE: usize = 64 * 1024;
 /// Default number of requests one client may have in flight before we stop reading from it.
 pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
+/// Default cap on the reply bytes memroute holds for one client that does not read them.
+pub const DEFAULT_MAX_CLIENT_OUTPUT: usize = 4 * 1024 * 1024;
 /// Default per-request backend timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default number of shared connections per backend server.
@@ -75,6 +77,9 @@ pub struct ListenConfig {
     pub max_inflight: usize,
     /// `tls = { ... }`: clients must speak TLS (see [`crate::tls`]).
     pub tls: Option<crate::tls::ListenTls>,
+    /// Bytes of replies memroute may hold for one client (written to it or on their way) before
+    /// it stops reading that client's requests until the client has read them.
+    pub max_client_output: usize,
 }
 
 /// Where a listener accepts clients.

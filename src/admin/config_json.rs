@@ -44,6 +44,7 @@ pub fn config(c: &Config) -> Value {
                 "client_ca": t.client_ca.as_ref().map(|p| p.display().to_string()),
                 "handshake_timeout": duration(t.handshake_timeout),
             })),
+            "max_client_output": l.max_client_output,
         },
         "admin": c.admin.as_ref().map(|a| json!({ "address": a.address })),
         "pools": c.pools.iter().map(|(name, p)| (name.clone(), pool(p))).collect::<serde_json::Map<_, _>>(),

@@ -15,9 +15,9 @@ use std::fmt;
 
 use super::raw::{self, Span, Table};
 use super::{
-    AdminConfig, Config, DEFAULT_ADMIN, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_LINE_SIZE, DEFAULT_MAX_VALUE_SIZE, DEFAULT_UNIX_MODE,
-    ListenAddress, ListenConfig, ListenerConfig,
+    AdminConfig, Config, DEFAULT_ADMIN, DEFAULT_LISTEN, DEFAULT_MAX_CLIENT_OUTPUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_LINE_SIZE, DEFAULT_MAX_VALUE_SIZE,
+    DEFAULT_UNIX_MODE, ListenAddress, ListenConfig, ListenerConfig,
 };
 use fields::Fields;
 
@@ -161,7 +161,10 @@ const LISTEN_KEYS: &[&str] = &[
     "max_line_size",
     "max_inflight",
     "tls",
+    "max_client_output",
 ];
+/// Below a few kilobytes even small pipelined replies would go out one at a time.
+const MIN_CLIENT_OUTPUT: u64 = 4096;
 /// A request line must hold a 250-byte key plus the command and every numeric field.
 const MIN_LINE_SIZE: u64 = 1024;
 
@@ -257,6 +260,12 @@ fn listen(ctx: &mut Ctx<'_>, t: &Table) -> ListenConfig {
         max_line_size: size(ctx, "max_line_size", MIN_LINE_SIZE, DEFAULT_MAX_LINE_SIZE),
         max_inflight: size(ctx, "max_inflight", 1, DEFAULT_MAX_INFLIGHT),
         tls: tls::listen(ctx, f.entry("tls")),
+        max_client_output: size(
+            ctx,
+            "max_client_output",
+            MIN_CLIENT_OUTPUT,
+            DEFAULT_MAX_CLIENT_OUTPUT,
+        ),
     }
 }
 

@@ -3,8 +3,10 @@
 //! Requests are parsed and dispatched as they arrive (pipelining): each becomes a future in an
 //! [`InOrder`] queue, so answers from different servers arrive concurrently but are written in
 //! request order. Ready replies are gathered into one buffer and written with one syscall.
-//! Back-pressure: at `max_inflight` outstanding requests, or while the client is not reading its
-//! replies, the session stops reading from the client.
+//! Back-pressure: at `max_inflight` outstanding requests, when the answers on their way would
+//! exceed `max_client_output` bytes ([`OutputBudget`]), or while the client is not reading its
+//! replies, the session stops reading from the client. Replies always leave the backend
+//! connections at once; they wait for a slow client here, bounded by that budget.
 //!
 //! Requests on tiered routes take several backend round trips; one of them is a barrier: nothing
 //! after it is dispatched until it completes, so a pipelined `incr` then `get` on a migrating key
@@ -29,6 +31,7 @@ use tokio::sync::watch;
 
 use super::in_order::InOrder;
 use super::local;
+use super::output::OutputBudget;
 use super::stream::{ClientRead, ClientStream};
 use crate::config::ListenAddress;
 use crate::metrics::Cmd;
@@ -82,6 +85,7 @@ pub async fn run<S: ClientStream>(
         max_line_size: listen.max_line_size,
     };
     let max_inflight = listen.max_inflight.max(1);
+    let mut budget = OutputBudget::new(listen.max_client_output, listen.max_value_size);
     let (mut rd, mut wr) = stream.into_split();
     let mut decoder = Decoder::new(limits);
     let mut pending: InOrder<Tagged> = InOrder::new();
@@ -101,7 +105,7 @@ pub async fn run<S: ClientStream>(
     let mut generation = shared.snapshot().generation;
 
     loop {
-        while !closing && !barrier && pending.len() < max_inflight {
+        while !closing && !barrier && pending.len() < max_inflight && budget.may_send() {
             let snapshot = shared.current();
             if snapshot.generation != generation && !pending.is_empty() {
                 // A reload: what is in flight went out on the previous snapshot. Let it finish
@@ -121,6 +125,7 @@ pub async fn run<S: ClientStream>(
             let meta = tagged.meta.as_ref().expect("fresh");
             closing |= meta.close;
             barrier |= meta.barrier;
+            budget.sent(meta.keys);
             pending.push_back(tagged);
         }
         // An idle connection keeps no buffer: it is allocated again by the next read (a malloc
@@ -133,12 +138,16 @@ pub async fn run<S: ClientStream>(
             Box::pin(close(rd, wr, eof)).await;
             return;
         }
-        let can_read = !closing && !input_done && !barrier && pending.len() < max_inflight;
+        let can_read = !closing
+            && !input_done
+            && !barrier
+            && pending.len() < max_inflight
+            && budget.may_send();
         tokio::select! {
             Some((reply, meta)) = pending.next(), if !pending.is_empty() => {
-                finish(&shared, &mut out, reply, meta);
+                finish(&shared, &mut out, &mut budget, reply, meta);
                 while let Some(Some((reply, meta))) = pending.next().now_or_never() {
-                    finish(&shared, &mut out, reply, meta);
+                    finish(&shared, &mut out, &mut budget, reply, meta);
                 }
                 if pending.is_empty() {
                     barrier = false;
@@ -235,7 +244,13 @@ async fn close(mut rd: impl ClientRead, mut wr: impl AsyncWrite + Unpin, eof_see
 }
 
 /// Counts a finished request and appends its reply.
-fn finish(shared: &Shared, out: &mut BytesMut, reply: Reply, meta: Meta) {
+fn finish(
+    shared: &Shared,
+    out: &mut BytesMut,
+    budget: &mut OutputBudget,
+    reply: Reply,
+    meta: Meta,
+) {
     let m = shared.metrics.cmd(meta.cmd);
     m.latency.observe(meta.start.elapsed().as_secs_f64());
     if reply.is_server_error() {
@@ -256,9 +271,11 @@ fn finish(shared: &Shared, out: &mut BytesMut, reply: Reply, meta: Meta) {
             .inc_by(u64::from(meta.keys).saturating_sub(hits));
     }
     local::count_result(&shared.metrics, meta.cmd, &reply);
+    let before = out.len();
     if !meta.noreply {
         reply.write_to(out);
     }
+    budget.answered(meta.keys, out.len() - before);
 }
 
 /// Turns one parsed request into a reply future (already sent to its backends).
@@ -288,8 +305,7 @@ fn dispatch(
             let fut = match invalid.forget {
                 // A refused `set` removes the old value, as memcached does.
                 Some(forget) => {
-                    let (delete, barrier) =
-                        route::dispatch(Command::Keyed(*forget), router, lane);
+                    let (delete, barrier) = route::dispatch(Command::Keyed(*forget), router, lane);
                     m.barrier = barrier;
                     Box::pin(async move {
                         delete.await;

@@ -67,6 +67,7 @@ allow_flush_all = true
 max_value_size = 2048
 max_line_size = 4096
 max_inflight = 16
+max_client_output = 65536
 
 [admin]
 address = "127.0.0.1:9100"
@@ -97,6 +98,7 @@ prefix = "session:"
 tiers = ["old"]
 "#);
     assert_eq!(c.listen.max_inflight, 16);
+    assert_eq!(c.listen.max_client_output, 65536);
     assert!(c.listen.allow_flush_all);
     assert_eq!(c.admin.unwrap().address, "127.0.0.1:9100");
     let new = &c.pools["new"];
@@ -377,4 +379,23 @@ fn example_config_is_valid_and_documents_every_key() {
             "config.example.toml does not show server `{key}`"
         );
     }
+}
+
+#[test]
+fn max_client_output_is_checked_with_its_position() {
+    let at = |line: &str| errors(&format!("[listen]\n{line}\n{POOL}"));
+    let e = at("max_client_output = 100");
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert_eq!((e[0].0, e[0].1), (2, 21), "{e:#?}");
+    assert!(
+        e[0].2
+            .contains("`max_client_output` must be at least 4096, found 100"),
+        "{e:#?}"
+    );
+    let e = at("max_client_output = \"4MiB\"");
+    assert!(
+        e[0].2.contains("must be an integer, found a string"),
+        "{e:#?}"
+    );
+    assert_eq!(ok(POOL).listen.max_client_output, 4 * 1024 * 1024);
 }
