@@ -186,6 +186,7 @@ fn build(
                     retry_timeout: pc.retry_timeout,
                     merge_gets: pc.merge_gets,
                     tls: pc.tls.clone(),
+                    max_value_size: config.listen.max_value_size,
                 };
                 if let Some(s) = table.get(&key).and_then(Weak::upgrade) {
                     return s;

@@ -6,8 +6,8 @@
 //! memcached 1.6 sends the answer of every `get` command with its own `sendmsg`, so N single-key
 //! gets cost it N syscalls where one N-key get costs one; under many concurrent clients this is
 //! most of what a proxy's backends spend. The merged answer is split back by walking each
-//! request's keys over the `VALUE` blocks: memcached answers keys in the order asked and leaves
-//! misses out. Only adjacent requests merge, so a client's `set` then `get` keep their order.
+//! line's keys over the `VALUE` blocks ([`pair`]): memcached answers keys in the order asked and
+//! leaves misses out. Only adjacent requests merge, so a client's `set` then `get` keep their order.
 
 use std::collections::VecDeque;
 use std::mem;
@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::BackendError;
 use super::conn::{Job, Reply};
 use crate::metrics::ServerMetrics;
-use crate::protocol::backend::Response;
+use crate::protocol::backend::{Expect, Response, pair};
 use crate::protocol::command::{Op, ReplyKind, Retrieval, put_retrieval};
 
 /// A merged retrieval line is kept within this many bytes, `\r\n` included. memcached closes a
@@ -36,6 +36,9 @@ pub const MERGED_KEYS_MAX: usize = 32;
 pub struct InFlight {
     /// The answer's shape.
     pub kind: ReplyKind,
+    /// A retrieval's keys as written on its line (merged requests' keys one after another): the
+    /// parser checks every `VALUE` block against them.
+    pub keys: Vec<Bytes>,
     /// Who gets the answer.
     pub waiter: Waiter,
     /// When the (first) client stops waiting.
@@ -48,8 +51,20 @@ pub enum Waiter {
     Gone,
     /// One request.
     One(oneshot::Sender<Reply>),
-    /// Several retrievals merged into one command, each with its keys, in the order written.
-    Merged(Vec<(oneshot::Sender<Reply>, Vec<Bytes>)>),
+    /// Several retrievals merged into one command, each with how many of the line's keys are
+    /// its own, in the order written.
+    Merged(Vec<(oneshot::Sender<Reply>, usize)>),
+}
+
+impl InFlight {
+    /// What the parser is to expect for this entry's answer.
+    pub fn expect(&self, max_value_size: usize) -> Expect<'_> {
+        Expect {
+            kind: self.kind,
+            keys: &self.keys,
+            max_value_size,
+        }
+    }
 }
 
 impl Waiter {
@@ -88,23 +103,29 @@ impl Waiter {
     }
 }
 
-/// Splits a merged retrieval's answer: each request gets the blocks of its own keys, in order.
-/// An error line (the command as a whole failed) goes to every request.
-fn split(list: Vec<(oneshot::Sender<Reply>, Vec<Bytes>)>, response: Response) {
+/// Splits a merged retrieval's answer: each request gets the blocks of its own keys, in order,
+/// numbered from its own first key. An error line (the command as a whole failed) goes to every
+/// request.
+fn split(list: Vec<(oneshot::Sender<Reply>, usize)>, response: Response) {
     match response {
         Response::Values(values) => {
-            let mut values = values.into_iter().peekable();
-            for (tx, keys) in list {
-                let mut mine = Vec::new();
-                for key in &keys {
-                    if let Some(v) = values.next_if(|v| v.key == *key) {
-                        mine.push(v);
-                    }
-                }
+            let total = list.iter().map(|(_, n)| n).sum();
+            let mut slots = pair(values, total);
+            let mut first = 0;
+            for (tx, n) in list {
+                let mine = slots
+                    .by_ref()
+                    .take(n)
+                    .flatten()
+                    .map(|mut v| {
+                        // `pair` yields the slots of keys first..first + n here: asked >= first.
+                        v.asked -= first;
+                        v
+                    })
+                    .collect();
+                first += n;
                 let _ = tx.send(Ok(Response::Values(mine)));
             }
-            // Blocks left over would be keys nobody asked for: memcached never sends them, and
-            // they belong to no one.
         }
         other => {
             for (tx, _) in list {
@@ -122,9 +143,6 @@ struct Open {
     start: usize,
     /// Keys on the line so far.
     keys: usize,
-    /// The first request's keys, kept until a second request joins: only then must the answer
-    /// be split.
-    first: Option<Vec<Bytes>>,
 }
 
 /// Builds one write.
@@ -161,8 +179,14 @@ impl Batch {
                 self.open = None;
                 metrics.commands.inc();
                 op.encode(wbuf);
+                let kind = op.reply_kind();
+                let keys = match op {
+                    Op::Get { keys, .. } => keys,
+                    _ => Vec::new(),
+                };
                 q.push_back(InFlight {
-                    kind: op.reply_kind(),
+                    kind,
+                    keys,
                     waiter: Waiter::One(tx),
                     deadline,
                 });
@@ -177,7 +201,7 @@ impl Batch {
                 if let Some(last) = q.back_mut() {
                     // The open line is always the last entry: the batch holds the queue's lock.
                     let list = match last.waiter.take() {
-                        Waiter::One(tx) => Some(vec![(tx, open.first.take().unwrap_or_default())]),
+                        Waiter::One(tx) => Some(vec![(tx, open.keys)]),
                         Waiter::Merged(list) => Some(list),
                         Waiter::Gone => None,
                     };
@@ -190,7 +214,8 @@ impl Batch {
                         }
                         wbuf.put_slice(b"\r\n");
                         open.keys += keys.len();
-                        list.push((tx, keys));
+                        list.push((tx, keys.len()));
+                        last.keys.extend(keys);
                         last.waiter = Waiter::Merged(list);
                         return;
                     }
@@ -206,10 +231,10 @@ impl Batch {
             exptime,
             start,
             keys: keys.len(),
-            first: Some(keys),
         });
         q.push_back(InFlight {
             kind: ReplyKind::Values,
+            keys,
             waiter: Waiter::One(tx),
             deadline,
         });
@@ -246,10 +271,11 @@ mod tests {
         (lines, q)
     }
 
-    fn value(key: &str, data: &str) -> Value {
+    fn value(key: &str, asked: usize, data: &str) -> Value {
         let block = Bytes::from(format!("VALUE {key} 0 {}\r\n{data}\r\n", data.len()));
         Value {
             key: Bytes::from(key.to_string()),
+            asked,
             flags: 0,
             cas: None,
             data: Bytes::from(data.to_string()),
@@ -360,13 +386,14 @@ mod tests {
         let (b, mut rb) = get(Retrieval::Get, 0, &["miss", "x", "y"]);
         let (c, mut rc) = get(Retrieval::Get, 0, &["x"]);
         let (d, mut rd) = get(Retrieval::Get, 0, &["miss"]);
-        let (_, mut q) = write(vec![a, b, c, d]);
-        // `get x miss x y x miss`: memcached answers x, x, y, x.
+        let (lines, mut q) = write(vec![a, b, c, d]);
+        assert_eq!(lines, ["get x miss x y x miss\r\n"]);
+        // memcached answers x, x, y, x: the parser places them at keys 0, 2, 3 and 4.
         let answer = vec![
-            value("x", "1"),
-            value("x", "2"),
-            value("y", "3"),
-            value("x", "4"),
+            value("x", 0, "1"),
+            value("x", 2, "2"),
+            value("y", 3, "3"),
+            value("x", 4, "4"),
         ];
         q.pop_front()
             .unwrap()

@@ -73,6 +73,8 @@ pub struct Target {
     pub merge_gets: bool,
     /// TLS to the server (the pool's `tls`), shared by the server's connections.
     pub tls: Option<Arc<crate::tls::connect::ServerTls>>,
+    /// Longest value accepted from the server (the listener's `max_value_size`).
+    pub max_value_size: usize,
 }
 
 /// Starts a connection task; it ends when every sender is dropped and its answers are in.
@@ -223,10 +225,14 @@ async fn serve(
         loop {
             // Take every complete answer off the buffer.
             loop {
-                let Some(kind) = lock(&inflight).front().map(|f| f.kind) else {
-                    break;
+                let parsed = {
+                    let q = lock(&inflight);
+                    let Some(front) = q.front() else {
+                        break;
+                    };
+                    parse(front.expect(target.max_value_size), &mut rbuf)
                 };
-                match parse(kind, &mut rbuf) {
+                match parsed {
                     Ok(Some(response)) => {
                         let front = lock(&inflight).pop_front();
                         timed_out = timed_out.saturating_sub(1);

@@ -29,6 +29,8 @@ pub struct ServerKey {
     pub merge_gets: bool,
     /// TLS to the server (the pool's `tls`).
     pub tls: Option<crate::tls::BackendTls>,
+    /// Longest value accepted from the server (the listener's `max_value_size`).
+    pub max_value_size: usize,
 }
 
 /// A backend server shared by every pool (and config snapshot) that lists it.
@@ -73,6 +75,7 @@ impl Server {
             metrics: metrics.clone(),
             merge_gets: key.merge_gets,
             tls: tls.map(|c| Arc::new(crate::tls::connect::ServerTls::new(c, &key.address))),
+            max_value_size: key.max_value_size,
         };
         let conns = (0..key.connections.max(1))
             .map(|_| conn::spawn(target.clone()))

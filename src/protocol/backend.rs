@@ -1,19 +1,32 @@
-//! Parses backend answers. A backend connection is a FIFO, so the parser is told which
-//! [`ReplyKind`] the oldest outstanding request expects and takes exactly one answer off the
-//! front of the buffer. Values come back as `Bytes` slices of the connection's read buffer.
+//! Parses backend answers. A backend connection is a FIFO, so the parser is told what the oldest
+//! outstanding request expects ([`ReplyKind`], and for a retrieval the keys asked) and takes
+//! exactly one answer off the front of the buffer. Values come back as `Bytes` slices of the
+//! connection's read buffer.
+//!
+//! The backend is not trusted (DESIGN §3): a length is checked against `max_value_size` before
+//! anything waits for the bytes it announces, a line may not grow past [`LINE_MAX`], and a
+//! `VALUE` block must carry a key the request asked for, in memcached's order ([`KeyOrder`]).
+//! Anything else is a [`ProtocolError`]: the stream is out of step and nothing more read from it
+//! may reach a client. The parser never panics, whatever the bytes (property tests in
+//! `backend/tests.rs`).
 
 pub mod meta;
 
 use bytes::{Bytes, BytesMut};
 
 use super::command::ReplyKind;
-use super::number::{parse_u32, parse_u64};
+
+/// Longest answer line accepted, `\r\n` included. memcached's longest is a `VALUE` line: a
+/// 250-byte key and three numbers; its error lines are short.
+pub const LINE_MAX: usize = 1024;
 
 /// One `VALUE` block of a retrieval answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Value {
     /// The key as the backend echoed it.
     pub key: Bytes,
+    /// Position of that key in the request's keys (see [`KeyOrder`]).
+    pub asked: usize,
     /// Client flags.
     pub flags: u32,
     /// CAS token (`gets`/`gats`).
@@ -30,7 +43,7 @@ pub enum Response {
     /// A single line including its `\r\n` (`STORED`, `NOT_FOUND`, a number, `SERVER_ERROR …`);
     /// for a client's meta command, its whole answer (a `VA` data block included).
     Line(Bytes),
-    /// A retrieval answer: the hits in order; `END` was seen.
+    /// A retrieval answer: the hits in the order of the keys asked; `END` was seen.
     Values(Vec<Value>),
     /// A meta-get hit: `VA <len> <flags>…` with the value.
     Meta {
@@ -49,51 +62,178 @@ pub enum Response {
 #[error("unexpected backend answer: {0}")]
 pub struct ProtocolError(pub String);
 
-/// True for `ERROR`, `CLIENT_ERROR …`, `SERVER_ERROR …` lines.
-pub fn is_error_line(line: &[u8]) -> bool {
-    line.starts_with(b"ERROR")
-        || line.starts_with(b"CLIENT_ERROR")
-        || line.starts_with(b"SERVER_ERROR")
-}
-
-/// Takes one answer of shape `kind` off the front of `buf`; `Ok(None)` when incomplete.
-pub fn parse(kind: ReplyKind, buf: &mut BytesMut) -> Result<Option<Response>, ProtocolError> {
-    match kind {
-        ReplyKind::Line => Ok(line_len(buf, 0).map(|n| Response::Line(buf.split_to(n).freeze()))),
-        ReplyKind::Values => parse_values(buf),
-        ReplyKind::Meta => parse_meta(buf),
-        ReplyKind::MetaAnswer => meta::parse_answer(buf),
+impl ProtocolError {
+    fn line(what: &str, line: &[u8]) -> ProtocolError {
+        let shown = &line[..line.len().min(80)];
+        ProtocolError(format!("{what}: {:?}", String::from_utf8_lossy(shown)))
     }
 }
 
-/// Length of the line starting at `from`, including `\r\n`.
+/// What the request at the front of the FIFO expects.
+#[derive(Debug, Clone, Copy)]
+pub struct Expect<'a> {
+    /// The answer's shape.
+    pub kind: ReplyKind,
+    /// A retrieval's keys in the order written (empty for other kinds).
+    pub keys: &'a [Bytes],
+    /// Largest value length accepted (the listener's `max_value_size`: no client could have
+    /// stored more through the proxy, and the proxy never buffers more for one value).
+    pub max_value_size: usize,
+}
+
+/// memcached answers a retrieval with the hits in the order of the keys asked and leaves the
+/// misses out; a key asked twice is answered twice. So the `n`-th `VALUE` block belongs to the
+/// first key, after the previous block's, that equals the block's key. A block that fits no such
+/// key means the stream is out of step with the FIFO. This is the one place that rule lives: the
+/// parser applies it as each block arrives and records the position in [`Value::asked`]; callers
+/// pair answers with keys through [`pair`].
+#[derive(Debug)]
+pub struct KeyOrder<'a> {
+    keys: &'a [Bytes],
+    next: usize,
+}
+
+impl<'a> KeyOrder<'a> {
+    /// A walk over `keys` from the first.
+    pub fn new(keys: &'a [Bytes]) -> KeyOrder<'a> {
+        KeyOrder { keys, next: 0 }
+    }
+
+    /// The position of the key a block for `key` answers, or `None` if no key left matches.
+    pub fn place(&mut self, key: &[u8]) -> Option<usize> {
+        let rest = self.keys.get(self.next..)?;
+        let at = self.next + rest.iter().position(|k| k[..] == *key)?;
+        self.next = at + 1;
+        Some(at)
+    }
+}
+
+/// Pairs a retrieval answer with the `asked` keys of its request: yields, for each key in
+/// request order, its value or `None` for a miss. No allocation.
+pub fn pair(values: Vec<Value>, asked: usize) -> impl Iterator<Item = Option<Value>> {
+    let mut values = values.into_iter().peekable();
+    (0..asked).map(move |i| values.next_if(|v| v.asked == i))
+}
+
+/// True for `ERROR`, `CLIENT_ERROR …`, `SERVER_ERROR …` lines (with or without `\r\n`).
+pub fn is_error_line(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\r\n").unwrap_or(line);
+    line == b"ERROR" || line.starts_with(b"CLIENT_ERROR ") || line.starts_with(b"SERVER_ERROR ")
+}
+
+/// Takes one answer for `expect` off the front of `buf`; `Ok(None)` when incomplete. On an error
+/// the buffer is left as it is: the connection is to be closed.
+pub fn parse(expect: Expect<'_>, buf: &mut BytesMut) -> Result<Option<Response>, ProtocolError> {
+    match expect.kind {
+        ReplyKind::Line => parse_line(buf),
+        ReplyKind::Values => parse_values(expect, buf),
+        ReplyKind::Meta => parse_meta(expect, buf),
+        ReplyKind::MetaAnswer => {
+            // Bounded like every other answer before the meta parser looks for its end.
+            line_at(buf, 0)?;
+            meta::parse_answer(buf, expect.max_value_size)
+        }
+    }
+}
+
+/// Length of the line starting at `from`, including `\n`; `None` while incomplete.
 fn line_len(buf: &[u8], from: usize) -> Option<usize> {
-    let nl = buf[from..].iter().position(|&b| b == b'\n')?;
+    let nl = buf.get(from..)?.iter().position(|&b| b == b'\n')?;
     Some(nl + 1)
 }
 
-fn parse_values(buf: &mut BytesMut) -> Result<Option<Response>, ProtocolError> {
+/// The line starting at `from`, without `\r\n`, and the offset just past it; `Ok(None)` while
+/// incomplete, an error once it is longer than [`LINE_MAX`] or not ended by `\r\n`.
+fn line_at(buf: &[u8], from: usize) -> Result<Option<(&[u8], usize)>, ProtocolError> {
+    let rest = buf.get(from..).unwrap_or_default();
+    let window = &rest[..rest.len().min(LINE_MAX)];
+    let Some(nl) = window.iter().position(|&b| b == b'\n') else {
+        if rest.len() >= LINE_MAX {
+            return Err(ProtocolError::line("line too long", window));
+        }
+        return Ok(None);
+    };
+    let Some(line) = window[..nl].strip_suffix(b"\r") else {
+        return Err(ProtocolError::line(
+            "line not ended by \\r\\n",
+            &window[..nl],
+        ));
+    };
+    Ok(Some((line, from + nl + 1)))
+}
+
+/// A single-line answer: a storage, delete, touch, arithmetic or error reply. A line of any other
+/// shape (a `VALUE`, an `END`) answers some other request: the stream is out of step.
+fn parse_line(buf: &mut BytesMut) -> Result<Option<Response>, ProtocolError> {
+    let Some((line, end)) = line_at(buf, 0)? else {
+        return Ok(None);
+    };
+    const WORDS: [&[u8]; 7] = [
+        b"STORED",
+        b"NOT_STORED",
+        b"EXISTS",
+        b"NOT_FOUND",
+        b"DELETED",
+        b"TOUCHED",
+        b"OK",
+    ];
+    let known = WORDS.contains(&line)
+        || is_error_line(line)
+        || line.starts_with(b"VERSION ")
+        || (!line.is_empty() && line.iter().all(u8::is_ascii_digit));
+    if !known {
+        return Err(ProtocolError::line("not a reply line", line));
+    }
+    Ok(Some(Response::Line(buf.split_to(end).freeze())))
+}
+
+/// A decimal as memcached writes it: ASCII digits only, no sign, no blanks, fits 64 bits.
+fn digits(token: &[u8]) -> Option<u64> {
+    if token.is_empty() || token.len() > 20 {
+        return None;
+    }
+    token.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit().then_some(())?;
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// A value length no larger than `max`.
+fn length(token: &[u8], max: usize, line: &[u8]) -> Result<usize, ProtocolError> {
+    let n = digits(token).ok_or_else(|| ProtocolError::line("bad value length", line))?;
+    match usize::try_from(n) {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(ProtocolError::line(
+            "value length over max_value_size",
+            line,
+        )),
+    }
+}
+
+fn parse_values(expect: Expect<'_>, buf: &mut BytesMut) -> Result<Option<Response>, ProtocolError> {
     // First pass over offsets; slices are cut once the whole answer is in.
     struct Span {
         key: (usize, usize),
+        asked: usize,
         flags: u32,
         cas: Option<u64>,
         data: (usize, usize),
         block: (usize, usize),
     }
+    let mut order = KeyOrder::new(expect.keys);
     let mut spans: Vec<Span> = Vec::new();
     let mut pos = 0;
     loop {
-        let Some(n) = line_len(buf, pos) else {
+        let Some((line, data_start)) = line_at(buf, pos)? else {
             return Ok(None);
         };
-        let line = trim_eol(&buf[pos..pos + n]);
         if line == b"END" {
-            let all = buf.split_to(pos + n).freeze();
+            let all = buf.split_to(data_start).freeze();
             let values = spans
                 .into_iter()
                 .map(|s| Value {
                     key: all.slice(s.key.0..s.key.1),
+                    asked: s.asked,
                     flags: s.flags,
                     cas: s.cas,
                     data: all.slice(s.data.0..s.data.1),
@@ -103,29 +243,42 @@ fn parse_values(buf: &mut BytesMut) -> Result<Option<Response>, ProtocolError> {
             return Ok(Some(Response::Values(values)));
         }
         if pos == 0 && is_error_line(line) {
-            return Ok(Some(Response::Line(buf.split_to(n).freeze())));
+            return Ok(Some(Response::Line(buf.split_to(data_start).freeze())));
         }
         let mut parts = line.split(|&b| b == b' ');
-        let (Some(b"VALUE"), Some(key), Some(flags), Some(len)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(ProtocolError(String::from_utf8_lossy(line).into_owned()));
+        let (Some(b"VALUE"), Some(key), Some(flags), Some(len), cas, None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(ProtocolError::line("not a VALUE line", line));
         };
-        let cas = parts.next().and_then(parse_u64);
-        let (Some(flags), Some(len)) = (parse_u32(flags), parse_u64(len)) else {
-            return Err(ProtocolError(String::from_utf8_lossy(line).into_owned()));
+        let Some(asked) = order.place(key) else {
+            return Err(ProtocolError::line("VALUE for a key not asked here", line));
         };
-        let key_start = pos + 6;
-        let data_start = pos + n;
-        let data_end = data_start + len as usize;
-        if buf.len() < data_end + 2 {
+        let flags = digits(flags)
+            .and_then(|f| u32::try_from(f).ok())
+            .ok_or_else(|| ProtocolError::line("bad flags", line))?;
+        let cas = match cas {
+            None => None,
+            Some(c) => Some(digits(c).ok_or_else(|| ProtocolError::line("bad cas", line))?),
+        };
+        let len = length(len, expect.max_value_size, line)?;
+        let key_start = pos + b"VALUE ".len();
+        // No overflow: `len` is at most max_value_size and positions are within the buffer.
+        let data_end = data_start + len;
+        let Some(tail) = buf.get(data_end..data_end + 2) else {
             return Ok(None);
-        }
-        if &buf[data_end..data_end + 2] != b"\r\n" {
+        };
+        if tail != b"\r\n" {
             return Err(ProtocolError("value not terminated by \\r\\n".into()));
         }
         spans.push(Span {
             key: (key_start, key_start + key.len()),
+            asked,
             flags,
             cas,
             data: (data_start, data_end),
@@ -135,23 +288,23 @@ fn parse_values(buf: &mut BytesMut) -> Result<Option<Response>, ProtocolError> {
     }
 }
 
-fn parse_meta(buf: &mut BytesMut) -> Result<Option<Response>, ProtocolError> {
-    let Some(n) = line_len(buf, 0) else {
+fn parse_meta(expect: Expect<'_>, buf: &mut BytesMut) -> Result<Option<Response>, ProtocolError> {
+    let Some((line, data_start)) = line_at(buf, 0)? else {
         return Ok(None);
     };
-    let line = trim_eol(&buf[..n]);
-    if !line.starts_with(b"VA ") {
-        return Ok(Some(Response::Line(buf.split_to(n).freeze())));
-    }
-    let mut parts = line.split(|&b| b == b' ').skip(1);
-    let len = parts
-        .next()
-        .and_then(parse_u64)
-        .ok_or_else(|| ProtocolError("bad VA line".into()))?;
+    let Some(rest) = line.strip_prefix(b"VA ") else {
+        return Ok(Some(Response::Line(buf.split_to(data_start).freeze())));
+    };
+    let mut parts = rest.split(|&b| b == b' ');
+    let len = length(
+        parts.next().unwrap_or_default(),
+        expect.max_value_size,
+        line,
+    )?;
     let (mut flags, mut ttl) = (0, -1);
     for flag in parts {
         match flag.split_first() {
-            Some((b'f', v)) => flags = parse_u32(v).unwrap_or(0),
+            Some((b'f', v)) => flags = digits(v).and_then(|f| u32::try_from(f).ok()).unwrap_or(0),
             Some((b't', v)) => {
                 ttl = std::str::from_utf8(v)
                     .ok()
@@ -161,81 +314,20 @@ fn parse_meta(buf: &mut BytesMut) -> Result<Option<Response>, ProtocolError> {
             _ => {}
         }
     }
-    let end = n + len as usize;
-    if buf.len() < end + 2 {
+    let end = data_start + len;
+    let Some(tail) = buf.get(end..end + 2) else {
         return Ok(None);
+    };
+    if tail != b"\r\n" {
+        return Err(ProtocolError("value not terminated by \\r\\n".into()));
     }
     let all = buf.split_to(end + 2).freeze();
     Ok(Some(Response::Meta {
         flags,
         ttl,
-        data: all.slice(n..end),
+        data: all.slice(data_start..end),
     }))
 }
 
-fn trim_eol(line: &[u8]) -> &[u8] {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn buf(b: &[u8]) -> BytesMut {
-        BytesMut::from(b)
-    }
-
-    #[test]
-    fn values_need_the_whole_answer() {
-        let full = b"VALUE a 5 3 77\r\nabc\r\nVALUE b 0 0\r\n\r\nEND\r\nSTORED\r\n";
-        for cut in 0..full.len() - 8 {
-            let mut b = buf(&full[..cut]);
-            assert_eq!(parse(ReplyKind::Values, &mut b), Ok(None), "cut {cut}");
-        }
-        let mut b = buf(full);
-        let Some(Response::Values(v)) = parse(ReplyKind::Values, &mut b).unwrap() else {
-            panic!()
-        };
-        assert_eq!(v.len(), 2);
-        assert_eq!(
-            (&v[0].key[..], v[0].flags, v[0].cas, &v[0].data[..]),
-            (&b"a"[..], 5, Some(77), &b"abc"[..])
-        );
-        assert_eq!(&v[1].block[..], b"VALUE b 0 0\r\n\r\n");
-        assert_eq!(&b[..], b"STORED\r\n");
-    }
-
-    #[test]
-    fn error_line_ends_a_retrieval() {
-        let mut b = buf(b"SERVER_ERROR out of memory\r\n");
-        assert_eq!(
-            parse(ReplyKind::Values, &mut b).unwrap(),
-            Some(Response::Line(Bytes::from_static(
-                b"SERVER_ERROR out of memory\r\n"
-            )))
-        );
-    }
-
-    #[test]
-    fn meta_get_hit_and_miss() {
-        let mut b = buf(b"VA 2 f9 t-1\r\nhi\r\nEN\r\n");
-        assert_eq!(
-            parse(ReplyKind::Meta, &mut b).unwrap(),
-            Some(Response::Meta {
-                flags: 9,
-                ttl: -1,
-                data: Bytes::from_static(b"hi")
-            })
-        );
-        assert_eq!(
-            parse(ReplyKind::Meta, &mut b).unwrap(),
-            Some(Response::Line(Bytes::from_static(b"EN\r\n")))
-        );
-    }
-
-    #[test]
-    fn garbage_is_a_protocol_error() {
-        assert!(parse(ReplyKind::Values, &mut buf(b"HELLO\r\n")).is_err());
-    }
-}
+mod tests;

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::{ReplyFuture, Route, Router, ready, to_reply};
 use crate::backend::{BackendError, Server, server::Pending};
-use crate::protocol::backend::{Response, Value};
+use crate::protocol::backend::{Response, Value, pair};
 use crate::protocol::command::{Keyed, Op, Retrieval};
 use crate::protocol::reply::{NO_ROUTE, Reply};
 
@@ -129,7 +129,7 @@ pub fn multi_get(
         })
         .collect();
     Box::pin(async move {
-        let mut answers: Vec<Vec<Value>> = Vec::with_capacity(sent.len());
+        let mut answers: Vec<(Vec<Value>, usize)> = Vec::with_capacity(sent.len());
         let mut first_error = None;
         let mut failed = 0;
         for (route, asked, pending) in sent {
@@ -139,45 +139,42 @@ pub fn multi_get(
             };
             count_tier0(&route, asked, &answer);
             match answer {
-                Ok(Response::Values(v)) => answers.push(v),
+                Ok(Response::Values(v)) => answers.push((v, asked)),
                 Ok(Response::Line(line)) => {
                     // An error line from one server: its keys are left out, as misses.
                     failed += 1;
                     first_error.get_or_insert(Reply::Line(line));
-                    answers.push(Vec::new());
+                    answers.push((Vec::new(), asked));
                 }
                 Ok(Response::Meta { .. }) | Err(_) => {
                     failed += 1;
                     let e = answer.err().unwrap_or(BackendError::Protocol);
                     first_error.get_or_insert(Reply::Static(e.reply()));
-                    answers.push(Vec::new());
+                    answers.push((Vec::new(), asked));
                 }
             }
         }
         if failed == answers.len() {
             return first_error.unwrap_or(Reply::Static(BackendError::Closed.reply()));
         }
-        Reply::Values(merge(&keys, &key_group, answers))
+        Reply::Values(merge(&key_group, answers))
     })
 }
 
-/// Puts each group's hits back in the client's key order. Each backend answers its keys in the
-/// order asked (misses left out), so walking the client's keys with one cursor per group and
-/// taking the group's next value when its key matches reproduces what a single memcached would
+/// Puts each group's hits back in the client's key order: `answers[g]` holds group `g`'s hits and
+/// how many keys it asked; [`pair`] gives each of those keys its slot, and walking the client's
+/// keys takes the next slot of the key's group, which reproduces what a single memcached would
 /// answer, duplicates included.
-pub fn merge(keys: &[Bytes], key_group: &[u16], answers: Vec<Vec<Value>>) -> Vec<Bytes> {
-    let mut cursors = vec![0usize; answers.len()];
-    let mut out = Vec::with_capacity(keys.len());
-    for (key, &g) in keys.iter().zip(key_group) {
-        let g = g as usize;
-        if let Some(v) = answers[g].get(cursors[g]) {
-            if v.key == *key {
-                out.push(v.block.clone());
-                cursors[g] += 1;
-            }
-        }
-    }
-    out
+pub fn merge(key_group: &[u16], answers: Vec<(Vec<Value>, usize)>) -> Vec<Bytes> {
+    let mut slots: Vec<_> = answers
+        .into_iter()
+        .map(|(values, asked)| pair(values, asked))
+        .collect();
+    key_group
+        .iter()
+        .filter_map(|&g| slots.get_mut(g as usize)?.next().flatten())
+        .map(|v| v.block)
+        .collect()
 }
 
 /// Counts tier-0 hits and misses of a plain retrieval.

@@ -10,8 +10,11 @@ use super::{ProtocolError, Response, is_error_line, line_len};
 use crate::protocol::number::parse_u64;
 
 /// Takes one meta answer off the front of `buf` as a [`Response::Line`] holding all of its
-/// bytes; `Ok(None)` when incomplete.
-pub fn parse_answer(buf: &mut BytesMut) -> Result<Option<Response>, ProtocolError> {
+/// bytes; `Ok(None)` when incomplete. A `VA` length over `max_value_size` is refused at once.
+pub fn parse_answer(
+    buf: &mut BytesMut,
+    max_value_size: usize,
+) -> Result<Option<Response>, ProtocolError> {
     let Some(n) = line_len(buf, 0) else {
         return Ok(None);
     };
@@ -25,6 +28,7 @@ pub fn parse_answer(buf: &mut BytesMut) -> Result<Option<Response>, ProtocolErro
                 .next()
                 .and_then(parse_u64)
                 .and_then(|l| usize::try_from(l).ok())
+                .filter(|&l| l <= max_value_size)
                 .ok_or_else(|| bad(line))?;
             let end = n
                 .checked_add(len)
@@ -54,7 +58,7 @@ mod tests {
     use super::*;
 
     fn take(b: &mut BytesMut) -> Option<Vec<u8>> {
-        match parse_answer(b).unwrap() {
+        match parse_answer(b, 1024).unwrap() {
             Some(Response::Line(l)) => Some(l.to_vec()),
             other => panic!("{other:?}"),
         }
@@ -65,7 +69,7 @@ mod tests {
         let all: &[u8] = b"VA 2 f5 t-1\r\nhi\r\nHD O1\r\nEN\r\nVA 0\r\n\r\nME k exp=-1 la=1\r\nSERVER_ERROR x\r\n";
         for cut in 0..13 + 4 {
             assert_eq!(
-                parse_answer(&mut BytesMut::from(&all[..cut])),
+                parse_answer(&mut BytesMut::from(&all[..cut]), 1024),
                 Ok(None),
                 "{cut}"
             );
@@ -88,8 +92,12 @@ mod tests {
             b"VA x\r\n",
             b"VA 2\r\nabcd\r\n",
             b"VA 99999999999999999999\r\n",
+            b"VA 1025\r\n",
         ] {
-            assert!(parse_answer(&mut BytesMut::from(bad)).is_err(), "{bad:?}");
+            assert!(
+                parse_answer(&mut BytesMut::from(bad), 1024).is_err(),
+                "{bad:?}"
+            );
         }
     }
 }

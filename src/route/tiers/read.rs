@@ -14,7 +14,7 @@ use futures_util::future::join_all;
 
 use super::copy::copy_up;
 use crate::backend::{BackendError, Pool, Server};
-use crate::protocol::backend::{Response, Value};
+use crate::protocol::backend::{Response, Value, pair};
 use crate::protocol::command::{Op, Retrieval};
 use crate::protocol::reply::{NO_ROUTE, Reply};
 use crate::route::{ReplyFuture, ready};
@@ -187,9 +187,8 @@ async fn lookup(
     for ((_, members), answer) in groups.iter().zip(answers) {
         match answer {
             Ok(Response::Values(values)) => {
-                let mut next = values.into_iter().peekable();
-                for &i in members {
-                    if let Some(v) = next.next_if(|v| v.key == keys[i]) {
+                for (&i, v) in members.iter().zip(pair(values, members.len())) {
+                    if let Some(v) = v {
                         slots[i] = Slot::Hit(v);
                     }
                 }
