@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{BackendError, Pool};
+use crate::backend::{BackendError, ErrorKind, Pool};
 use crate::config::{LowerOnWrite, RouteConfig};
 use crate::metrics::{Metrics, TierMetrics};
 use crate::protocol::backend::Response;
@@ -134,7 +134,7 @@ pub fn to_reply(answer: Result<Response, BackendError>) -> Reply {
         Ok(Response::Values(values)) => {
             Reply::Values(values.into_iter().map(|v| v.block).collect())
         }
-        Ok(Response::Meta { .. }) => Reply::Static(BackendError::Protocol.reply()),
+        Ok(Response::Meta { .. }) => Reply::Static(ErrorKind::Protocol.reply()),
         Err(e) => Reply::Static(e.reply()),
     }
 }

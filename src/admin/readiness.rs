@@ -5,12 +5,10 @@
 //! least one server that is not marked down. A pool with every server down would answer all its
 //! keys with `SERVER_ERROR`, so a load balancer should prefer another replica.
 //!
-//! "Marked down" is [`Health::is_down`](crate::backend::health::Health::is_down): down until its
-//! retry time. Once the retry time comes the server counts as live again even before a request
-//! proves it, which keeps a probe-driven recovery from deadlocking: a replica taken out of the
-//! load balancer gets no requests, so it could never see the success that marks a server up.
-//! (While a server stays unreachable its connections keep failing to reconnect, which marks it
-//! down again.)
+//! "Marked down" is [`Health::is_down`](crate::backend::health::Health::is_down): down, or due
+//! its probe and not yet answered (its keys still fail fast then). Recovery cannot deadlock: the
+//! probe is sent by the server's own prober, not by client traffic, so a replica taken out of the
+//! load balancer still sees its servers come back.
 
 use std::sync::atomic::Ordering;
 

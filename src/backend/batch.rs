@@ -9,15 +9,15 @@
 //! line's keys over the `VALUE` blocks ([`pair`]): memcached answers keys in the order asked and
 //! leaves misses out. Only adjacent requests merge, so a client's `set` then `get` keep their order.
 
-use std::collections::VecDeque;
 use std::mem;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::BackendError;
 use super::conn::{Job, Reply};
+use super::error::BackendError;
+use super::inflight::InFlightQueue;
 use crate::metrics::ServerMetrics;
 use crate::protocol::backend::{Expect, Response, pair};
 use crate::protocol::command::{Op, ReplyKind, Retrieval, put_retrieval};
@@ -43,6 +43,9 @@ pub struct InFlight {
     pub waiter: Waiter,
     /// When the (first) client stops waiting.
     pub deadline: Instant,
+    /// Where its bytes start in the connection's stream: had they reached the wire when the
+    /// connection failed?
+    pub offset: u64,
 }
 
 /// Who is waiting for one backend answer.
@@ -90,11 +93,16 @@ impl Waiter {
             Waiter::Merged(list) => {
                 let n = list.len() as u64;
                 for (tx, _) in list {
-                    let _ = tx.send(Err(error));
+                    let _ = tx.send(Err(error.clone()));
                 }
                 n
             }
         }
+    }
+
+    /// True while some client still waits for the answer.
+    pub fn is_waiting(&self) -> bool {
+        !matches!(self, Waiter::Gone)
     }
 
     /// Takes the waiter out, leaving [`Waiter::Gone`].
@@ -159,16 +167,18 @@ impl Batch {
     }
 
     /// Encodes `job` into `wbuf` and queues its in-flight entry, merging it into the retrieval
-    /// just before it when it can.
+    /// just before it when it can. `written` is the stream offset of `wbuf[0]`.
     pub fn push(
         &mut self,
-        q: &mut VecDeque<InFlight>,
+        q: &mut InFlightQueue,
         wbuf: &mut BytesMut,
+        written: u64,
         job: Job,
         metrics: &ServerMetrics,
     ) {
         metrics.requests.inc();
         let Job { op, tx, deadline } = job;
+        let offset = written + wbuf.len() as u64;
         let (kind, exptime, keys) = match op {
             Op::Get {
                 kind,
@@ -184,18 +194,19 @@ impl Batch {
                     Op::Get { keys, .. } => keys,
                     _ => Vec::new(),
                 };
-                q.push_back(InFlight {
+                q.push(InFlight {
                     kind,
                     keys,
                     waiter: Waiter::One(tx),
                     deadline,
+                    offset,
                 });
                 return;
             }
         };
         if let Some(open) = self.open.as_mut() {
             let extra: usize = keys.iter().map(|k| k.len() + 1).sum();
-            let fits = wbuf.len() - open.start + extra <= MERGED_LINE_MAX
+            let fits = wbuf.len().saturating_sub(open.start) + extra <= MERGED_LINE_MAX
                 && open.keys + keys.len() <= MERGED_KEYS_MAX;
             if open.kind == kind && open.exptime == exptime && fits {
                 if let Some(last) = q.back_mut() {
@@ -207,7 +218,8 @@ impl Batch {
                     };
                     if let Some(mut list) = list {
                         // Replace the `\r\n` of the open line with the new keys.
-                        wbuf.truncate(wbuf.len() - 2);
+                        // The open line ends the buffer: the batch holds the only `&mut`.
+                        wbuf.truncate(wbuf.len().saturating_sub(2));
                         for key in &keys {
                             wbuf.put_u8(b' ');
                             wbuf.put_slice(key);
@@ -232,11 +244,12 @@ impl Batch {
             start,
             keys: keys.len(),
         });
-        q.push_back(InFlight {
+        q.push(InFlight {
             kind: ReplyKind::Values,
             keys,
             waiter: Waiter::One(tx),
             deadline,
+            offset,
         });
     }
 }
@@ -244,6 +257,7 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::error::{ErrorKind, Origin};
     use crate::metrics::Metrics;
     use crate::protocol::backend::Value;
     use std::time::Duration;
@@ -260,11 +274,15 @@ mod tests {
     }
 
     /// Pushes every job into one batch; returns the written lines and the queue.
-    fn write(jobs: Vec<Job>) -> (Vec<String>, VecDeque<InFlight>) {
+    fn write(jobs: Vec<Job>) -> (Vec<String>, InFlightQueue) {
         let metrics = Metrics::new().server("s");
-        let (mut q, mut wbuf, mut batch) = (VecDeque::new(), BytesMut::new(), Batch::new(true));
+        let (mut q, mut wbuf, mut batch) = (
+            InFlightQueue::new(Duration::from_secs(5)),
+            BytesMut::new(),
+            Batch::new(true),
+        );
         for job in jobs {
-            batch.push(&mut q, &mut wbuf, job, &metrics);
+            batch.push(&mut q, &mut wbuf, 0, job, &metrics);
         }
         let text = String::from_utf8(wbuf.to_vec()).unwrap();
         let lines = text.split_inclusive("\r\n").map(str::to_string).collect();
@@ -293,8 +311,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn adjacent_retrievals_with_the_same_verb_share_a_line() {
+    #[tokio::test]
+    async fn adjacent_retrievals_with_the_same_verb_share_a_line() {
         let (a, _) = get(Retrieval::Get, 0, &["a"]);
         let (b, _) = get(Retrieval::Get, 0, &["b", "c"]);
         let (c, _) = get(Retrieval::Gets, 0, &["a"]);
@@ -314,14 +332,19 @@ mod tests {
         assert_eq!(q.len(), 4);
     }
 
-    #[test]
-    fn nothing_merges_when_merging_is_off() {
+    #[tokio::test]
+    async fn nothing_merges_when_merging_is_off() {
         let metrics = Metrics::new().server("s");
-        let (mut q, mut wbuf, mut batch) = (VecDeque::new(), BytesMut::new(), Batch::new(false));
+        let (mut q, mut wbuf, mut batch) = (
+            InFlightQueue::new(Duration::from_secs(5)),
+            BytesMut::new(),
+            Batch::new(false),
+        );
         for key in ["a", "b"] {
             batch.push(
                 &mut q,
                 &mut wbuf,
+                0,
                 get(Retrieval::Get, 0, &[key]).0,
                 &metrics,
             );
@@ -330,8 +353,8 @@ mod tests {
         assert_eq!(q.len(), 2);
     }
 
-    #[test]
-    fn any_other_command_ends_the_line() {
+    #[tokio::test]
+    async fn any_other_command_ends_the_line() {
         let (a, _) = get(Retrieval::Get, 0, &["k"]);
         let (tx, _rx) = oneshot::channel();
         let delete = Job {
@@ -346,8 +369,8 @@ mod tests {
         assert_eq!(lines, ["get k\r\n", "delete k\r\n", "get k\r\n"]);
     }
 
-    #[test]
-    fn merged_lines_stay_within_the_limit() {
+    #[tokio::test]
+    async fn merged_lines_stay_within_the_limit() {
         let key = "k".repeat(250);
         let jobs: Vec<Job> = (0..40)
             .map(|_| get(Retrieval::Gat, 0, &[key.as_str()]).0)
@@ -363,8 +386,8 @@ mod tests {
         assert_eq!(q.len(), lines.len());
     }
 
-    #[test]
-    fn merged_lines_stop_at_the_key_limit() {
+    #[tokio::test]
+    async fn merged_lines_stop_at_the_key_limit() {
         let jobs: Vec<Job> = (0..MERGED_KEYS_MAX + 5)
             .map(|i| get(Retrieval::Get, 0, &[format!("k{i}").as_str()]).0)
             .collect();
@@ -380,8 +403,8 @@ mod tests {
         assert_eq!(lines.len(), 2);
     }
 
-    #[test]
-    fn a_merged_answer_is_split_by_key_with_misses_and_duplicates() {
+    #[tokio::test]
+    async fn a_merged_answer_is_split_by_key_with_misses_and_duplicates() {
         let (a, mut ra) = get(Retrieval::Get, 0, &["x"]);
         let (b, mut rb) = get(Retrieval::Get, 0, &["miss", "x", "y"]);
         let (c, mut rc) = get(Retrieval::Get, 0, &["x"]);
@@ -395,40 +418,37 @@ mod tests {
             value("y", 3, "3"),
             value("x", 4, "4"),
         ];
-        q.pop_front()
-            .unwrap()
-            .waiter
-            .deliver(Response::Values(answer));
+        q.pop().unwrap().waiter.deliver(Response::Values(answer));
         assert_eq!(keys_of(&mut ra), ["1"]);
         assert_eq!(keys_of(&mut rb), ["2", "3"]);
         assert_eq!(keys_of(&mut rc), ["4"]);
         assert!(keys_of(&mut rd).is_empty());
     }
 
-    #[test]
-    fn an_error_line_goes_to_every_merged_request() {
+    #[tokio::test]
+    async fn an_error_line_goes_to_every_merged_request() {
         let (a, mut ra) = get(Retrieval::Get, 0, &["x"]);
         let (b, mut rb) = get(Retrieval::Get, 0, &["y"]);
         let (_, mut q) = write(vec![a, b]);
         let line = Response::Line(Bytes::from_static(b"SERVER_ERROR out of memory\r\n"));
-        q.pop_front().unwrap().waiter.deliver(line.clone());
+        q.pop().unwrap().waiter.deliver(line.clone());
         assert_eq!(ra.try_recv().unwrap().unwrap(), line);
         assert_eq!(rb.try_recv().unwrap().unwrap(), line);
     }
 
-    #[test]
-    fn a_failure_reaches_every_merged_request() {
+    #[tokio::test]
+    async fn a_failure_reaches_every_merged_request() {
         let (a, mut ra) = get(Retrieval::Get, 0, &["x"]);
         let (b, mut rb) = get(Retrieval::Get, 0, &["y"]);
         let (_, mut q) = write(vec![a, b]);
         let n = q
-            .pop_front()
+            .pop()
             .unwrap()
             .waiter
             .take()
-            .fail(BackendError::Timeout);
+            .fail(BackendError::new(ErrorKind::Timeout, Origin::Deadline));
         assert_eq!(n, 2);
-        assert!(matches!(ra.try_recv(), Ok(Err(BackendError::Timeout))));
-        assert!(matches!(rb.try_recv(), Ok(Err(BackendError::Timeout))));
+        assert!(matches!(ra.try_recv(), Ok(Err(e)) if e.kind == ErrorKind::Timeout));
+        assert!(matches!(rb.try_recv(), Ok(Err(e)) if e.kind == ErrorKind::Timeout));
     }
 }

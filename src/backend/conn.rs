@@ -1,36 +1,38 @@
 //! One shared, pipelined connection to a memcached server.
 //!
 //! Requests from every client arrive on an unbounded channel (each client caps its own in-flight
-//! requests, so the total is bounded by `max_connections × max_inflight`). The writer drains the
-//! channel into one buffer and writes it with one syscall ([`super::batch`], which also merges
-//! adjacent `get`s into one command); before writing it appends the requests to the in-flight
-//! FIFO, which the reader uses to parse each answer by the shape its request expects (pelikan's
-//! `ClientSession { pending }`).
+//! requests, so the total is bounded by `max_connections × max_inflight`). One task owns the
+//! socket: it drains the channel into one buffer ([`super::batch`], which also merges adjacent
+//! `get`s into one command), writes it with one syscall, and parses each answer by the shape its
+//! request expects, oldest first ([`InFlightQueue`], pelikan's `ClientSession { pending }`),
+//! with every request failing at its own deadline.
 //!
-//! Timeouts: every request carries a deadline. When it passes, the client is answered
-//! `SERVER_ERROR timeout` at once, but the request keeps its place in the FIFO so its late answer
-//! is read and thrown away, and the requests behind it still get their own answers (twemproxy
-//! closes the whole connection instead). Only when the oldest answer is overdue by
-//! [`stuck_limit`] is the connection given up and reopened.
+//! A protocol error (an answer that is not what the oldest request expects) means the stream
+//! is out of step: every request in flight gets `SERVER_ERROR`, nothing more read from the
+//! socket reaches a client, the connection is closed and reopened with backoff, and it counts as
+//! a failure of the server. The task is supervised ([`spawn`]): whatever ends a connection,
+//! a panic included, a new one is opened while the server is still in the config.
 //!
-//! Reconnects back off from 20 ms to 1 s. While disconnected, requests fail at once.
+//! Reconnects back off from 20 ms to 1 s ([`Backoff`]). While disconnected, requests fail at once.
 //!
 //! With the pool's `tls`, a new connection does the TLS handshake (within the same timeout as
 //! the connect) before it serves; the pipelining and FIFO above are the same on TLS.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::BackendError;
-use super::batch::{Batch, InFlight};
+use super::batch::Batch;
+use super::error::{BackendError, ErrorKind, Origin};
 use super::health::Health;
+use super::inflight::{Expiry, InFlightQueue};
 use crate::metrics::ServerMetrics;
 use crate::protocol::backend::{Response, parse};
 use crate::protocol::command::Op;
@@ -50,12 +52,46 @@ pub struct Job {
 
 /// Writes are flushed once this much is buffered even if more requests are queued.
 const WRITE_BATCH: usize = 256 * 1024;
-const BACKOFF_MIN: Duration = Duration::from_millis(20);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// How long past its deadline the oldest answer may be before the connection is reopened.
 pub fn stuck_limit(timeout: Duration) -> Duration {
     (timeout * 10).max(Duration::from_secs(5))
+}
+
+/// Reconnect delays: 20 ms, doubling up to 1 s; back to 20 ms once a connection works.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    /// Shortest delay.
+    pub const MIN: Duration = Duration::from_millis(20);
+    /// Longest delay.
+    pub const MAX: Duration = Duration::from_secs(1);
+
+    /// Starts at [`Backoff::MIN`].
+    pub fn new() -> Backoff {
+        Backoff { next: Backoff::MIN }
+    }
+
+    /// The delay before the next attempt; the one after is twice as long.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Backoff::MAX);
+        d
+    }
+
+    /// A connection worked: start over.
+    pub fn reset(&mut self) {
+        self.next = Backoff::MIN;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff::new()
+    }
 }
 
 /// What a connection needs to know about its server.
@@ -71,274 +107,295 @@ pub struct Target {
     pub metrics: ServerMetrics,
     /// Merge adjacent retrievals into one command (the pool's `merge_gets`).
     pub merge_gets: bool,
-    /// TLS to the server (the pool's `tls`), shared by the server's connections.
-    pub tls: Option<Arc<crate::tls::connect::ServerTls>>,
     /// Longest value accepted from the server (the listener's `max_value_size`).
     pub max_value_size: usize,
+    /// TLS to the server (the pool's `tls`), shared by the server's connections.
+    pub tls: Option<Arc<crate::tls::connect::ServerTls>>,
 }
 
-/// Starts a connection task; it ends when every sender is dropped and its answers are in.
+/// Starts a supervised connection; it ends when every sender is dropped and its answers are in.
 pub fn spawn(target: Target) -> mpsc::UnboundedSender<Job> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(target, rx));
+    tokio::spawn(supervise(target, rx));
     tx
 }
 
+/// How one connection ended.
 enum Ended {
     /// The channel closed and every answer came back.
     Drained,
-    /// The connection failed with this error.
+    /// The connection failed with this error (already counted against the server).
     Failed(BackendError),
 }
 
-async fn run(target: Target, mut rx: mpsc::UnboundedReceiver<Job>) {
-    let mut backoff = BACKOFF_MIN;
+/// Keeps a connection open for as long as the channel is: connects, serves, and after any end —
+/// an error, a refused connect, a panic — backs off and connects again. The channel's receiver
+/// lives here, outside the connection, so a panic loses only the requests in flight (their
+/// clients get `SERVER_ERROR backend connection closed`), never the server.
+async fn supervise(target: Target, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut backoff = Backoff::new();
     loop {
         // What requests arriving during the backoff below are told.
-        let mut refused = BackendError::Connect;
-        match tokio::time::timeout(target.timeout, TcpStream::connect(&target.address)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                tracing::debug!(server = %target.address, "connected");
-                let ended = match &target.tls {
-                    None => {
-                        backoff = BACKOFF_MIN;
-                        let (rd, wr) = stream.into_split();
-                        Some(serve(rd, wr, &mut rx, &target).await)
-                    }
-                    Some(tls) => {
-                        match tokio::time::timeout(target.timeout, tls.connect(stream)).await {
-                            Ok(Ok(stream)) => {
-                                backoff = BACKOFF_MIN;
-                                let (rd, wr) = crate::tls::split::split(stream);
-                                Some(serve(rd, wr, &mut rx, &target).await)
-                            }
-                            Ok(Err(e)) => {
-                                tls.log_failure(&target.address, &e);
-                                None
-                            }
-                            Err(_) => {
-                                let e = crate::tls::connect::ConnectError::Timeout;
-                                tls.log_failure(&target.address, &e);
-                                None
-                            }
-                        }
-                    }
-                };
-                match ended {
-                    Some(Ended::Drained) => return,
-                    Some(Ended::Failed(e)) => {
-                        tracing::debug!(server = %target.address, error = %e, "connection lost");
-                        if e == BackendError::Tls {
-                            refused = BackendError::Tls;
-                        }
-                    }
-                    None => {
-                        target.metrics.tls_errors.inc();
-                        target.health.record_failure(&target.metrics);
-                        refused = BackendError::Tls;
-                    }
+        let mut refused = ErrorKind::Connect;
+        let attempt = AssertUnwindSafe(connect_and_serve(&target, &mut rx, &mut backoff));
+        match attempt.catch_unwind().await {
+            Ok(Ended::Drained) => return,
+            Ok(Ended::Failed(e)) => {
+                tracing::debug!(server = %target.address, error = %e, "backend connection ended");
+                if e.kind == ErrorKind::Tls {
+                    refused = ErrorKind::Tls;
                 }
             }
-            Ok(Err(e)) => {
-                tracing::debug!(server = %target.address, error = %e, "connect failed");
-                target.metrics.connect_errors.inc();
-                target.health.record_failure(&target.metrics);
-            }
-            Err(_) => {
-                tracing::debug!(server = %target.address, "connect timed out");
-                target.metrics.connect_errors.inc();
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(server = %target.address, panic = %what, "backend connection task panicked; reconnecting");
                 target.health.record_failure(&target.metrics);
             }
         }
         // Back off; requests arriving meanwhile fail at once rather than wait.
-        let sleep = tokio::time::sleep(backoff);
+        let sleep = tokio::time::sleep(backoff.next_delay());
         tokio::pin!(sleep);
         loop {
             tokio::select! {
                 _ = &mut sleep => break,
                 job = rx.recv() => match job {
-                    Some(job) => { let _ = job.tx.send(Err(refused)); }
+                    Some(job) => {
+                        let _ = job.tx.send(Err(BackendError::new(refused, Origin::Connect)));
+                    }
                     None => return,
                 },
             }
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
-/// Runs one connection (the halves of a TCP or TLS stream) until it fails or the channel is
-/// drained.
-async fn serve(
-    mut rd: impl AsyncRead + Unpin,
-    mut wr: impl AsyncWrite + Unpin,
-    rx: &mut mpsc::UnboundedReceiver<Job>,
+/// Opens one connection and serves it until it ends.
+async fn connect_and_serve(
     target: &Target,
+    rx: &mut mpsc::UnboundedReceiver<Job>,
+    backoff: &mut Backoff,
 ) -> Ended {
-    let inflight: Mutex<VecDeque<InFlight>> = Mutex::new(VecDeque::new());
-    let pushed = Notify::new();
+    let connect = tokio::time::timeout(target.timeout, TcpStream::connect(&target.address));
+    let stream = match connect.await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            let e = BackendError::new(ErrorKind::Connect, Origin::Connect).because(e);
+            tracing::debug!(server = %target.address, error = %e, "connect failed");
+            target.metrics.connect_errors.inc();
+            target.health.record_failure(&target.metrics);
+            return Ended::Failed(e);
+        }
+        Err(elapsed) => {
+            let e = BackendError::new(ErrorKind::Connect, Origin::Connect).because(elapsed);
+            tracing::debug!(server = %target.address, error = %e, "connect timed out");
+            target.metrics.connect_errors.inc();
+            target.health.record_failure(&target.metrics);
+            return Ended::Failed(e);
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    tracing::debug!(server = %target.address, "connected");
+    let Some(tls) = &target.tls else {
+        backoff.reset();
+        let (rd, wr) = stream.into_split();
+        return Connection::new(target).serve(rd, wr, rx).await;
+    };
+    let failed = match tokio::time::timeout(target.timeout, tls.connect(stream)).await {
+        Ok(Ok(stream)) => {
+            backoff.reset();
+            let (rd, wr) = crate::tls::split::split(stream);
+            return Connection::new(target).serve(rd, wr, rx).await;
+        }
+        Ok(Err(e)) => {
+            tls.log_failure(&target.address, &e);
+            BackendError::new(ErrorKind::Tls, Origin::Connect).because(e)
+        }
+        Err(_) => {
+            let e = crate::tls::connect::ConnectError::Timeout;
+            tls.log_failure(&target.address, &e);
+            BackendError::new(ErrorKind::Tls, Origin::Connect).because(e)
+        }
+    };
+    target.metrics.tls_errors.inc();
+    target.health.record_failure(&target.metrics);
+    Ended::Failed(failed)
+}
 
-    let writer = async {
-        let mut wbuf = BytesMut::with_capacity(16 * 1024);
-        loop {
-            let Some(job) = rx.recv().await else {
-                // Drained: wait for the answers still owed, then close.
-                while !lock(&inflight).is_empty() {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+/// The state of one open connection.
+struct Connection<'a> {
+    target: &'a Target,
+    queue: InFlightQueue,
+    rbuf: BytesMut,
+    /// Encoded requests not yet written; `wbuf[0]` is byte `written` of the stream.
+    wbuf: BytesMut,
+    written: u64,
+}
+
+impl<'a> Connection<'a> {
+    fn new(target: &'a Target) -> Connection<'a> {
+        Connection {
+            target,
+            queue: InFlightQueue::new(stuck_limit(target.timeout)),
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            wbuf: BytesMut::with_capacity(16 * 1024),
+            written: 0,
+        }
+    }
+
+    /// Serves the halves of a TCP or TLS stream until it fails or the channel is drained.
+    async fn serve(
+        mut self,
+        mut rd: impl AsyncRead + Unpin,
+        mut wr: impl AsyncWrite + Unpin,
+        rx: &mut mpsc::UnboundedReceiver<Job>,
+    ) -> Ended {
+        let mut open = true;
+        // Written but not flushed: TLS keeps what the socket did not take until a flush (on TCP
+        // the flush is free).
+        let mut unflushed = false;
+        let ended = loop {
+            if let Err(e) = self.take_answers() {
+                break e;
+            }
+            if !open && self.queue.is_empty() && self.wbuf.is_empty() && !unflushed {
                 return Ended::Drained;
-            };
-            // Let the other ready tasks (client sessions) run first, so requests from many
-            // clients go out in one write instead of one syscall each: tokio runs a woken task
-            // right after its waker, which would otherwise write every request alone.
-            yield_once().await;
-            {
-                let mut q = lock(&inflight);
-                let mut batch = Batch::new(target.merge_gets);
-                batch.push(&mut q, &mut wbuf, job, &target.metrics);
-                while wbuf.len() < WRITE_BATCH {
-                    match rx.try_recv() {
-                        Ok(job) => batch.push(&mut q, &mut wbuf, job, &target.metrics),
-                        Err(_) => break,
-                    }
-                }
             }
-            pushed.notify_one();
-            // The flush is free on TCP; TLS keeps what the socket did not take until then.
-            if wr.write_all(&wbuf).await.is_err() || wr.flush().await.is_err() {
-                return Ended::Failed(BackendError::Closed);
-            }
-            wbuf.clear();
-        }
-    };
-
-    let reader = async {
-        let mut rbuf = BytesMut::with_capacity(64 * 1024);
-        // Timed-out requests always form a prefix of the FIFO (deadlines grow with send order).
-        let mut timed_out = 0usize;
-        let sleep = tokio::time::sleep(Duration::from_secs(3600));
-        tokio::pin!(sleep);
-        // When the timer fires next, if armed. Deadlines grow with send order, so a timer armed
-        // for an older deadline fires early at worst; re-arming only when the next deadline is
-        // earlier than the armed one keeps timer resets off the per-answer path.
-        let mut armed: Option<Instant> = None;
-        loop {
-            // Take every complete answer off the buffer.
-            loop {
-                let parsed = {
-                    let q = lock(&inflight);
-                    let Some(front) = q.front() else {
-                        break;
-                    };
-                    parse(front.expect(target.max_value_size), &mut rbuf)
-                };
-                match parsed {
-                    Ok(Some(response)) => {
-                        let front = lock(&inflight).pop_front();
-                        timed_out = timed_out.saturating_sub(1);
-                        if let Some(f) = front {
-                            target.health.record_success(&target.metrics);
-                            f.waiter.deliver(response);
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(server = %target.address, error = %e, "closing backend connection");
-                        target.metrics.protocol_errors.inc();
-                        return Ended::Failed(BackendError::Protocol);
-                    }
-                }
-            }
-            let (next_deadline, empty) = {
-                let q = lock(&inflight);
-                (q.get(timed_out).map(|f| f.deadline), q.is_empty())
-            };
-            if !rbuf.is_empty() && empty {
-                target.metrics.protocol_errors.inc();
-                tracing::warn!(server = %target.address, "unsolicited backend data");
-                return Ended::Failed(BackendError::Protocol);
-            }
-            if let Some(d) = next_deadline {
-                if armed.is_none_or(|a| d < a) {
-                    sleep.as_mut().reset(d);
-                    armed = Some(d);
-                }
-            }
+            let writing = !self.wbuf.is_empty() || unflushed;
             tokio::select! {
-                r = rd.read_buf(&mut rbuf) => match r {
-                    Ok(0) => return Ended::Failed(BackendError::Closed),
-                    Err(e) => return Ended::Failed(read_error(target, &e)),
+                r = rd.read_buf(&mut self.rbuf) => match r {
+                    Ok(0) => break BackendError::new(ErrorKind::Closed, Origin::Read),
                     Ok(_) => {}
+                    Err(e) => break read_error(self.target, e),
                 },
-                _ = &mut sleep, if armed.is_some() => {
-                    armed = None;
-                    let now = Instant::now();
-                    let mut q = lock(&inflight);
-                    while let Some(f) = q.get_mut(timed_out) {
-                        if f.deadline > now {
-                            break;
-                        }
-                        let n = f.waiter.take().fail(BackendError::Timeout);
-                        if n > 0 {
-                            target.metrics.timeouts.inc_by(n);
-                            target.health.record_failure(&target.metrics);
-                        }
-                        timed_out += 1;
+                // Both halves are cancel safe: a write that did not complete wrote nothing, a
+                // flush dropped keeps its data buffered.
+                r = write_or_flush(&mut wr, &mut self.wbuf), if writing => match r {
+                    Ok(n) => {
+                        self.written += n as u64;
+                        unflushed = n > 0;
                     }
-                    if q.front().is_some_and(|f| f.deadline + stuck_limit(target.timeout) <= now) {
-                        tracing::warn!(server = %target.address, "backend stuck, reconnecting");
-                        return Ended::Failed(BackendError::Timeout);
+                    Err(e) => break BackendError::new(ErrorKind::Closed, Origin::Write).because(e),
+                },
+                job = rx.recv(), if open && self.wbuf.len() < WRITE_BATCH => match job {
+                    Some(job) => self.queue_batch(job, rx).await,
+                    // Drained: wait for the answers still owed, then close.
+                    None => open = false,
+                },
+                expiry = self.queue.expired() => match expiry {
+                    Expiry::TimedOut { commands, requests } => {
+                        self.target.metrics.timeouts.inc_by(requests);
+                        for _ in 0..commands {
+                            self.target.health.record_failure(&self.target.metrics);
+                        }
                     }
-                    if timed_out > 0 {
-                        // Check the stuck limit later even if no new request comes.
-                        let recheck = q[0].deadline + stuck_limit(target.timeout);
-                        sleep.as_mut().reset(recheck);
-                        armed = Some(recheck);
+                    Expiry::Stuck => {
+                        tracing::warn!(server = %self.target.address, "backend stuck, reconnecting");
+                        self.target.health.record_failure(&self.target.metrics);
+                        break BackendError::new(ErrorKind::Timeout, Origin::Deadline);
                     }
                 },
-                // New requests need a timer when none is armed. An armed deadline is an older
-                // request's, never later than a new one's, except the stuck-limit recheck after
-                // timeouts. (Not waiting on every loop saves registering a waiter per answer.)
-                _ = pushed.notified(), if armed.is_none() || timed_out > 0 => {}
+            }
+        };
+        self.fail(ended)
+    }
+
+    /// Takes every complete answer off the read buffer and hands it over.
+    fn take_answers(&mut self) -> Result<(), BackendError> {
+        let max = self.target.max_value_size;
+        while let Some(front) = self.queue.front() {
+            match parse(front.expect(max), &mut self.rbuf) {
+                Ok(Some(response)) => {
+                    if let Some(f) = self.queue.pop() {
+                        // A late answer (its client already got `timeout`) proves nothing about
+                        // the server's health: only answers a client waited for are successes.
+                        if f.waiter.is_waiting() {
+                            self.target.health.record_success(&self.target.metrics);
+                        }
+                        f.waiter.deliver(response);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(server = %self.target.address, error = %e, "backend protocol error, closing the connection");
+                    self.target.metrics.protocol_errors.inc();
+                    self.target.health.record_failure(&self.target.metrics);
+                    return Err(BackendError::new(ErrorKind::Protocol, Origin::Parse).because(e));
+                }
             }
         }
-    };
+        if self.queue.is_empty() && !self.rbuf.is_empty() {
+            let e = crate::protocol::backend::ProtocolError("data nobody asked for".into());
+            tracing::warn!(server = %self.target.address, error = %e, "backend protocol error, closing the connection");
+            self.target.metrics.protocol_errors.inc();
+            self.target.health.record_failure(&self.target.metrics);
+            return Err(BackendError::new(ErrorKind::Protocol, Origin::Parse).because(e));
+        }
+        Ok(())
+    }
 
-    let ended = tokio::select! {
-        e = writer => e,
-        e = reader => e,
-    };
-    // Whatever is still owed an answer fails; count it against the server.
-    let owed: Vec<InFlight> = lock(&inflight).drain(..).collect();
-    let mut failed = false;
-    let error = match &ended {
-        Ended::Failed(e) => *e,
-        Ended::Drained => BackendError::Closed,
-    };
-    for f in owed {
-        let n = f.waiter.fail(error);
-        if n > 0 {
-            failed = true;
-            target.metrics.closed.inc_by(n);
+    /// Encodes `job` and whatever else is queued into one write.
+    async fn queue_batch(&mut self, job: Job, rx: &mut mpsc::UnboundedReceiver<Job>) {
+        // Let the other ready tasks (client sessions) run first, so requests from many clients
+        // go out in one write instead of one syscall each: tokio runs a woken task right after
+        // its waker, which would otherwise write every request alone.
+        yield_once().await;
+        let offset = self.written;
+        let mut batch = Batch::new(self.target.merge_gets);
+        let metrics = &self.target.metrics;
+        batch.push(&mut self.queue, &mut self.wbuf, offset, job, metrics);
+        while self.wbuf.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(&mut self.queue, &mut self.wbuf, offset, job, metrics),
+                Err(_) => break,
+            }
         }
     }
-    // An idle connection closed by the server (restart, idle timeout) is not a failure by
-    // itself; the reconnect that follows tells whether the server is really gone.
-    if failed {
-        target.health.record_failure(&target.metrics);
+
+    /// The connection is over: whatever is still owed an answer fails with `error`.
+    fn fail(mut self, error: BackendError) -> Ended {
+        let owed = self.queue.fail_all(&error, self.written);
+        if owed > 0 {
+            self.target.metrics.closed.inc_by(owed);
+            // An idle connection closed by the server (restart, idle timeout) is not a failure
+            // by itself: the reconnect that follows tells whether the server is really gone.
+            // Protocol errors and stuck connections were counted where they were found.
+            if matches!(error.kind, ErrorKind::Closed | ErrorKind::Tls) {
+                self.target.health.record_failure(&self.target.metrics);
+            }
+        }
+        Ended::Failed(error)
     }
-    ended
+}
+
+/// Writes what is buffered (returns the bytes taken), or flushes once it is all written
+/// (returns 0).
+async fn write_or_flush(
+    wr: &mut (impl AsyncWrite + Unpin),
+    wbuf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    if wbuf.is_empty() {
+        wr.flush().await?;
+        return Ok(0);
+    }
+    match wr.write_buf(wbuf).await? {
+        0 => Err(std::io::ErrorKind::WriteZero.into()),
+        n => Ok(n),
+    }
 }
 
 /// Why a read failed. A TLS 1.3 server refuses a client certificate (or its absence) only after
 /// the handshake, on the first read: that is a TLS failure, counted and answered as one.
-fn read_error(target: &Target, e: &std::io::Error) -> BackendError {
+fn read_error(target: &Target, e: std::io::Error) -> BackendError {
     match &target.tls {
-        Some(tls) if tls.session_failed(&target.address, e) => {
+        Some(tls) if tls.session_failed(&target.address, &e) => {
             target.metrics.tls_errors.inc();
-            BackendError::Tls
+            BackendError::new(ErrorKind::Tls, Origin::Read).because(e)
         }
-        _ => BackendError::Closed,
+        _ => BackendError::new(ErrorKind::Closed, Origin::Read).because(e),
     }
 }
 
@@ -358,7 +415,5 @@ async fn yield_once() {
     .await
 }
 
-/// The FIFO lock is never held across an await; a poisoned lock still holds a valid queue.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+#[cfg(test)]
+mod tests;

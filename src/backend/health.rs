@@ -1,11 +1,26 @@
-//! Server health: `failure_limit` consecutive failures (connect errors, timeouts, lost
-//! connections) mark a server down for `retry_timeout`; after that, requests probe it again and
-//! one success marks it up. Failures are not reset by the retry, so a failed probe marks it down
-//! again at once (twemproxy behaves the same way).
+//! Server health, a small state machine (documented for operators in deploy/README.md):
+//!
+//! - **up**: requests are sent. `failure_limit` consecutive failures — a connect error, a
+//!   request timing out (each fails at its own deadline, so each failure takes at most
+//!   `timeout`), a connection lost with requests in flight, a protocol error — mark it down.
+//!   An answer a client was waiting for resets the count; a late answer to a timed-out request
+//!   does not (the client saw an error).
+//! - **down** for `retry_timeout`: its keys fail fast with `SERVER_ERROR backend marked down`
+//!   (or, with `eject = true`, leave the ring). A failure meanwhile (a reconnect refused, an
+//!   old request timing out) starts the wait again.
+//! - **probing**: the retry time has come and the server's prober ([`super::server`]) sends one
+//!   request of its own. Client keys keep failing fast: a probe is one request, not all of them.
+//!   The probe's answer marks the server up; its failure marks it down for another
+//!   `retry_timeout`.
+//!
+//! The probe does not depend on client traffic, so a replica that `/readyz` took out of a load
+//! balancer still finds out that its servers came back.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use crate::metrics::ServerMetrics;
 
@@ -23,15 +38,28 @@ pub fn now_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
+/// Where a server stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Requests are sent.
+    Up,
+    /// Marked down; its retry time has not come.
+    Down,
+    /// Marked down and due a probe (or being probed); still refusing client requests.
+    Probing,
+}
+
 /// Health of one server.
 #[derive(Debug)]
 pub struct Health {
     address: String,
     failures: AtomicU32,
-    /// Monotonic ms until which the server is down; 0 = up.
+    /// Monotonic ms at which a down server is due a probe; 0 = up.
     down_until: AtomicU64,
     failure_limit: u32,
     retry_timeout: Duration,
+    /// Woken when the server is marked down (the prober waits on it).
+    marked_down: Notify,
 }
 
 impl Health {
@@ -43,55 +71,73 @@ impl Health {
             down_until: AtomicU64::new(0),
             failure_limit: failure_limit.max(1),
             retry_timeout,
+            marked_down: Notify::new(),
         }
     }
 
-    /// True while marked down and the retry time has not come.
-    pub fn is_down(&self) -> bool {
-        let until = self.down_until.load(Ordering::Relaxed);
-        until != 0 && now_ms() < until
+    /// Where the server stands now.
+    pub fn state(&self) -> State {
+        match self.down_until.load(Ordering::Acquire) {
+            0 => State::Up,
+            until if now_ms() < until => State::Down,
+            _ => State::Probing,
+        }
     }
 
-    /// Monotonic ms at which a down server is tried again (`None` when up).
+    /// True while down or being probed: client requests are refused.
+    pub fn is_down(&self) -> bool {
+        self.down_until.load(Ordering::Acquire) != 0
+    }
+
+    /// Monotonic ms at which a down server is probed (`None` when up).
     pub fn retry_at(&self) -> Option<u64> {
-        match self.down_until.load(Ordering::Relaxed) {
+        match self.down_until.load(Ordering::Acquire) {
             0 => None,
             t => Some(t),
         }
     }
 
-    /// Records a failure; marks the server down at the limit.
+    /// Records a failure; marks the server down at the limit, or keeps a down server down for
+    /// another `retry_timeout`.
     pub fn record_failure(&self, metrics: &ServerMetrics) {
         let failures = self
             .failures
-            .fetch_add(1, Ordering::Relaxed)
+            .fetch_add(1, Ordering::AcqRel)
             .saturating_add(1);
         if failures < self.failure_limit {
             return;
         }
-        let now = now_ms();
-        let until = now + self.retry_timeout.as_millis() as u64;
-        let previous = self.down_until.swap(until, Ordering::AcqRel);
-        if previous == 0 || previous <= now {
+        let until = now_ms() + self.retry_timeout.as_millis() as u64;
+        if self.down_until.swap(until, Ordering::AcqRel) == 0 {
             metrics.up.set(0);
-            if previous == 0 {
-                metrics.marked_down.inc();
-                tracing::warn!(server = %self.address, failures, retry_in = ?self.retry_timeout, "server marked down");
-            }
+            metrics.marked_down.inc();
+            tracing::warn!(server = %self.address, failures, retry_in = ?self.retry_timeout, "server marked down");
             GENERATION.fetch_add(1, Ordering::AcqRel);
+            self.marked_down.notify_waiters();
         }
     }
 
-    /// Records a good answer; marks the server up if it was down.
+    /// Records an answer a client (or the prober) waited for; marks the server up if it was down.
     pub fn record_success(&self, metrics: &ServerMetrics) {
         if self.failures.load(Ordering::Relaxed) == 0 {
             return;
         }
-        self.failures.store(0, Ordering::Relaxed);
+        self.failures.store(0, Ordering::Release);
         if self.down_until.swap(0, Ordering::AcqRel) != 0 {
             metrics.up.set(1);
             tracing::info!(server = %self.address, "server up");
             GENERATION.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Waits until the server is marked down.
+    pub async fn wait_down(&self) {
+        loop {
+            let notified = self.marked_down.notified();
+            if self.is_down() {
+                return;
+            }
+            notified.await;
         }
     }
 }
@@ -107,27 +153,33 @@ mod tests {
         let h = Health::new("s", 3, Duration::from_secs(60));
         h.record_failure(&metrics);
         h.record_failure(&metrics);
-        assert!(!h.is_down());
+        assert_eq!(h.state(), State::Up);
         h.record_failure(&metrics);
+        assert_eq!(h.state(), State::Down);
         assert!(h.is_down());
         assert_eq!(metrics.up.get(), 0);
         assert_eq!(metrics.marked_down.get(), 1);
         h.record_success(&metrics);
-        assert!(!h.is_down());
+        assert_eq!(h.state(), State::Up);
         assert_eq!(metrics.up.get(), 1);
     }
 
     #[test]
-    fn a_failed_probe_marks_down_again_at_once() {
+    fn a_due_server_is_probing_and_still_refuses_requests() {
         let metrics = Metrics::new().server("s");
         let h = Health::new("s", 2, Duration::from_millis(0));
         h.record_failure(&metrics);
         h.record_failure(&metrics);
-        // retry_timeout 0: the retry time has come, the server is probed
-        assert!(!h.is_down());
+        // retry_timeout 0: the retry time has come; the server is probed, clients still refused.
+        assert_eq!(h.state(), State::Probing);
+        assert!(h.is_down());
+        assert_eq!(metrics.up.get(), 0);
+        // A failed probe: down again, counted once as marked down.
         let h = Health::new("s", 2, Duration::from_secs(60));
         h.failures.store(5, Ordering::Relaxed);
+        h.down_until.store(1, Ordering::Relaxed);
         h.record_failure(&metrics);
-        assert!(h.is_down());
+        assert_eq!(h.state(), State::Down);
+        assert_eq!(metrics.marked_down.get(), 1);
     }
 }

@@ -1,16 +1,16 @@
 //! A pool: named servers, the hash, and the ring that maps keys to them.
 //!
 //! With `eject = true` a server marked down leaves the ring and its keys move to the others
-//! (twemproxy's `auto_eject_hosts`); the ring is rebuilt when health changes or when an ejected
-//! server's retry time comes. With `eject = false` the ring never changes and a down server's
-//! keys fail fast.
+//! (twemproxy's `auto_eject_hosts`); the ring is rebuilt when health changes (a server marked
+//! down, or up again after its probe answered: [`super::health`]). With `eject = false` the ring
+//! never changes and a down server's keys fail fast.
 
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use super::health::{generation, now_ms};
-use super::{BackendError, Server};
+use super::health::generation;
+use super::{BackendError, ErrorKind, Origin, Server};
 use crate::config::PoolConfig;
 use crate::ring::{Ring, RingServer, hash_key};
 
@@ -33,8 +33,6 @@ struct LiveRing {
 
 struct LiveState {
     generation: u64,
-    /// Monotonic ms at which an ejected server is due a retry.
-    recheck_at: Option<u64>,
     /// Which servers this ring leaves out.
     ejected: Vec<bool>,
     ring: Ring,
@@ -72,18 +70,20 @@ impl Pool {
             None => self.ring.locate(hash),
             Some(live) => self.live_ring(live).ring.locate(hash),
         };
-        found.ok_or(BackendError::NoServer)
+        found.ok_or_else(|| BackendError::new(ErrorKind::NoServer, Origin::Routing))
     }
 
     /// The server that owns `key`.
     pub fn locate(&self, key: &[u8]) -> Result<&Arc<Server>, BackendError> {
-        Ok(&self.servers[self.locate_index(key)?])
+        // The ring only holds indices of `servers`: `get` fails only on a broken ring.
+        self.servers
+            .get(self.locate_index(key)?)
+            .ok_or_else(|| BackendError::new(ErrorKind::NoServer, Origin::Routing))
     }
 
     fn live_ring(&self, live: &LiveRing) -> arc_swap::Guard<Arc<LiveState>> {
         let state = live.current.load();
-        let due = state.recheck_at.is_some_and(|t| now_ms() >= t);
-        if state.generation == generation() && !due {
+        if state.generation == generation() {
             return state;
         }
         let _guard = live.rebuild.lock().unwrap_or_else(|e| e.into_inner());
@@ -105,19 +105,16 @@ impl Pool {
 /// The ring over `servers`; with `skip_down`, down servers get no points.
 fn build_ring(config: &PoolConfig, servers: &[Arc<Server>], skip_down: bool) -> LiveState {
     let generation = generation();
-    let mut recheck_at: Option<u64> = None;
     let mut ejected = Vec::with_capacity(servers.len());
     let ring_servers: Vec<RingServer<'_>> = config
         .servers
         .iter()
         .zip(servers)
         .map(|(c, s)| {
+            // Down or being probed: a probe is one request, so the ring keeps it out until the
+            // probe's answer marks it up (which bumps the generation).
             let down = skip_down && s.health.is_down();
             ejected.push(down);
-            if down {
-                let t = s.health.retry_at().unwrap_or(0);
-                recheck_at = Some(recheck_at.map_or(t, |r| r.min(t)));
-            }
             RingServer {
                 name: &c.name,
                 weight: c.weight,
@@ -128,7 +125,6 @@ fn build_ring(config: &PoolConfig, servers: &[Arc<Server>], skip_down: bool) -> 
     let ring = Ring::build(config.distribution, &ring_servers);
     LiveState {
         generation,
-        recheck_at,
         ejected,
         ring,
     }

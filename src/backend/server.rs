@@ -1,16 +1,20 @@
-//! One memcached server: its shared connections and its health.
+//! One memcached server: its shared connections, its health, and the prober that finds out when
+//! a server marked down is back.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::BackendError;
 use super::conn::{self, Job, Reply, Target};
-use super::health::Health;
+use super::error::{BackendError, ErrorKind, Origin};
+use super::health::{Health, now_ms};
 use crate::metrics::ServerMetrics;
-use crate::protocol::command::Op;
+use crate::protocol::backend::Response;
+use crate::protocol::command::{Op, Retrieval};
 
 /// Settings that, when equal, let a reload keep a server's connections.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -27,10 +31,10 @@ pub struct ServerKey {
     pub retry_timeout: Duration,
     /// Merge adjacent retrievals into one command.
     pub merge_gets: bool,
-    /// TLS to the server (the pool's `tls`).
-    pub tls: Option<crate::tls::BackendTls>,
     /// Longest value accepted from the server (the listener's `max_value_size`).
     pub max_value_size: usize,
+    /// TLS to the server (the pool's `tls`).
+    pub tls: Option<crate::tls::BackendTls>,
 }
 
 /// A backend server shared by every pool (and config snapshot) that lists it.
@@ -43,6 +47,7 @@ pub struct Server {
     pub metrics: ServerMetrics,
     conns: Vec<mpsc::UnboundedSender<Job>>,
     timeout: Duration,
+    prober: JoinHandle<()>,
 }
 
 /// A request sent to a server whose answer is still to come.
@@ -51,13 +56,16 @@ pub struct Pending(oneshot::Receiver<Reply>);
 impl Pending {
     /// Waits for the answer (the connection enforces the deadline).
     pub async fn wait(self) -> Reply {
-        self.0.await.unwrap_or(Err(BackendError::Closed))
+        // The sender is only dropped unanswered when its connection task panicked.
+        self.0.await.unwrap_or_else(|_| {
+            Err(BackendError::new(ErrorKind::Closed, Origin::Task).written(true))
+        })
     }
 }
 
 impl Server {
-    /// Starts the server's connections (over TLS with `tls`, the pool's connector). Must run
-    /// inside the tokio runtime.
+    /// Starts the server's connections (over TLS with `tls`, the pool's connector) and its
+    /// prober. Must run inside the tokio runtime.
     pub fn start(
         key: &ServerKey,
         metrics: ServerMetrics,
@@ -74,28 +82,36 @@ impl Server {
             health: health.clone(),
             metrics: metrics.clone(),
             merge_gets: key.merge_gets,
-            tls: tls.map(|c| Arc::new(crate::tls::connect::ServerTls::new(c, &key.address))),
             max_value_size: key.max_value_size,
+            tls: tls.map(|c| Arc::new(crate::tls::connect::ServerTls::new(c, &key.address))),
         };
-        let conns = (0..key.connections.max(1))
+        let conns: Vec<_> = (0..key.connections.max(1))
             .map(|_| conn::spawn(target.clone()))
             .collect();
+        let prober = tokio::spawn(probe(
+            key.address.clone(),
+            health.clone(),
+            conns[0].downgrade(),
+            metrics.clone(),
+            key.timeout,
+        ));
         Server {
             address: key.address.clone(),
             health,
             metrics,
             conns,
             timeout: key.timeout,
+            prober,
         }
     }
 
     /// Queues `op` on connection `lane % connections`; a client always uses the same lane, so its
     /// requests to one server are answered in the order it sent them. Fails at once while the
-    /// server is marked down.
+    /// server is marked down or being probed.
     pub fn send(&self, lane: usize, op: Op) -> Result<Pending, BackendError> {
         if self.health.is_down() {
             self.metrics.fast_fails.inc();
-            return Err(BackendError::Down);
+            return Err(BackendError::new(ErrorKind::Down, Origin::Routing));
         }
         let (tx, rx) = oneshot::channel();
         let job = Job {
@@ -103,14 +119,78 @@ impl Server {
             tx,
             deadline: Instant::now() + self.timeout,
         };
-        self.conns[lane % self.conns.len()]
-            .send(job)
-            .map_err(|_| BackendError::Closed)?;
+        // `conns` is never empty (at least one connection is started); `get` keeps that
+        // promise out of the request path's panics.
+        let conn = self.conns.get(lane % self.conns.len().max(1));
+        // The supervisor holds the receiver until every sender is gone: unreachable.
+        let closed = || BackendError::new(ErrorKind::Closed, Origin::Task);
+        conn.ok_or_else(closed)?.send(job).map_err(|_| closed())?;
         Ok(Pending(rx))
     }
 
     /// Sends `op` and waits for the answer.
     pub async fn call(&self, lane: usize, op: Op) -> Reply {
         self.send(lane, op)?.wait().await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.prober.abort();
+    }
+}
+
+/// The key a probe asks for: a `get` is read-only and answered by every memcached; the miss it
+/// counts in memcached's own stats is the whole footprint.
+const PROBE_KEY: &[u8] = b"memroute:probe";
+
+/// Waits for the server to be marked down, then at each retry time sends one `get` of its own
+/// on the first connection: the answer marks the server up (the connection records it), a
+/// failure keeps it down for another `retry_timeout`.
+async fn probe(
+    address: String,
+    health: Arc<Health>,
+    conn: mpsc::WeakUnboundedSender<Job>,
+    metrics: ServerMetrics,
+    timeout: Duration,
+) {
+    loop {
+        health.wait_down().await;
+        let Some(due) = health.retry_at() else {
+            continue;
+        };
+        let wait = Duration::from_millis(due.saturating_sub(now_ms()));
+        tokio::time::sleep(wait).await;
+        if health.retry_at().is_none_or(|t| t > now_ms()) {
+            continue; // up again, or down for longer meanwhile
+        }
+        let Some(conn) = conn.upgrade() else {
+            return; // the server left the config
+        };
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            op: Op::Get {
+                kind: Retrieval::Get,
+                exptime: 0,
+                keys: vec![Bytes::from_static(PROBE_KEY)],
+            },
+            tx,
+            deadline: Instant::now() + timeout,
+        };
+        if conn.send(job).is_err() {
+            return;
+        }
+        drop(conn);
+        match Pending(rx).wait().await {
+            Ok(Response::Values(_)) => health.record_success(&metrics),
+            Ok(answer) => {
+                tracing::warn!(server = %address, ?answer, "probe answered with an error");
+                health.record_failure(&metrics);
+            }
+            Err(e) => {
+                tracing::debug!(server = %address, error = %e, "probe failed");
+                health.record_failure(&metrics);
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{ReplyFuture, Route, Router, ready, to_reply};
-use crate::backend::{BackendError, Server, server::Pending};
+use crate::backend::{BackendError, ErrorKind, Server, server::Pending};
 use crate::protocol::backend::{Response, Value, pair};
 use crate::protocol::command::{Keyed, Op, Retrieval};
 use crate::protocol::reply::{NO_ROUTE, Reply};
@@ -148,14 +148,14 @@ pub fn multi_get(
                 }
                 Ok(Response::Meta { .. }) | Err(_) => {
                     failed += 1;
-                    let e = answer.err().unwrap_or(BackendError::Protocol);
+                    let e = answer.err().unwrap_or_else(|| ErrorKind::Protocol.into());
                     first_error.get_or_insert(Reply::Static(e.reply()));
                     answers.push((Vec::new(), asked));
                 }
             }
         }
         if failed == answers.len() {
-            return first_error.unwrap_or(Reply::Static(BackendError::Closed.reply()));
+            return first_error.unwrap_or(Reply::Static(ErrorKind::Closed.reply()));
         }
         Reply::Values(merge(&key_group, answers))
     })

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 
 use super::copy::copy_up;
-use crate::backend::{BackendError, Pool, Server};
+use crate::backend::{BackendError, ErrorKind, Pool, Server};
 use crate::protocol::backend::{Response, Value, pair};
 use crate::protocol::command::{Op, Retrieval};
 use crate::protocol::reply::{NO_ROUTE, Reply};
@@ -195,8 +195,10 @@ async fn lookup(
             }
             Ok(_) => members
                 .iter()
-                .for_each(|&i| slots[i] = Slot::Error(BackendError::Protocol)),
-            Err(e) => members.iter().for_each(|&i| slots[i] = Slot::Error(e)),
+                .for_each(|&i| slots[i] = Slot::Error(ErrorKind::Protocol.into())),
+            Err(e) => members
+                .iter()
+                .for_each(|&i| slots[i] = Slot::Error(e.clone())),
         }
     }
     for &i in idx {
