@@ -2,6 +2,8 @@
 //!
 //! - [`process`]: real processes on free loopback ports — [`Memcached`] backends and the
 //!   [`Memroute`] binary under test; [`nutcracker`]: [`Nutcracker`] (twemproxy 0.5), the reference.
+//! - [`relay`]: a fault-injecting TCP relay in front of a real memcached (inject bytes, delay,
+//!   hold, close), for backend-fault tests.
 //! - [`client`]: a blocking text-protocol [`Client`] that asserts exact bytes; [`http`]: a tiny
 //!   HTTP client for the admin server and a reader of `/metrics` text.
 //! - [`target`]: [`Target`], what protocol tests talk to — memroute in front of memcacheds, or
@@ -17,6 +19,7 @@ pub mod client;
 pub mod http;
 pub mod nutcracker;
 pub mod process;
+pub mod relay;
 pub mod target;
 
 pub use client::Client;
