@@ -1,26 +1,21 @@
 //! The admin HTTP server of the real binary, against real memcached processes.
 
-mod admin_support;
 mod common;
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use admin_support::{Memcached, Memroute, exchange, http, poll, sample};
+use common::{Builder, Memcached, Memroute, exchange, http, poll, sample};
 use serde_json::Value;
 
-/// `[pools.main]` over `servers` with the short health settings of DESIGN §6's readiness test,
-/// and one catch-all route to it.
-fn main_pool(servers: &[&Memcached]) -> String {
-    let list: Vec<String> = servers
-        .iter()
-        .map(|m| format!("\"{}\"", m.addr()))
-        .collect();
-    format!(
-        "[pools.main]\nservers = [{}]\nfailure_limit = 1\nretry_timeout = \"1s\"\ntimeout = \"200ms\"\n\n\
-         [[routes]]\nprefix = \"\"\ntiers = [\"main\"]\n",
-        list.join(", ")
+/// memroute with an admin port and `[pools.main]` over `servers` with the short health settings
+/// of DESIGN §6's readiness test (and the default catch-all route to it).
+fn main_pool(servers: &[&Memcached]) -> Builder {
+    Memroute::builder().admin().pool_with(
+        "main",
+        servers,
+        "failure_limit = 1\nretry_timeout = \"1s\"\ntimeout = \"200ms\"",
     )
 }
 
@@ -39,13 +34,13 @@ fn routed_server(memroute: &Memroute, key: &str) -> String {
 fn metrics_count_exactly_the_requests_sent() {
     let (a, b) = (Memcached::start(), Memcached::start());
     let mut gone = Memcached::start();
-    let memroute = Memroute::start(&format!(
-        "[pools.main]\nservers = [\"{}\", \"{}\"]\n\n[pools.gone]\nservers = [\"{}\"]\n\n\
-         [[routes]]\nprefix = \"\"\ntiers = [\"main\"]\n\n[[routes]]\nprefix = \"gone:\"\ntiers = [\"gone\"]\n",
-        a.addr(),
-        b.addr(),
-        gone.addr()
-    ));
+    let memroute = Memroute::builder()
+        .admin()
+        .pool("main", [&a, &b])
+        .pool("gone", [&gone])
+        .route("", &["main"])
+        .route("gone:", &["gone"])
+        .start();
     gone.stop();
     let gone_address = gone.addr();
     let gone_labels = [("server", gone_address.as_str())];
@@ -96,7 +91,7 @@ fn metrics_count_exactly_the_requests_sent() {
         ),
     ];
     for (request, reply, keys) in sent {
-        assert_eq!(memroute.send(request), reply, "reply to {request:?}");
+        assert_eq!(memroute.exchange(request), reply, "reply to {request:?}");
         if !keys.is_empty() {
             expect(keys);
         }
@@ -188,9 +183,9 @@ fn metrics_count_exactly_the_requests_sent() {
 #[test]
 fn promtool_accepts_the_metrics() {
     let backend = Memcached::start();
-    let memroute = Memroute::start(&main_pool(&[&backend]));
+    let memroute = main_pool(&[&backend]).start();
     // Some traffic, so histograms and counters have non-zero samples.
-    memroute.send("set a 0 0 1\r\n1\r\nget a b\r\nbogus\r\n");
+    memroute.exchange("set a 0 0 1\r\n1\r\nget a b\r\nbogus\r\n");
     let text = memroute.metrics();
     let Ok(mut promtool) = Command::new("promtool")
         .args(["check", "metrics"])
@@ -222,7 +217,7 @@ fn promtool_accepts_the_metrics() {
 fn readyz_follows_the_health_of_every_pool() {
     let mut a = Memcached::start();
     let mut b = Memcached::start();
-    let memroute = Memroute::start(&main_pool(&[&a, &b]));
+    let memroute = main_pool(&[&a, &b]).start();
     let readyz = || memroute.get("/readyz");
     assert_eq!((readyz().status, readyz().body.as_str()), (200, "ready\n"));
 
@@ -239,20 +234,20 @@ fn readyz_follows_the_health_of_every_pool() {
     a.stop();
     let a_address = a.addr();
     poll("server a marked down", || {
-        let reply = memroute.send(&format!("get {key_a}\r\n"));
+        let reply = memroute.exchange(&format!("get {key_a}\r\n"));
         let labels = [("server", a_address.as_str())];
         (reply.starts_with("SERVER_ERROR")
             && sample(&memroute.metrics(), "memroute_server_up", &labels) == Some(0.0))
         .then_some(())
     });
-    assert_eq!(readyz().status, 200, "{}", memroute.log());
+    assert_eq!(readyz().status, 200, "{}", memroute.stderr());
 
     // Every server down: not ready, and the reason names the pool. (With retry_timeout = 1s a
     // down server is probed again every second; a failed probe marks it down again at once, so
     // each attempt sends requests first and then asks.)
     b.stop();
     let reply = poll("/readyz to turn 503", || {
-        memroute.send(&format!("get {key_a}\r\nget {key_b}\r\n"));
+        memroute.exchange(&format!("get {key_a}\r\nget {key_b}\r\n"));
         Some(readyz()).filter(|r| r.status == 503)
     });
     assert_eq!(
@@ -263,7 +258,7 @@ fn readyz_follows_the_health_of_every_pool() {
     // a comes back on the same port: once a request to it succeeds, ready again.
     a.restart();
     poll("a request to the restarted server to succeed", || {
-        (memroute.send(&format!("get {key_a}\r\n")) == "END\r\n").then_some(())
+        (memroute.exchange(&format!("get {key_a}\r\n")) == "END\r\n").then_some(())
     });
     poll("/readyz to turn 200", || {
         Some(readyz()).filter(|r| r.status == 200)
@@ -273,11 +268,11 @@ fn readyz_follows_the_health_of_every_pool() {
 #[test]
 fn route_names_the_server_that_stores_the_key() {
     let backends = [Memcached::start(), Memcached::start(), Memcached::start()];
-    let memroute = Memroute::start(&main_pool(&backends.iter().collect::<Vec<_>>()));
+    let memroute = main_pool(&backends.iter().collect::<Vec<_>>()).start();
     // `%2F` is `/`; keys are percent-decoded.
     for (key, query) in [("foo", "foo"), ("a/b:1", "a%2Fb%3A1")] {
         assert_eq!(
-            memroute.send(&format!("set {key} 0 0 2\r\nhi\r\n")),
+            memroute.exchange(&format!("set {key} 0 0 2\r\nhi\r\n")),
             "STORED\r\n"
         );
         let reply = memroute.get(&format!("/route?key={query}"));
@@ -302,8 +297,8 @@ fn route_names_the_server_that_stores_the_key() {
 #[test]
 fn other_paths_and_methods_are_refused() {
     let backend = Memcached::start();
-    let memroute = Memroute::start(&main_pool(&[&backend]));
-    let port = memroute.admin_port;
+    let memroute = main_pool(&[&backend]).start();
+    let port = memroute.admin();
     assert_eq!(http(port, "GET", "/").status, 404);
     assert_eq!(http(port, "GET", "/metricsx").status, 404);
     assert_eq!(http(port, "POST", "/nope").status, 404);
@@ -321,7 +316,7 @@ fn other_paths_and_methods_are_refused() {
 #[test]
 fn healthz_config_and_metrics_answer_in_their_formats() {
     let backend = Memcached::start();
-    let memroute = Memroute::start(&main_pool(&[&backend]));
+    let memroute = main_pool(&[&backend]).start();
     let health = memroute.get("/healthz");
     assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
 
@@ -354,7 +349,7 @@ fn healthz_config_and_metrics_answer_in_their_formats() {
     );
     assert_eq!(
         c["admin"]["address"],
-        format!("127.0.0.1:{}", memroute.admin_port)
+        format!("127.0.0.1:{}", memroute.admin())
     );
     let main = &c["pools"]["main"];
     assert_eq!(main["servers"][0]["address"], backend.addr());

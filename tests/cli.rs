@@ -1,16 +1,14 @@
 //! The command line: `--version`, `-h` describing every flag, `--log-format json`.
 
 mod common;
-mod ops_support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
-use common::Memcached;
-use ops_support::{Proc, config};
+use common::{Memcached, Memroute};
 
 fn memroute(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_memroute"))
+    common::memroute::command()
         .args(args)
         .output()
         .expect("run memroute")
@@ -94,10 +92,11 @@ fn missing_config_is_a_usage_error() {
 #[test]
 fn log_format_json_writes_one_json_object_per_line() {
     let backend = Memcached::start();
-    let mut memroute = Proc::start(
-        |port, admin| config(port, admin, &[backend.addr()], ""),
-        &["--log-format", "json"],
-    );
+    let mut memroute = Memroute::builder()
+        .admin()
+        .pool("main", [&backend])
+        .args(&["--log-format", "json"])
+        .start();
     memroute.signal("TERM");
     let status = memroute
         .wait_exit(Duration::from_secs(20))
@@ -132,10 +131,7 @@ fn log_format_json_writes_one_json_object_per_line() {
 #[test]
 fn log_format_text_is_the_default_without_colours_off_a_terminal() {
     let backend = Memcached::start();
-    let mut memroute = Proc::start(
-        |port, admin| config(port, admin, &[backend.addr()], ""),
-        &[],
-    );
+    let mut memroute = Memroute::builder().admin().pool("main", [&backend]).start();
     memroute.signal("TERM");
     memroute
         .wait_exit(Duration::from_secs(20))

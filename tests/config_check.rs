@@ -3,11 +3,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
 
-use common::process::scratch_dir;
+use common::memroute::{check_config, command};
+use common::poll_for;
+use common::process::{scratch_dir, write_file as write};
 
 /// Five different mistakes, one per line marked below.
 const FIVE_MISTAKES: &str = r#"[listen]
@@ -40,16 +42,6 @@ const EXPECTED: [(usize, usize, &[&str]); 5] = [
     (14, 10, &["no pool named `mian`", "main"]),
 ];
 
-fn memroute() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_memroute"))
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn stderr_lines(out: &Output) -> Vec<String> {
     String::from_utf8_lossy(&out.stderr)
         .lines()
@@ -78,11 +70,6 @@ fn assert_five_messages(file: &Path, lines: &[String]) {
     }
 }
 
-/// `memroute --check-config FILE`.
-fn check_config(file: &std::path::Path) -> std::process::Output {
-    memroute().arg("--check-config").arg(file).output().unwrap()
-}
-
 #[test]
 fn check_config_reports_five_mistakes_with_their_positions_and_exits_1() {
     let dir = scratch_dir("check");
@@ -97,11 +84,7 @@ fn check_config_reports_five_mistakes_with_their_positions_and_exits_1() {
 #[test]
 fn the_example_config_passes_check_config() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
-    let out = memroute()
-        .arg("--check-config")
-        .arg(&example)
-        .output()
-        .unwrap();
+    let out = check_config(&example);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -129,7 +112,7 @@ fn check_config_of_a_missing_file_exits_1_naming_it() {
 fn starting_with_a_bad_file_exits_non_zero_with_the_same_messages() {
     let dir = scratch_dir("start-bad");
     let file = write(&dir, "bad.toml", FIVE_MISTAKES);
-    let mut child = memroute()
+    let mut child = command()
         .arg("--config")
         .arg(&file)
         .stdin(Stdio::null())
@@ -138,14 +121,10 @@ fn starting_with_a_bad_file_exits_non_zero_with_the_same_messages() {
         .spawn()
         .unwrap();
     // It must exit by itself; bounded, and killed if it does not.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("memroute kept running with an invalid config");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if poll_for(Duration::from_secs(10), || child.try_wait().unwrap()).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("memroute kept running with an invalid config");
     }
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success(), "{out:?}");

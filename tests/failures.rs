@@ -3,23 +3,16 @@
 
 mod common;
 
-use std::thread::sleep;
 use std::time::Duration;
 
-use common::{Client, Memcached, Memroute, free_port};
+use common::{Client, Memcached, Memroute, poll_for};
 
-/// A config with one pool over `backends` and extra pool lines. md5 spreads the tests' short,
+/// memroute with one pool over `backends` and extra pool lines. md5 spreads the tests' short,
 /// similar keys evenly (fnv1a_64, twemproxy's default, clusters keys that differ only at the end).
-fn config(listen: u16, backends: &[Memcached], pool_extra: &str) -> String {
-    let servers: Vec<String> = backends
-        .iter()
-        .map(|b| format!("\"{}\"", b.addr()))
-        .collect();
-    format!(
-        "[listen]\naddress = \"127.0.0.1:{listen}\"\n\n[pools.main]\nservers = [{}]\nhash = \"md5\"\n{pool_extra}\n\n\
-         [[routes]]\nprefix = \"\"\ntiers = [\"main\"]\n",
-        servers.join(", ")
-    )
+fn start(backends: &[Memcached], pool_extra: &str) -> Memroute {
+    Memroute::builder()
+        .pool_with("main", backends, &format!("hash = \"md5\"\n{pool_extra}"))
+        .start()
 }
 
 /// Which backend holds `key`, asked directly.
@@ -35,6 +28,22 @@ fn holder(backends: &[Memcached], key: &str) -> usize {
     holders[0]
 }
 
+/// Sets 60 keys `{tag}{i}` to `value` through `c`: the keys, and the backend each landed on.
+fn set_keys(
+    c: &mut Client,
+    backends: &[Memcached],
+    tag: &str,
+    value: &str,
+) -> (Vec<String>, Vec<usize>) {
+    let keys: Vec<String> = (0..60).map(|i| format!("{tag}{i}")).collect();
+    for k in &keys {
+        let set = format!("set {k} 0 0 {}\r\n{value}\r\n", value.len());
+        c.roundtrip(set.as_bytes(), b"STORED\r\n");
+    }
+    let owner = keys.iter().map(|k| holder(backends, k)).collect();
+    (keys, owner)
+}
+
 fn get_reply(c: &mut Client, key: &str) -> Vec<u8> {
     c.send(format!("get {key}\r\n").as_bytes());
     let first = c.read_line();
@@ -47,31 +56,20 @@ fn get_reply(c: &mut Client, key: &str) -> Vec<u8> {
     first
 }
 
-/// Polls `f` up to `tries` times, 100 ms apart, until it returns true.
-fn eventually(tries: usize, mut f: impl FnMut() -> bool) -> bool {
-    for _ in 0..tries {
-        if f() {
-            return true;
-        }
-        sleep(Duration::from_millis(100));
-    }
-    false
+/// Whether `f` returns true within `tries` × 100 ms (polled).
+fn eventually(tries: u32, mut f: impl FnMut() -> bool) -> bool {
+    poll_for(Duration::from_millis(100) * tries, || f().then_some(())).is_some()
 }
 
 #[test]
 fn killed_backend_fails_only_its_keys_is_marked_down_and_serves_again_after_restart() {
     let mut backends: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
-    let proxy = Memroute::start(&config(
-        free_port(),
+    let proxy = start(
         &backends,
         "timeout = \"300ms\"\nfailure_limit = 2\nretry_timeout = \"1s\"",
-    ));
+    );
     let mut c = Client::connect(proxy.port);
-    let keys: Vec<String> = (0..60).map(|i| format!("fk{i}")).collect();
-    for k in &keys {
-        c.roundtrip(format!("set {k} 0 0 2\r\nok\r\n").as_bytes(), b"STORED\r\n");
-    }
-    let owner: Vec<usize> = keys.iter().map(|k| holder(&backends, k)).collect();
+    let (keys, owner) = set_keys(&mut c, &backends, "fk", "ok");
     assert!(
         (0..3).all(|b| owner.contains(&b)),
         "keys span every backend: {owner:?}"
@@ -129,11 +127,10 @@ fn stopped_backend_times_out_and_the_shared_connection_keeps_working() {
     let backends: Vec<Memcached> = (0..2).map(|_| Memcached::start()).collect();
     // connections = 1: every client shares one connection per server, so a late answer that
     // was not skipped correctly would be handed to the next request.
-    let proxy = Memroute::start(&config(
-        free_port(),
+    let proxy = start(
         &backends,
         "timeout = \"300ms\"\nconnections = 1\nfailure_limit = 1000",
-    ));
+    );
     let mut c = Client::connect(proxy.port);
     let keys: Vec<String> = (0..20).map(|i| format!("sk{i}")).collect();
     for (i, k) in keys.iter().enumerate() {
@@ -178,17 +175,12 @@ fn stopped_backend_times_out_and_the_shared_connection_keeps_working() {
 #[test]
 fn with_eject_a_dead_servers_keys_move_to_the_others() {
     let mut backends: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
-    let proxy = Memroute::start(&config(
-        free_port(),
+    let proxy = start(
         &backends,
         "timeout = \"300ms\"\nfailure_limit = 1\nretry_timeout = \"60s\"\neject = true",
-    ));
+    );
     let mut c = Client::connect(proxy.port);
-    let keys: Vec<String> = (0..60).map(|i| format!("ek{i}")).collect();
-    for k in &keys {
-        c.roundtrip(format!("set {k} 0 0 1\r\na\r\n").as_bytes(), b"STORED\r\n");
-    }
-    let owner: Vec<usize> = keys.iter().map(|k| holder(&backends, k)).collect();
+    let (keys, owner) = set_keys(&mut c, &backends, "ek", "a");
     let moved: Vec<&String> = keys
         .iter()
         .zip(&owner)

@@ -7,8 +7,7 @@ mod common;
 
 use std::thread;
 
-use common::http::{http, sample};
-use common::{Client, Memcached, Memroute, config_one_pool_with, value_reply};
+use common::{Client, Memcached, Memroute, sample, value_reply};
 
 /// One memcached that logs every command it receives (`-vv`), behind memroute with one
 /// connection, so pipelined requests from a client all reach the same backend connection.
@@ -19,12 +18,9 @@ fn setup() -> (Memcached, Memroute) {
 /// As [`setup`], with more `[pools.main]` lines.
 fn setup_with(pool_extra: &str) -> (Memcached, Memroute) {
     let mc = Memcached::start_with_args(&["-vv"]);
-    let proxy = Memroute::start(&config_one_pool_with(
-        common::free_port(),
-        &[mc.addr()],
-        "",
-        &format!("connections = 1\n{pool_extra}"),
-    ));
+    let proxy = Memroute::builder()
+        .pool_with("main", [&mc], &format!("connections = 1\n{pool_extra}"))
+        .start();
     (mc, proxy)
 }
 
@@ -223,12 +219,10 @@ fn concurrent_clients_each_get_their_own_values() {
 #[test]
 fn merged_commands_are_counted_apart_from_requests() {
     let mc = Memcached::start_with_args(&["-vv"]);
-    let config = format!(
-        "{}\n[admin]\naddress = \"127.0.0.1:{}\"\n",
-        config_one_pool_with(common::free_port(), &[mc.addr()], "", "connections = 1"),
-        common::free_port()
-    );
-    let proxy = Memroute::start(&config);
+    let proxy = Memroute::builder()
+        .admin()
+        .pool_with("main", [&mc], "connections = 1")
+        .start();
     let mut c = Client::connect(proxy.port);
     roundtrip_until_merged(
         &mc,
@@ -237,8 +231,7 @@ fn merged_commands_are_counted_apart_from_requests() {
         b"END\r\nEND\r\nEND\r\n",
         "get m1 m2 m3",
     );
-    let admin = proxy.admin_port.expect("admin port");
-    let text = http(admin, "GET", "/metrics").body;
+    let text = proxy.metrics();
     let server = [("server", mc.addr())];
     let server: Vec<(&str, &str)> = server.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let requests = sample(&text, "memroute_backend_requests_total", &server).expect("requests");

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, Memcached, Nutcracker, free_port, nutcracker_config};
+use common::{Client, Memcached, Memroute, Nutcracker, free_port, nutcracker_config, sample};
 
 #[test]
 fn free_port_never_repeats_within_a_test_binary() {
@@ -94,4 +94,79 @@ fn nutcracker_places_keys_as_the_design_table_says() {
             assert_eq!(d.read_line(), want, "{key} on server{}", i + 1);
         }
     }
+}
+
+#[test]
+fn builder_renders_pools_routes_listen_and_admin_lines() {
+    let text = Memroute::builder()
+        .listen("max_connections = 9")
+        .admin()
+        .pool_with("x", ["127.0.0.1:1", "127.0.0.1:2"], "timeout = \"1s\"")
+        .pool("y", ["127.0.0.1:3"])
+        .route_with("", &["x", "y"], "warm = false")
+        .toml("# tail")
+        .render(7000, Some(7001));
+    assert_eq!(
+        text,
+        "[listen]\naddress = \"127.0.0.1:7000\"\nmax_connections = 9\n\n\
+         [admin]\naddress = \"127.0.0.1:7001\"\n\n\n\
+         [pools.x]\nservers = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\ntimeout = \"1s\"\n\n\
+         [pools.y]\nservers = [\"127.0.0.1:3\"]\n\n\n\
+         [[routes]]\nprefix = \"\"\ntiers = [\"x\", \"y\"]\nwarm = false\n\n# tail\n"
+    );
+    // No route given: one catch-all route to the first pool.
+    let text = Memroute::builder()
+        .pool("main", ["127.0.0.1:1"])
+        .render(1, None);
+    assert!(
+        text.ends_with("[[routes]]\nprefix = \"\"\ntiers = [\"main\"]\n\n"),
+        "{text}"
+    );
+    assert!(!text.contains("[admin]"), "{text}");
+}
+
+/// Memroute with two pools and an admin port is one builder call; the handle reaches both the
+/// client port and the admin server, and reads memroute's exit status.
+#[test]
+fn builder_starts_memroute_with_two_pools_and_an_admin_port() {
+    let (x, y) = (Memcached::start(), Memcached::start());
+    let mut m = Memroute::builder()
+        .pool("x", [&x])
+        .pool("y", [&y])
+        .route("y:", &["y"])
+        .route("", &["x"])
+        .admin()
+        .start();
+    m.client().set("y:k", b"1");
+    Client::connect(y.port).roundtrip(b"get y:k\r\n", b"VALUE y:k 0 1\r\n1\r\nEND\r\n");
+    assert_eq!(m.exchange("get y:k\r\n"), "VALUE y:k 0 1\r\n1\r\nEND\r\n");
+    assert_eq!(m.get("/healthz").status, 200);
+    let y_addr = y.addr();
+    assert_eq!(
+        m.sample("memroute_server_up", &[("server", &y_addr)]),
+        Some(1.0)
+    );
+    assert!(m.is_running());
+    m.signal("TERM");
+    let status = m
+        .wait_exit(Duration::from_secs(20))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn sample_matches_a_label_subset_once_and_says_when_absent() {
+    let text = "# HELP c a counter\nc{a=\"1\",b=\"2\"} 5\nc{a=\"1\",b=\"3\"} 7\nd 2\n";
+    assert_eq!(sample(text, "c", &[("b", "2"), ("a", "1")]), Some(5.0));
+    assert_eq!(sample(text, "c", &[("b", "3")]), Some(7.0));
+    assert_eq!(sample(text, "c", &[("b", "4")]), None);
+    assert_eq!(sample(text, "d", &[]), Some(2.0));
+    assert_eq!(sample(text, "e", &[]), None);
+}
+
+#[test]
+#[should_panic(expected = "ambiguous")]
+fn sample_refuses_a_label_set_that_matches_two_series() {
+    let text = "c{a=\"1\",b=\"2\"} 5\nc{a=\"1\",b=\"3\"} 7\n";
+    sample(text, "c", &[("a", "1")]);
 }

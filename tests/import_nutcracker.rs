@@ -5,18 +5,15 @@
 mod common;
 mod config_support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-use common::process::scratch_dir;
+use common::memroute::{check_config, command};
+use common::process::{scratch_dir, write_file as write};
 use common::{Client, Memcached, Memroute, Nutcracker, free_port};
 
-fn memroute() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_memroute"))
-}
-
 fn import(yaml: &Path, pool: Option<&str>) -> Output {
-    let mut cmd = memroute();
+    let mut cmd = command();
     cmd.arg("import-nutcracker").arg(yaml);
     if let Some(pool) = pool {
         cmd.args(["--pool", pool]);
@@ -24,26 +21,9 @@ fn import(yaml: &Path, pool: Option<&str>) -> Output {
     cmd.output().expect("run memroute import-nutcracker")
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 /// Number of items a memcached holds (`STAT curr_items`).
 fn items(backend: &Memcached) -> usize {
-    let mut c = Client::connect(backend.port);
-    c.send(b"stats\r\n");
-    let mut items = 0;
-    loop {
-        let line = c.read_line();
-        if line == b"END\r\n" {
-            return items;
-        }
-        if let Some(n) = line.strip_prefix(b"STAT curr_items ") {
-            items = String::from_utf8_lossy(n).trim().parse().unwrap();
-        }
-    }
+    Client::connect(backend.port).stat("curr_items") as usize
 }
 
 /// Replaces the `[listen] address` of imported TOML with `127.0.0.1:port`.
@@ -132,11 +112,7 @@ fn an_imported_pool_passes_check_config_and_finds_every_key_nutcracker_wrote() {
         "ignored settings are noted:\n{toml}"
     );
     let toml_file = write(&dir, "memroute.toml", &toml);
-    let check = memroute()
-        .arg("--check-config")
-        .arg(&toml_file)
-        .output()
-        .unwrap();
+    let check = check_config(&toml_file);
     assert_eq!(
         check.status.code(),
         Some(0),

@@ -21,12 +21,9 @@ fn check(hash: &str, weighted: bool) {
         })
         .collect();
     let nutcracker = Nutcracker::start(&nutcracker_config(free_port(), &servers, hash, "ketama"));
-    let quoted: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
-    let proxy = Memroute::start(&format!(
-        "[listen]\naddress = \"127.0.0.1:{}\"\n\n[pools.main]\nservers = [{}]\nhash = \"{hash}\"\n",
-        free_port(),
-        quoted.join(", ")
-    ));
+    let proxy = Memroute::builder()
+        .pool_with("main", &servers, &format!("hash = \"{hash}\""))
+        .start();
 
     // Write through nutcracker, pipelined in batches.
     let mut nc = Client::connect(nutcracker.port);
@@ -44,18 +41,7 @@ fn check(hash: &str, weighted: bool) {
     }
     // Every backend got a share.
     for b in &backends {
-        let mut d = Client::connect(b.port);
-        d.send(b"stats\r\n");
-        let mut items = 0;
-        loop {
-            let line = d.read_line();
-            if line == b"END\r\n" {
-                break;
-            }
-            if let Some(n) = line.strip_prefix(b"STAT curr_items ") {
-                items = String::from_utf8_lossy(n).trim().parse::<usize>().unwrap();
-            }
-        }
+        let items = Client::connect(b.port).stat("curr_items");
         assert!(items > 0, "a backend got no keys");
     }
     // Read every key through memroute.

@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Memcached, Memroute, free_port};
+use common::{Memcached, Memroute};
 
 /// The `[pass]`/`[FAIL]` lines of one memcapable run.
 fn memcapable(port: u16) -> Vec<String> {
@@ -31,11 +31,10 @@ fn memcapable_ascii_passes_through_memroute_as_directly() {
     );
 
     let backend = Memcached::start();
-    let proxy = Memroute::start(&format!(
-        "[listen]\naddress = \"127.0.0.1:{}\"\nallow_flush_all = true\n\n[pools.main]\nservers = [\"{}\"]\n",
-        free_port(),
-        backend.addr()
-    ));
+    let proxy = Memroute::builder()
+        .listen("allow_flush_all = true")
+        .pool("main", [&backend])
+        .start();
     let proxied = memcapable(proxy.port);
     for line in &direct_results {
         if line.ends_with("[pass]") {

@@ -1,5 +1,6 @@
 //! Exact-bytes conformance of every command of DESIGN §1, through memroute to three memcacheds
-//! (or, with `MEMROUTE_TEST_TARGET=direct`, against one memcached to prove the bytes).
+//! (or, with `MEMROUTE_TEST_TARGET=direct`, against one memcached to prove the bytes). Tests that
+//! are only bytes in and bytes out are rows of `exchange_tests!` tables (`tests/common`).
 
 mod common;
 
@@ -23,39 +24,23 @@ fn binaryish_value() -> Vec<u8> {
 
 // ---- get / gets ---------------------------------------------------------------------------
 
-#[test]
-fn get_miss_answers_end() {
-    let (_t, mut c) = setup();
-    c.roundtrip(b"get nosuch\r\n", b"END\r\n");
-}
+exchange_tests! {
+    get_miss_answers_end:
+        b"get nosuch\r\n" => b"END\r\n";
 
-#[test]
-fn get_hit_returns_flags_length_and_value() {
-    let (_t, mut c) = setup();
-    c.roundtrip(b"set k 42 0 5\r\nhello\r\n", b"STORED\r\n");
-    c.roundtrip(b"get k\r\n", b"VALUE k 42 5\r\nhello\r\nEND\r\n");
-}
+    get_hit_returns_flags_length_and_value:
+        b"set k 42 0 5\r\nhello\r\n" => b"STORED\r\n",
+        b"get k\r\n" => b"VALUE k 42 5\r\nhello\r\nEND\r\n";
 
-#[test]
-fn get_many_keys_returns_hits_in_request_order_and_skips_misses() {
-    let (_t, mut c) = setup();
-    c.set("a", b"1");
-    c.set("b", b"22");
-    c.set("c", b"333");
-    c.roundtrip(
-        b"get c miss1 a miss2 b\r\n",
-        b"VALUE c 0 3\r\n333\r\nVALUE a 0 1\r\n1\r\nVALUE b 0 2\r\n22\r\nEND\r\n",
-    );
-}
+    get_many_keys_returns_hits_in_request_order_and_skips_misses:
+        b"set a 0 0 1\r\n1\r\n" => b"STORED\r\n",
+        b"set b 0 0 2\r\n22\r\n" => b"STORED\r\n",
+        b"set c 0 0 3\r\n333\r\n" => b"STORED\r\n",
+        b"get c miss1 a miss2 b\r\n" => b"VALUE c 0 3\r\n333\r\nVALUE a 0 1\r\n1\r\nVALUE b 0 2\r\n22\r\nEND\r\n";
 
-#[test]
-fn get_duplicate_keys_returns_the_value_once_per_occurrence() {
-    let (_t, mut c) = setup();
-    c.set("dup", b"x");
-    c.roundtrip(
-        b"get dup dup nosuch dup\r\n",
-        b"VALUE dup 0 1\r\nx\r\nVALUE dup 0 1\r\nx\r\nVALUE dup 0 1\r\nx\r\nEND\r\n",
-    );
+    get_duplicate_keys_returns_the_value_once_per_occurrence:
+        b"set dup 0 0 1\r\nx\r\n" => b"STORED\r\n",
+        b"get dup dup nosuch dup\r\n" => b"VALUE dup 0 1\r\nx\r\nVALUE dup 0 1\r\nx\r\nVALUE dup 0 1\r\nx\r\nEND\r\n";
 }
 
 #[test]
@@ -92,31 +77,21 @@ fn gets_cas_unique_changes_when_the_value_changes() {
 
 // ---- gat / gats ---------------------------------------------------------------------------
 
-#[test]
-fn gat_returns_the_value_and_sets_the_new_exptime() {
-    let (_t, mut c) = setup();
-    c.roundtrip(b"set k 7 0 2\r\nhi\r\n", b"STORED\r\n");
-    c.roundtrip(b"gat 3600 k\r\n", b"VALUE k 7 2\r\nhi\r\nEND\r\n");
+exchange_tests! {
     // A negative exptime expires the item: gat still returns it, then it is gone.
-    c.roundtrip(b"gat -1 k\r\n", b"VALUE k 7 2\r\nhi\r\nEND\r\n");
-    c.roundtrip(b"get k\r\n", b"END\r\n");
-}
+    gat_returns_the_value_and_sets_the_new_exptime:
+        b"set k 7 0 2\r\nhi\r\n" => b"STORED\r\n",
+        b"gat 3600 k\r\n" => b"VALUE k 7 2\r\nhi\r\nEND\r\n",
+        b"gat -1 k\r\n" => b"VALUE k 7 2\r\nhi\r\nEND\r\n",
+        b"get k\r\n" => b"END\r\n";
 
-#[test]
-fn gat_many_keys_with_misses_and_duplicates() {
-    let (_t, mut c) = setup();
-    c.set("a", b"A");
-    c.set("b", b"B");
-    c.roundtrip(
-        b"gat 100 b nosuch a b\r\n",
-        b"VALUE b 0 1\r\nB\r\nVALUE a 0 1\r\nA\r\nVALUE b 0 1\r\nB\r\nEND\r\n",
-    );
-}
+    gat_many_keys_with_misses_and_duplicates:
+        b"set a 0 0 1\r\nA\r\n" => b"STORED\r\n",
+        b"set b 0 0 1\r\nB\r\n" => b"STORED\r\n",
+        b"gat 100 b nosuch a b\r\n" => b"VALUE b 0 1\r\nB\r\nVALUE a 0 1\r\nA\r\nVALUE b 0 1\r\nB\r\nEND\r\n";
 
-#[test]
-fn gat_miss_answers_end() {
-    let (_t, mut c) = setup();
-    c.roundtrip(b"gat 100 nosuch\r\n", b"END\r\n");
+    gat_miss_answers_end:
+        b"gat 100 nosuch\r\n" => b"END\r\n";
 }
 
 #[test]
@@ -132,60 +107,41 @@ fn gats_returns_the_same_cas_as_gets() {
 
 // ---- storage ------------------------------------------------------------------------------
 
-#[test]
-fn set_overwrites_an_existing_value() {
-    let (_t, mut c) = setup();
-    c.roundtrip(b"set k 1 0 3\r\nold\r\n", b"STORED\r\n");
-    c.roundtrip(b"set k 2 0 3\r\nnew\r\n", b"STORED\r\n");
-    c.roundtrip(b"get k\r\n", b"VALUE k 2 3\r\nnew\r\nEND\r\n");
-}
+exchange_tests! {
+    set_overwrites_an_existing_value:
+        b"set k 1 0 3\r\nold\r\n" => b"STORED\r\n",
+        b"set k 2 0 3\r\nnew\r\n" => b"STORED\r\n",
+        b"get k\r\n" => b"VALUE k 2 3\r\nnew\r\nEND\r\n";
 
-#[test]
-fn set_keeps_the_largest_flags_value() {
-    let (_t, mut c) = setup();
-    c.roundtrip(b"set k 4294967295 0 1\r\nx\r\n", b"STORED\r\n");
-    c.roundtrip(b"get k\r\n", b"VALUE k 4294967295 1\r\nx\r\nEND\r\n");
-}
+    set_keeps_the_largest_flags_value:
+        b"set k 4294967295 0 1\r\nx\r\n" => b"STORED\r\n",
+        b"get k\r\n" => b"VALUE k 4294967295 1\r\nx\r\nEND\r\n";
 
-#[test]
-fn empty_value_is_stored_and_returned() {
-    let (_t, mut c) = setup();
-    c.roundtrip(b"set e 0 0 0\r\n\r\n", b"STORED\r\n");
-    c.roundtrip(b"get e\r\n", b"VALUE e 0 0\r\n\r\nEND\r\n");
-}
+    empty_value_is_stored_and_returned:
+        b"set e 0 0 0\r\n\r\n" => b"STORED\r\n",
+        b"get e\r\n" => b"VALUE e 0 0\r\n\r\nEND\r\n";
 
-#[test]
-fn add_stores_only_when_the_key_is_missing() {
-    let (_t, mut c) = setup();
-    c.roundtrip(b"add k 0 0 1\r\na\r\n", b"STORED\r\n");
-    c.roundtrip(b"add k 0 0 1\r\nb\r\n", b"NOT_STORED\r\n");
-    c.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\na\r\nEND\r\n");
-}
+    add_stores_only_when_the_key_is_missing:
+        b"add k 0 0 1\r\na\r\n" => b"STORED\r\n",
+        b"add k 0 0 1\r\nb\r\n" => b"NOT_STORED\r\n",
+        b"get k\r\n" => b"VALUE k 0 1\r\na\r\nEND\r\n";
 
-#[test]
-fn replace_stores_only_when_the_key_exists() {
-    let (_t, mut c) = setup();
-    c.roundtrip(b"replace k 0 0 1\r\na\r\n", b"NOT_STORED\r\n");
-    c.set("k", b"a");
-    c.roundtrip(b"replace k 5 0 1\r\nb\r\n", b"STORED\r\n");
-    c.roundtrip(b"get k\r\n", b"VALUE k 5 1\r\nb\r\nEND\r\n");
-}
+    replace_stores_only_when_the_key_exists:
+        b"replace k 0 0 1\r\na\r\n" => b"NOT_STORED\r\n",
+        b"set k 0 0 1\r\na\r\n" => b"STORED\r\n",
+        b"replace k 5 0 1\r\nb\r\n" => b"STORED\r\n",
+        b"get k\r\n" => b"VALUE k 5 1\r\nb\r\nEND\r\n";
 
-#[test]
-fn append_and_prepend_extend_the_value_and_keep_its_flags() {
-    let (_t, mut c) = setup();
-    c.roundtrip(b"set k 3 0 3\r\nmid\r\n", b"STORED\r\n");
-    c.roundtrip(b"append k 9 0 4\r\n-end\r\n", b"STORED\r\n");
-    c.roundtrip(b"prepend k 9 0 6\r\nstart-\r\n", b"STORED\r\n");
-    c.roundtrip(b"get k\r\n", b"VALUE k 3 13\r\nstart-mid-end\r\nEND\r\n");
-}
+    append_and_prepend_extend_the_value_and_keep_its_flags:
+        b"set k 3 0 3\r\nmid\r\n" => b"STORED\r\n",
+        b"append k 9 0 4\r\n-end\r\n" => b"STORED\r\n",
+        b"prepend k 9 0 6\r\nstart-\r\n" => b"STORED\r\n",
+        b"get k\r\n" => b"VALUE k 3 13\r\nstart-mid-end\r\nEND\r\n";
 
-#[test]
-fn append_and_prepend_to_a_missing_key_are_not_stored() {
-    let (_t, mut c) = setup();
-    c.roundtrip(b"append nosuch 0 0 1\r\nx\r\n", b"NOT_STORED\r\n");
-    c.roundtrip(b"prepend nosuch 0 0 1\r\nx\r\n", b"NOT_STORED\r\n");
-    c.roundtrip(b"get nosuch\r\n", b"END\r\n");
+    append_and_prepend_to_a_missing_key_are_not_stored:
+        b"append nosuch 0 0 1\r\nx\r\n" => b"NOT_STORED\r\n",
+        b"prepend nosuch 0 0 1\r\nx\r\n" => b"NOT_STORED\r\n",
+        b"get nosuch\r\n" => b"END\r\n";
 }
 
 #[test]
@@ -213,10 +169,9 @@ fn cas_with_a_stale_unique_answers_exists() {
     c.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\n2\r\nEND\r\n");
 }
 
-#[test]
-fn cas_on_a_missing_key_answers_not_found() {
-    let (_t, mut c) = setup();
-    c.roundtrip(b"cas nosuch 0 0 1 1\r\nx\r\n", b"NOT_FOUND\r\n");
+exchange_tests! {
+    cas_on_a_missing_key_answers_not_found:
+        b"cas nosuch 0 0 1 1\r\nx\r\n" => b"NOT_FOUND\r\n";
 }
 
 #[test]
@@ -241,67 +196,50 @@ fn value_of_500_kb_roundtrips() {
 
 // ---- delete -------------------------------------------------------------------------------
 
-#[test]
-fn delete_answers_deleted_then_not_found() {
-    let (_t, mut c) = setup();
-    c.set("k", b"v");
-    c.roundtrip(b"delete k\r\n", b"DELETED\r\n");
-    c.roundtrip(b"delete k\r\n", b"NOT_FOUND\r\n");
-    c.roundtrip(b"get k\r\n", b"END\r\n");
-}
+exchange_tests! {
+    delete_answers_deleted_then_not_found:
+        b"set k 0 0 1\r\nv\r\n" => b"STORED\r\n",
+        b"delete k\r\n" => b"DELETED\r\n",
+        b"delete k\r\n" => b"NOT_FOUND\r\n",
+        b"get k\r\n" => b"END\r\n";
 
-#[test]
-fn delete_with_a_zero_time_argument_is_accepted() {
-    let (_t, mut c) = setup();
-    c.set("k", b"v");
-    c.roundtrip(b"delete k 0\r\n", b"DELETED\r\n");
-    c.roundtrip(b"delete k 0\r\n", b"NOT_FOUND\r\n");
+    delete_with_a_zero_time_argument_is_accepted:
+        b"set k 0 0 1\r\nv\r\n" => b"STORED\r\n",
+        b"delete k 0\r\n" => b"DELETED\r\n",
+        b"delete k 0\r\n" => b"NOT_FOUND\r\n";
 }
 
 // ---- incr / decr --------------------------------------------------------------------------
 
-#[test]
-fn incr_adds_the_delta_and_returns_the_new_value() {
-    let (_t, mut c) = setup();
-    c.set("n", b"10");
-    c.roundtrip(b"incr n 5\r\n", b"15\r\n");
-    c.roundtrip(b"incr n 0\r\n", b"15\r\n");
-    c.roundtrip(b"get n\r\n", b"VALUE n 0 2\r\n15\r\nEND\r\n");
-}
+exchange_tests! {
+    incr_adds_the_delta_and_returns_the_new_value:
+        b"set n 0 0 2\r\n10\r\n" => b"STORED\r\n",
+        b"incr n 5\r\n" => b"15\r\n",
+        b"incr n 0\r\n" => b"15\r\n",
+        b"get n\r\n" => b"VALUE n 0 2\r\n15\r\nEND\r\n";
 
-#[test]
-fn incr_and_decr_on_a_missing_key_answer_not_found() {
-    let (_t, mut c) = setup();
-    c.roundtrip(b"incr nosuch 1\r\n", b"NOT_FOUND\r\n");
-    c.roundtrip(b"decr nosuch 1\r\n", b"NOT_FOUND\r\n");
-}
+    incr_and_decr_on_a_missing_key_answer_not_found:
+        b"incr nosuch 1\r\n" => b"NOT_FOUND\r\n",
+        b"decr nosuch 1\r\n" => b"NOT_FOUND\r\n";
 
-#[test]
-fn decr_stops_at_zero() {
-    let (_t, mut c) = setup();
-    c.set("n", b"5");
-    c.roundtrip(b"decr n 3\r\n", b"2\r\n");
-    c.roundtrip(b"decr n 10\r\n", b"0\r\n");
-    c.roundtrip(b"get n\r\n", b"VALUE n 0 1\r\n0\r\nEND\r\n");
-}
+    decr_stops_at_zero:
+        b"set n 0 0 1\r\n5\r\n" => b"STORED\r\n",
+        b"decr n 3\r\n" => b"2\r\n",
+        b"decr n 10\r\n" => b"0\r\n",
+        b"get n\r\n" => b"VALUE n 0 1\r\n0\r\nEND\r\n";
 
-#[test]
-fn incr_grows_the_value_and_decr_pads_it_with_spaces() {
     // memcached rewrites a shrinking counter in place, padded with spaces.
-    let (_t, mut c) = setup();
-    c.set("n", b"99");
-    c.roundtrip(b"incr n 1\r\n", b"100\r\n");
-    c.roundtrip(b"get n\r\n", b"VALUE n 0 3\r\n100\r\nEND\r\n");
-    c.roundtrip(b"decr n 1\r\n", b"99\r\n");
-    c.roundtrip(b"get n\r\n", b"VALUE n 0 3\r\n99 \r\nEND\r\n");
-}
+    incr_grows_the_value_and_decr_pads_it_with_spaces:
+        b"set n 0 0 2\r\n99\r\n" => b"STORED\r\n",
+        b"incr n 1\r\n" => b"100\r\n",
+        b"get n\r\n" => b"VALUE n 0 3\r\n100\r\nEND\r\n",
+        b"decr n 1\r\n" => b"99\r\n",
+        b"get n\r\n" => b"VALUE n 0 3\r\n99 \r\nEND\r\n";
 
-#[test]
-fn incr_handles_large_values_below_2_pow_63() {
-    let (_t, mut c) = setup();
-    c.set("n", b"9000000000000000000");
-    c.roundtrip(b"incr n 223372036854775806\r\n", b"9223372036854775806\r\n");
-    c.roundtrip(b"decr n 9223372036854775805\r\n", b"1\r\n");
+    incr_handles_large_values_below_2_pow_63:
+        b"set n 0 0 19\r\n9000000000000000000\r\n" => b"STORED\r\n",
+        b"incr n 223372036854775806\r\n" => b"9223372036854775806\r\n",
+        b"decr n 9223372036854775805\r\n" => b"1\r\n";
 }
 
 #[test]
@@ -315,56 +253,42 @@ fn incr_changes_the_cas_unique() {
 
 // ---- touch --------------------------------------------------------------------------------
 
-#[test]
-fn touch_answers_touched_or_not_found() {
-    let (_t, mut c) = setup();
-    c.set("k", b"v");
-    c.roundtrip(b"touch k 3600\r\n", b"TOUCHED\r\n");
-    c.roundtrip(b"touch nosuch 3600\r\n", b"NOT_FOUND\r\n");
-    c.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n");
-}
+exchange_tests! {
+    touch_answers_touched_or_not_found:
+        b"set k 0 0 1\r\nv\r\n" => b"STORED\r\n",
+        b"touch k 3600\r\n" => b"TOUCHED\r\n",
+        b"touch nosuch 3600\r\n" => b"NOT_FOUND\r\n",
+        b"get k\r\n" => b"VALUE k 0 1\r\nv\r\nEND\r\n";
 
-#[test]
-fn touch_with_a_negative_exptime_expires_the_item() {
-    let (_t, mut c) = setup();
-    c.set("k", b"v");
-    c.roundtrip(b"touch k -1\r\n", b"TOUCHED\r\n");
-    c.roundtrip(b"get k\r\n", b"END\r\n");
+    touch_with_a_negative_exptime_expires_the_item:
+        b"set k 0 0 1\r\nv\r\n" => b"STORED\r\n",
+        b"touch k -1\r\n" => b"TOUCHED\r\n",
+        b"get k\r\n" => b"END\r\n";
 }
 
 // ---- noreply: nothing comes back; the next reply is the probe's -------------------------
 
-#[test]
-fn set_noreply_stores_silently() {
-    let (_t, mut c) = setup();
-    c.send(b"set k 0 0 1 noreply\r\nv\r\n");
-    c.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n");
-}
+exchange_tests! {
+    set_noreply_stores_silently:
+        b"set k 0 0 1 noreply\r\nv\r\n" => b"",
+        b"get k\r\n" => b"VALUE k 0 1\r\nv\r\nEND\r\n";
 
-#[test]
-fn add_noreply_is_silent_when_stored_and_when_not_stored() {
-    let (_t, mut c) = setup();
-    c.send(b"add k 0 0 1 noreply\r\na\r\nadd k 0 0 1 noreply\r\nb\r\n");
-    c.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\na\r\nEND\r\n");
-}
+    add_noreply_is_silent_when_stored_and_when_not_stored:
+        b"add k 0 0 1 noreply\r\na\r\nadd k 0 0 1 noreply\r\nb\r\n" => b"",
+        b"get k\r\n" => b"VALUE k 0 1\r\na\r\nEND\r\n";
 
-#[test]
-fn replace_noreply_is_silent_when_stored_and_when_not_stored() {
-    let (_t, mut c) = setup();
-    c.send(b"replace k 0 0 1 noreply\r\na\r\n");
-    c.roundtrip(b"get k\r\n", b"END\r\n");
-    c.set("k", b"a");
-    c.send(b"replace k 0 0 1 noreply\r\nb\r\n");
-    c.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nb\r\nEND\r\n");
-}
+    replace_noreply_is_silent_when_stored_and_when_not_stored:
+        b"replace k 0 0 1 noreply\r\na\r\n" => b"",
+        b"get k\r\n" => b"END\r\n",
+        b"set k 0 0 1\r\na\r\n" => b"STORED\r\n",
+        b"replace k 0 0 1 noreply\r\nb\r\n" => b"",
+        b"get k\r\n" => b"VALUE k 0 1\r\nb\r\nEND\r\n";
 
-#[test]
-fn append_and_prepend_noreply_are_silent() {
-    let (_t, mut c) = setup();
-    c.set("k", b"m");
-    c.send(b"append k 0 0 1 noreply\r\nz\r\nprepend k 0 0 1 noreply\r\na\r\n");
-    c.send(b"append nosuch 0 0 1 noreply\r\nz\r\n");
-    c.roundtrip(b"get k nosuch\r\n", b"VALUE k 0 3\r\namz\r\nEND\r\n");
+    append_and_prepend_noreply_are_silent:
+        b"set k 0 0 1\r\nm\r\n" => b"STORED\r\n",
+        b"append k 0 0 1 noreply\r\nz\r\nprepend k 0 0 1 noreply\r\na\r\n" => b"",
+        b"append nosuch 0 0 1 noreply\r\nz\r\n" => b"",
+        b"get k nosuch\r\n" => b"VALUE k 0 3\r\namz\r\nEND\r\n";
 }
 
 #[test]
@@ -378,39 +302,29 @@ fn cas_noreply_is_silent_when_stored_and_when_exists() {
     c.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\n2\r\nEND\r\n");
 }
 
-#[test]
-fn delete_noreply_is_silent_with_and_without_the_zero() {
-    let (_t, mut c) = setup();
-    c.set("a", b"1");
-    c.set("b", b"2");
-    c.send(b"delete a noreply\r\ndelete b 0 noreply\r\ndelete nosuch noreply\r\n");
-    c.roundtrip(b"get a b\r\n", b"END\r\n");
-}
+exchange_tests! {
+    delete_noreply_is_silent_with_and_without_the_zero:
+        b"set a 0 0 1\r\n1\r\n" => b"STORED\r\n",
+        b"set b 0 0 1\r\n2\r\n" => b"STORED\r\n",
+        b"delete a noreply\r\ndelete b 0 noreply\r\ndelete nosuch noreply\r\n" => b"",
+        b"get a b\r\n" => b"END\r\n";
 
-#[test]
-fn incr_and_decr_noreply_are_silent() {
-    let (_t, mut c) = setup();
-    c.set("n", b"10");
-    c.send(b"incr n 5 noreply\r\ndecr n 2 noreply\r\nincr nosuch 1 noreply\r\n");
-    c.roundtrip(b"get n\r\n", b"VALUE n 0 2\r\n13\r\nEND\r\n");
-}
+    incr_and_decr_noreply_are_silent:
+        b"set n 0 0 2\r\n10\r\n" => b"STORED\r\n",
+        b"incr n 5 noreply\r\ndecr n 2 noreply\r\nincr nosuch 1 noreply\r\n" => b"",
+        b"get n\r\n" => b"VALUE n 0 2\r\n13\r\nEND\r\n";
 
-#[test]
-fn touch_noreply_is_silent() {
-    let (_t, mut c) = setup();
-    c.set("k", b"v");
-    c.send(b"touch k 3600 noreply\r\ntouch nosuch 1 noreply\r\n");
-    c.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n");
-    c.send(b"touch k -1 noreply\r\n");
-    c.roundtrip(b"get k\r\n", b"END\r\n");
-}
+    touch_noreply_is_silent:
+        b"set k 0 0 1\r\nv\r\n" => b"STORED\r\n",
+        b"touch k 3600 noreply\r\ntouch nosuch 1 noreply\r\n" => b"",
+        b"get k\r\n" => b"VALUE k 0 1\r\nv\r\nEND\r\n",
+        b"touch k -1 noreply\r\n" => b"",
+        b"get k\r\n" => b"END\r\n";
 
-#[test]
-fn verbosity_noreply_is_silent() {
-    let (_t, mut c) = setup();
-    c.set("k", b"v");
-    c.send(b"verbosity 1 noreply\r\n");
-    c.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n");
+    verbosity_noreply_is_silent:
+        b"set k 0 0 1\r\nv\r\n" => b"STORED\r\n",
+        b"verbosity 1 noreply\r\n" => b"",
+        b"get k\r\n" => b"VALUE k 0 1\r\nv\r\nEND\r\n";
 }
 
 // ---- pipelining and multi-key retrieval across servers ------------------------------------
@@ -543,23 +457,13 @@ fn concurrent_clients_each_get_their_own_replies() {
     });
 }
 
-#[test]
-fn lf_only_line_ending_is_accepted() {
+exchange_tests! {
     // memcached ends a command line at "\n" (DESIGN is silent; see MEMCACHED_NOTES.md §1.2).
-    let (_t, mut c) = setup();
-    c.roundtrip(
-        b"set lf 0 0 1\nx\r\nget lf\n",
-        b"STORED\r\nVALUE lf 0 1\r\nx\r\nEND\r\n",
-    );
-}
+    lf_only_line_ending_is_accepted:
+        b"set lf 0 0 1\nx\r\nget lf\n" => b"STORED\r\nVALUE lf 0 1\r\nx\r\nEND\r\n";
 
-#[test]
-fn extra_spaces_between_tokens_are_ignored() {
-    let (_t, mut c) = setup();
-    c.roundtrip(
-        b"set  ms   0  0   1\r\nx\r\n get   ms  \r\n",
-        b"STORED\r\nVALUE ms 0 1\r\nx\r\nEND\r\n",
-    );
+    extra_spaces_between_tokens_are_ignored:
+        b"set  ms   0  0   1\r\nx\r\n get   ms  \r\n" => b"STORED\r\nVALUE ms 0 1\r\nx\r\nEND\r\n";
 }
 
 // ---- commands answered by the proxy -------------------------------------------------------
@@ -581,11 +485,10 @@ fn version_answers_one_version_line() {
     }
 }
 
-#[test]
-fn verbosity_answers_ok() {
-    let (_t, mut c) = setup();
-    c.roundtrip(b"verbosity 1\r\n", b"OK\r\n");
-    c.roundtrip(b"verbosity 0\r\n", b"OK\r\n");
+exchange_tests! {
+    verbosity_answers_ok:
+        b"verbosity 1\r\n" => b"OK\r\n",
+        b"verbosity 0\r\n" => b"OK\r\n";
 }
 
 #[test]
@@ -600,21 +503,9 @@ fn quit_closes_the_connection_after_earlier_replies() {
 #[test]
 fn stats_lists_stat_lines_then_end() {
     let (_t, mut c) = setup();
-    c.send(b"stats\r\n");
-    let mut names = Vec::new();
-    loop {
-        let line = String::from_utf8(c.read_line()).expect("stats are ASCII");
-        if line == "END\r\n" {
-            break;
-        }
-        let fields: Vec<&str> = line.trim_end_matches("\r\n").splitn(3, ' ').collect();
-        assert!(
-            fields.len() == 3 && fields[0] == "STAT" && !fields[2].is_empty(),
-            "{line:?}"
-        );
-        names.push(fields[1].to_string());
-    }
-    for want in [
+    // `stats` asserts every line is `STAT name value`, up to `END`.
+    let names: Vec<String> = c.stats().into_iter().map(|(name, _)| name).collect();
+    let wanted = [
         "pid",
         "uptime",
         "time",
@@ -625,12 +516,12 @@ fn stats_lists_stat_lines_then_end() {
         "cmd_set",
         "get_hits",
         "get_misses",
-    ] {
-        assert!(
-            names.iter().any(|n| n == want),
-            "stats lack {want}: {names:?}"
-        );
-    }
+    ];
+    let missing: Vec<&str> = wanted
+        .into_iter()
+        .filter(|want| !names.iter().any(|n| n == want))
+        .collect();
+    assert!(missing.is_empty(), "stats lack {missing:?}: {names:?}");
 }
 
 #[test]

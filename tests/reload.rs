@@ -15,10 +15,9 @@ use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
 use common::process::scratch_dir;
-use common::{Client, Memcached, Memroute, free_port};
+use common::{Client, Memcached, Memroute};
 use config_support::{
-    get, holders_of, md5_owner, metric, one_pool_config, poll, running_hash, server_list, set_all,
-    wait_for_config,
+    get, holders_of, md5_owner, one_pool, poll, running_hash, set_all, wait_for_config,
 };
 
 /// Client threads of the load test.
@@ -164,12 +163,9 @@ fn reload_under_load_by_rename_in_place_configmap_and_sighup_fails_no_request() 
     let all: Vec<&Memcached> = backends.iter().collect();
     let two: Vec<String> = all[..2].iter().map(|b| b.addr()).collect();
     let three: Vec<String> = all.iter().map(|b| b.addr()).collect();
-    let (listen, admin) = (free_port(), free_port());
-    let text = |n: usize| one_pool_config(listen, admin, &all[..n]);
-    let proxy = Memroute::start(&text(2));
-    let port = proxy.port;
-    // Memroute may have moved the listen port; keep every version of the text on the same one.
-    let text = |n: usize| text(n).replace(&format!(":{listen}\""), &format!(":{port}\""));
+    let proxy = one_pool(&all[..2]).start();
+    let (port, admin) = (proxy.port, proxy.admin());
+    let text = |n: usize| proxy.config_for(&one_pool(&all[..n]));
     let path = proxy.config_path.clone();
     let dir = path.parent().unwrap().to_path_buf();
     wait_for_config(admin, &text(2));
@@ -278,12 +274,9 @@ fn adding_a_fourth_server_moves_only_the_keys_ketama_gives_it() {
     const KEYS: usize = 2_000;
     let backends: Vec<Memcached> = (0..4).map(|_| Memcached::start()).collect();
     let all: Vec<&Memcached> = backends.iter().collect();
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Memroute::start(&one_pool_config(listen, admin, &all[..3]));
-    let text = |n: usize| {
-        one_pool_config(listen, admin, &all[..n])
-            .replace(&format!(":{listen}\""), &format!(":{}\"", proxy.port))
-    };
+    let proxy = one_pool(&all[..3]).start();
+    let admin = proxy.admin();
+    let text = |n: usize| proxy.config_for(&one_pool(&all[..n]));
     let keys: Vec<String> = (0..KEYS).map(|i| format!("user:{i}")).collect();
     let v1: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), format!("{k}=1"))).collect();
     let mut c = Client::connect(proxy.port);
@@ -351,17 +344,15 @@ fn adding_a_fourth_server_moves_only_the_keys_ketama_gives_it() {
 #[test]
 fn starting_a_migration_by_reload_finds_old_keys_and_copies_them_up() {
     let (old, new) = (Memcached::start(), Memcached::start());
-    let (listen, admin) = (free_port(), free_port());
-    let config = |tiers: &str, port: u16| {
-        format!(
-            "[listen]\naddress = \"127.0.0.1:{port}\"\n\n[admin]\naddress = \"127.0.0.1:{admin}\"\n\n\
-             [pools.old]\nservers = [{}]\n\n[pools.new]\nservers = [{}]\n\n\
-             [[routes]]\nprefix = \"\"\ntiers = {tiers}\n",
-            server_list(&[&old]),
-            server_list(&[&new])
-        )
+    let config = |tiers: &[&str]| {
+        Memroute::builder()
+            .admin()
+            .pool("old", [&old])
+            .pool("new", [&new])
+            .route("", tiers)
     };
-    let proxy = Memroute::start(&config("[\"old\"]", listen));
+    let proxy = config(&["old"]).start();
+    let admin = proxy.admin();
     let mut c = Client::connect(proxy.port);
     c.set("counter:home", b"41");
     c.set("page:about", b"<html>about</html>");
@@ -369,7 +360,7 @@ fn starting_a_migration_by_reload_finds_old_keys_and_copies_them_up() {
     let mut direct_new = Client::connect(new.port);
     direct_new.roundtrip(b"get counter:home page:about\r\n", b"END\r\n");
 
-    let migrating = config("[\"new\", \"old\"]", proxy.port);
+    let migrating = proxy.config_for(&config(&["new", "old"]));
     proxy.replace_config(&migrating);
     wait_for_config(admin, &migrating);
 
@@ -404,23 +395,14 @@ fn starting_a_migration_by_reload_finds_old_keys_and_copies_them_up() {
 fn a_broken_file_keeps_the_old_routes_and_a_fixed_one_is_picked_up() {
     let backends: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
     let all: Vec<&Memcached> = backends.iter().collect();
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Memroute::start(&one_pool_config(listen, admin, &all[..2]));
-    let text = |n: usize| {
-        one_pool_config(listen, admin, &all[..n])
-            .replace(&format!(":{listen}\""), &format!(":{}\"", proxy.port))
-    };
+    let proxy = one_pool(&all[..2]).start();
+    let admin = proxy.admin();
+    let text = |n: usize| proxy.config_for(&one_pool(&all[..n]));
     let good = text(2);
     wait_for_config(admin, &good);
     let mut c = Client::connect(proxy.port);
     c.set("before", b"1");
-    let failures = || {
-        metric(
-            admin,
-            "memroute_config_reloads_total",
-            &[("result", "failure")],
-        )
-    };
+    let failures = || proxy.sample("memroute_config_reloads_total", &[("result", "failure")]);
     let initial_failures = failures().unwrap_or(0.0);
 
     // Three servers (so applying it would show), but two mistakes: a misspelt key and a
@@ -447,7 +429,7 @@ fn a_broken_file_keeps_the_old_routes_and_a_fixed_one_is_picked_up() {
         (failures() == Some(initial_failures + 1.0)).then_some(())
     });
     assert_eq!(
-        metric(admin, "memroute_config_last_reload_successful", &[]),
+        proxy.sample("memroute_config_last_reload_successful", &[]),
         Some(0.0)
     );
     // The old config keeps serving, with its routes.
@@ -471,25 +453,22 @@ fn a_broken_file_keeps_the_old_routes_and_a_fixed_one_is_picked_up() {
     let spread = assert_routed_by(&proxy, &all, 3, "fixed", 60);
     assert!(spread[2] > 0);
     assert_eq!(
-        metric(admin, "memroute_config_last_reload_successful", &[]),
+        proxy.sample("memroute_config_last_reload_successful", &[]),
         Some(1.0)
     );
     assert_eq!(failures(), Some(initial_failures + 2.0));
     assert!(
-        metric(
-            admin,
-            "memroute_config_reloads_total",
-            &[("result", "success")]
-        )
-        .unwrap()
+        proxy
+            .sample("memroute_config_reloads_total", &[("result", "success")])
+            .unwrap()
             >= 1.0
     );
 }
 
-/// `one_pool_config` over `backends`, told apart by its `timeout` of `n` seconds.
-fn version(proxy: &Memroute, listen: u16, admin: u16, backends: &[&Memcached], n: u32) -> String {
-    one_pool_config(listen, admin, backends)
-        .replace(&format!(":{listen}\""), &format!(":{}\"", proxy.port))
+/// [`one_pool`] over `backends` on `proxy`'s ports, told apart by its `timeout` of `n` seconds.
+fn version(proxy: &Memroute, backends: &[&Memcached], n: u32) -> String {
+    proxy
+        .config_for(&one_pool(backends))
         .replace("timeout = \"2s\"", &format!("timeout = \"{n}s\""))
 }
 
@@ -499,9 +478,9 @@ fn edits_through_a_symlink_into_another_directory_are_picked_up() {
     // current -> releases/N. Both an edit of the file and a swap of `current` change what
     // memroute reads, though neither touches memroute's own directory.
     let backend = Memcached::start();
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Memroute::start(&one_pool_config(listen, admin, &[&backend]));
-    let v = |n| version(&proxy, listen, admin, &[&backend], n);
+    let proxy = one_pool(&[&backend]).start();
+    let admin = proxy.admin();
+    let v = |n| version(&proxy, &[&backend], n);
     let elsewhere = scratch_dir("deploy");
     let release = |n: u32| elsewhere.join(format!("releases/{n}"));
     fs::create_dir_all(release(1)).unwrap();
@@ -534,11 +513,11 @@ fn edits_through_a_symlink_into_another_directory_are_picked_up() {
 #[test]
 fn reverting_a_rejected_file_to_the_running_one_clears_the_failure() {
     let backend = Memcached::start();
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Memroute::start(&one_pool_config(listen, admin, &[&backend]));
-    let good = version(&proxy, listen, admin, &[&backend], 2);
+    let proxy = one_pool(&[&backend]).start();
+    let admin = proxy.admin();
+    let good = version(&proxy, &[&backend], 2);
     wait_for_config(admin, &good);
-    let ok = || metric(admin, "memroute_config_last_reload_successful", &[]);
+    let ok = || proxy.sample("memroute_config_last_reload_successful", &[]);
     assert_eq!(ok(), Some(1.0));
 
     proxy.replace_config(&good.replace("hash", "hsah"));
@@ -554,12 +533,9 @@ fn reverting_a_rejected_file_to_the_running_one_clears_the_failure() {
     poll("the failure to clear after the revert", || {
         (ok() == Some(1.0)).then_some(())
     });
-    let success = metric(
-        admin,
-        "memroute_config_last_reload_success_timestamp_seconds",
-        &[],
-    )
-    .unwrap();
+    let success = proxy
+        .sample("memroute_config_last_reload_success_timestamp_seconds", &[])
+        .unwrap();
     assert!(
         success >= reverted_at,
         "the last good reload is the revert ({success} < {reverted_at}), so a \
@@ -574,8 +550,8 @@ fn pipelined_set_then_get_stays_in_order_across_reloads_that_rebuild_servers() {
     // `set k` and `get k` must still read its own write, as on one memcached connection.
     let backends: Vec<Memcached> = (0..2).map(|_| Memcached::start()).collect();
     let all: Vec<&Memcached> = backends.iter().collect();
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Memroute::start(&one_pool_config(listen, admin, &all));
+    let proxy = one_pool(&all).start();
+    let admin = proxy.admin();
     let port = proxy.port;
     let stop = AtomicBool::new(false);
     let stale: Vec<String> = thread::scope(|s| {
@@ -618,7 +594,7 @@ fn pipelined_set_then_get_stays_in_order_across_reloads_that_rebuild_servers() {
             .collect();
         let _stop = StopOnDrop(&stop);
         for i in 0..20 {
-            let text = version(&proxy, listen, admin, &all, 3 + i % 2);
+            let text = version(&proxy, &all, 3 + i % 2);
             proxy.replace_config(&text);
             wait_for_config(admin, &text);
         }
@@ -633,31 +609,16 @@ fn pipelined_set_then_get_stays_in_order_across_reloads_that_rebuild_servers() {
 
 /// `STAT name` of a memcached, asked on a new connection (which counts in the connection stats).
 fn stat(backend: &Memcached, name: &str) -> u64 {
-    let mut c = Client::connect(backend.port);
-    c.send(b"stats\r\n");
-    let prefix = format!("STAT {name} ");
-    let mut value = None;
-    loop {
-        let line = String::from_utf8(c.read_line()).unwrap();
-        if line == "END\r\n" {
-            return value.unwrap_or_else(|| panic!("no {name} in stats"));
-        }
-        if let Some(v) = line.strip_prefix(&prefix) {
-            value = Some(v.trim().parse().unwrap());
-        }
-    }
+    Client::connect(backend.port).stat(name)
 }
 
 #[test]
 fn a_reload_keeps_connections_to_kept_servers_and_closes_removed_ones() {
     let backends: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
     let all: Vec<&Memcached> = backends.iter().collect();
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Memroute::start(&one_pool_config(listen, admin, &all));
-    let text = |n: usize| {
-        one_pool_config(listen, admin, &all[..n])
-            .replace(&format!(":{listen}\""), &format!(":{}\"", proxy.port))
-    };
+    let proxy = one_pool(&all).start();
+    let admin = proxy.admin();
+    let text = |n: usize| proxy.config_for(&one_pool(&all[..n]));
     // Traffic to every server, so memroute has connected to each.
     let mut c = Client::connect(proxy.port);
     let spread = assert_routed_by(&proxy, &all, 3, "warm-up", 60);
@@ -688,13 +649,9 @@ fn a_reload_keeps_connections_to_kept_servers_and_closes_removed_ones() {
 #[test]
 fn sighup_with_an_unchanged_file_says_so() {
     let backend = Memcached::start();
-    let (listen, admin) = (free_port(), free_port());
-    let proxy = Memroute::start(&one_pool_config(listen, admin, &[&backend]));
-    let before = metric(
-        admin,
-        "memroute_config_reloads_total",
-        &[("result", "success")],
-    );
+    let proxy = one_pool(&[&backend]).start();
+    let admin = proxy.admin();
+    let before = proxy.sample("memroute_config_reloads_total", &[("result", "success")]);
     proxy.signal("HUP");
     poll("memroute to log the SIGHUP", || {
         proxy
@@ -703,26 +660,26 @@ fn sighup_with_an_unchanged_file_says_so() {
             .then_some(())
     });
     // Nothing was reloaded.
-    let after = metric(
-        admin,
-        "memroute_config_reloads_total",
-        &[("result", "success")],
-    );
+    let after = proxy.sample("memroute_config_reloads_total", &[("result", "success")]);
     assert_eq!(before, after);
 }
 
 #[test]
 fn a_server_removed_and_added_back_while_a_request_holds_it_keeps_its_series() {
     let (a, b) = (Memcached::start(), Memcached::start());
-    let (listen, admin) = (free_port(), free_port());
     // A long timeout: a request to a paused `b` stays in flight across two reloads.
-    let with_b = one_pool_config(listen, admin, &[&b]).replace("\"2s\"", "\"20s\"");
-    let proxy = Memroute::start(&with_b);
-    let with_b = with_b.replace(&format!(":{listen}\""), &format!(":{}\"", proxy.port));
+    let long = |m: &Memcached| {
+        Memroute::builder()
+            .admin()
+            .pool_with("main", [m], "hash = \"md5\"\ntimeout = \"20s\"")
+    };
+    let proxy = long(&b).start();
+    let admin = proxy.admin();
+    let with_b = proxy.config_for(&long(&b));
     let with_a = with_b.replace(&b.addr(), &a.addr());
     let series = [("server", b.addr())];
     let series: Vec<(&str, &str)> = series.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let requests = || metric(admin, "memroute_backend_requests_total", &series);
+    let requests = || proxy.sample("memroute_backend_requests_total", &series);
 
     b.pause();
     let mut held = Client::connect(proxy.port);

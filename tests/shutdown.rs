@@ -3,10 +3,9 @@
 //! in full, then its connection is closed; the process exits 0 once every client is done, or when
 //! the drain timeout ends the wait; a second signal exits at once.
 //!
-//! memroute is spawned by the test itself (`ops_support::Proc`) to read its exit status.
+//! The [`Memroute`] handle of `tests/common` reads the exit status.
 
 mod common;
-mod ops_support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -15,8 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, Memcached};
-use ops_support::{Proc, config, http_get};
+use common::process::all_threads_stopped;
+use common::{Builder, Client, Memcached, Memroute, poll_for, try_http};
 
 /// memroute's default drain timeout.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,18 +27,16 @@ const CLIENTS: usize = 50;
 const MAX_BATCHES: usize = 20_000;
 const CLIENT_DEADLINE: Duration = Duration::from_secs(40);
 
-/// Calls `f` every 20 ms until it returns true, at most `limit`.
+/// Whether `f` returns true within `limit` (polled).
 fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(ops_support::POLL_STEP);
-    }
+    poll_for(limit, || f().then_some(())).is_some()
+}
+
+/// memroute with an admin port and one pool `main` over `servers` (`extra` pool lines).
+fn one_pool(servers: &[&Memcached], extra: &str) -> Builder {
+    Memroute::builder()
+        .admin()
+        .pool_with("main", servers, extra)
 }
 
 /// What one load client wrote and got back.
@@ -166,10 +163,10 @@ fn check_run(id: usize, run: &Run, signal_at: Instant) -> Result<usize, String> 
     Ok(answered)
 }
 
-/// Runs `CLIENTS` load clients against memroute started with `config`, sends SIGTERM while
+/// Runs `CLIENTS` load clients against memroute started by `setup`, sends SIGTERM while
 /// they run, and checks the exit status and every client's replies.
-fn sigterm_under_load(config: impl Fn(u16, u16) -> String) {
-    let mut memroute = Proc::start(config, &[]);
+fn sigterm_under_load(setup: Builder) {
+    let mut memroute = setup.start();
     let port = memroute.port;
 
     let batches_done = Arc::new(AtomicUsize::new(0));
@@ -223,21 +220,16 @@ fn sigterm_under_load(config: impl Fn(u16, u16) -> String) {
 #[test]
 fn sigterm_answers_every_request_sent_before_it_and_exits_0() {
     let backends = [Memcached::start(), Memcached::start()];
-    let servers: Vec<String> = backends.iter().map(Memcached::addr).collect();
-    sigterm_under_load(|port, admin| config(port, admin, &servers, ""));
+    sigterm_under_load(one_pool(&[&backends[0], &backends[1]], ""));
 }
 
-/// memroute on `port` (admin on `admin`) with one route, tiers = ["new", "old"].
-fn tiered_config(port: u16, admin: u16, new: &Memcached, old: &Memcached) -> String {
-    format!(
-        "[listen]\naddress = \"127.0.0.1:{port}\"\n\n\
-         [admin]\naddress = \"127.0.0.1:{admin}\"\n\n\
-         [pools.new]\nservers = [\"{}\"]\n\n\
-         [pools.old]\nservers = [\"{}\"]\n\n\
-         [[routes]]\nprefix = \"\"\ntiers = [\"new\", \"old\"]\n",
-        new.addr(),
-        old.addr()
-    )
+/// memroute with an admin port and one route, tiers = ["new", "old"].
+fn tiered(new: &Memcached, old: &Memcached) -> Builder {
+    Memroute::builder()
+        .admin()
+        .pool("new", [new])
+        .pool("old", [old])
+        .route("", &["new", "old"])
 }
 
 /// On a tiered route every request is a barrier: later pipelined requests wait, parsed or not,
@@ -246,18 +238,15 @@ fn tiered_config(port: u16, admin: u16, new: &Memcached, old: &Memcached) -> Str
 fn sigterm_answers_every_pipelined_request_on_a_tiered_route() {
     let new = Memcached::start();
     let old = Memcached::start();
-    sigterm_under_load(|port, admin| tiered_config(port, admin, &new, &old));
+    sigterm_under_load(tiered(&new, &old));
 }
 
 #[test]
 fn readyz_turns_503_at_once_and_a_second_sigterm_exits_at_once() {
     let backend = Memcached::start();
     // A long backend timeout: the stuck request keeps the drain going.
-    let mut memroute = Proc::start(
-        |port, admin| config(port, admin, &[backend.addr()], "timeout = \"60s\""),
-        &[],
-    );
-    assert_eq!(http_get(memroute.admin_port, "/readyz").unwrap().0, 200);
+    let mut memroute = one_pool(&[&backend], "timeout = \"60s\"").start();
+    assert_eq!(memroute.get("/readyz").status, 200);
     let mut stuck = Client::connect(memroute.port);
     stuck.set("k", b"v");
     backend.pause();
@@ -266,13 +255,12 @@ fn readyz_turns_503_at_once_and_a_second_sigterm_exits_at_once() {
     let first = Instant::now();
     memroute.signal("TERM");
     assert!(
-        eventually(Duration::from_secs(5), || http_get(
-            memroute.admin_port,
+        eventually(Duration::from_secs(5), || try_http(
+            memroute.admin(),
+            "GET",
             "/readyz"
         )
-        .is_ok_and(
-            |(status, body)| status == 503 && body.contains("shutting down")
-        )),
+        .is_ok_and(|r| r.status == 503 && r.body.contains("shutting down"))),
         "/readyz did not turn 503 while draining"
     );
     assert!(
@@ -306,10 +294,9 @@ fn readyz_turns_503_at_once_and_a_second_sigterm_exits_at_once() {
 #[test]
 fn drain_timeout_ends_a_session_blocked_on_a_client_that_does_not_read() {
     let backend = Memcached::start_with_args(&["-I", "2m"]);
-    let mut memroute = Proc::start(
-        |port, admin| config(port, admin, &[backend.addr()], ""),
-        &["--drain-timeout", "1s"],
-    );
+    let mut memroute = one_pool(&[&backend], "")
+        .args(&["--drain-timeout", "1s"])
+        .start();
     let mut greedy = Client::connect(memroute.port);
     greedy.set("big", &vec![b'x'; 512 * 1024]);
     // 32 MiB of replies this client never reads: memroute blocks writing to it.
@@ -328,10 +315,7 @@ fn drain_timeout_ends_a_session_blocked_on_a_client_that_does_not_read() {
 #[test]
 fn sigint_closes_idle_clients_and_exits_0() {
     let backend = Memcached::start();
-    let mut memroute = Proc::start(
-        |port, admin| config(port, admin, &[backend.addr()], ""),
-        &[],
-    );
+    let mut memroute = one_pool(&[&backend], "").start();
     let mut idle = Client::connect(memroute.port);
     idle.roundtrip(
         b"version\r\n",
@@ -351,7 +335,7 @@ fn sigint_closes_idle_clients_and_exits_0() {
 fn half_closed_client_gets_every_reply_on_a_tiered_route() {
     let new = Memcached::start();
     let old = Memcached::start();
-    let memroute = Proc::start(|port, admin| tiered_config(port, admin, &new, &old), &[]);
+    let memroute = tiered(&new, &old).start();
     let mut stream = TcpStream::connect(("127.0.0.1", memroute.port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -381,27 +365,12 @@ fn half_closed_client_gets_every_reply_on_a_tiered_route() {
     );
 }
 
-/// Whether every thread of `pid` is stopped (state `T` in `/proc/PID/task/*/stat`).
-fn all_threads_stopped(pid: u32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    tasks.flatten().all(|task| {
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('T'))
-    })
-}
-
 /// Clients the kernel has already connected (waiting in the listen backlog) when the signal comes
 /// have sent their requests too: they are served, not reset.
 #[test]
 fn connections_waiting_in_the_backlog_at_sigterm_are_served() {
     let backend = Memcached::start();
-    let mut memroute = Proc::start(
-        |port, admin| config(port, admin, &[backend.addr()], ""),
-        &[],
-    );
+    let mut memroute = one_pool(&[&backend], "").start();
     // Frozen, memroute accepts nothing; the kernel still completes the handshakes.
     memroute.signal("STOP");
     assert!(

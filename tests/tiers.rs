@@ -10,10 +10,10 @@ mod tiers_support;
 
 use std::thread::sleep;
 
-use common::{storage, value_reply};
+use common::{Memcached, Memroute, counter, poll, storage, value_reply};
 use tiers_support::{
-    Item, Migration, TIMEOUT, assert_ttl_close, eventually, get, hit, meta_cas, read_cas_hit,
-    read_retrieval, sample, unix_now,
+    Item, Migration, TIMEOUT, assert_ttl_close, get, hit, meta_cas, read_cas_hit, read_retrieval,
+    unix_now,
 };
 
 const DAY: i64 = 24 * 3600;
@@ -36,7 +36,7 @@ fn get_falls_through_to_old_and_copies_with_flags_and_remaining_ttl() {
     assert_eq!(get(&mut c, "k1"), hit("k1", 42, b"old-value"));
 
     // The copy is made in the background; old keeps its item (a read changes nothing there).
-    let copy = eventually("k1 copied into new", || m.in_new("k1"));
+    let copy = poll("k1 copied into new", || m.in_new("k1"));
     let original = m.in_old("k1").expect("old still has k1");
     assert_eq!((copy.flags, &copy.value[..]), (42, &b"old-value"[..]));
     assert_eq!(
@@ -55,7 +55,7 @@ fn get_fallback_copy_of_item_without_expiry_never_expires() {
     m.put_old("forever", 7, 0, b"v");
     let mut c = m.client();
     assert_eq!(get(&mut c, "forever"), hit("forever", 7, b"v"));
-    let copy = eventually("copied into new", || m.in_new("forever"));
+    let copy = poll("copied into new", || m.in_new("forever"));
     assert_eq!(copy, item(7, -1, b"v"));
     assert_eq!(m.in_old("forever"), Some(item(7, -1, b"v")));
 }
@@ -69,7 +69,7 @@ fn get_fallback_copy_of_item_with_ttl_over_30_days_keeps_its_remaining_ttl() {
     assert!(original.ttl > 30 * DAY, "{original:?}");
     let mut c = m.client();
     assert_eq!(get(&mut c, "long"), hit("long", 1, b"lived"));
-    let copy = eventually("copied into new", || m.in_new("long"));
+    let copy = poll("copied into new", || m.in_new("long"));
     assert_eq!((copy.flags, &copy.value[..]), (1, &b"lived"[..]));
     // Sent as a relative 3,456,000 s memcached would have read as a date in 1970 and expired
     // the copy at once; sent as an absolute time it keeps the original's remaining life.
@@ -139,7 +139,7 @@ fn multi_get_fetches_missing_keys_from_old_with_one_request_per_server() {
 
     let after = m.metrics();
     let delta = |name: &str, labels: &[(&str, &str)]| {
-        sample(&after, name, labels) - sample(&before, name, labels)
+        counter(&after, name, labels) - counter(&before, name, labels)
     };
     let requests = "memroute_backend_requests_total";
     for server in m.new.iter().chain([&m.old]) {
@@ -319,7 +319,7 @@ fn lower_on_write_set_writes_old_too() {
 
 #[test]
 fn delete_reaches_every_tier_and_the_key_never_comes_back() {
-    let m = Migration::start();
+    let m = Migration::start_with("", true);
     let mut c = m.client();
     m.put_old("only-old", 0, 0, b"o");
     c.roundtrip(b"delete only-old\r\n", b"DELETED\r\n");
@@ -328,16 +328,10 @@ fn delete_reaches_every_tier_and_the_key_never_comes_back() {
     c.roundtrip(b"delete both\r\n", b"DELETED\r\n");
     c.roundtrip(b"delete nowhere\r\n", b"NOT_FOUND\r\n");
     c.roundtrip(b"delete only-old\r\n", b"NOT_FOUND\r\n");
-    for key in ["only-old", "both", "nowhere"] {
-        assert_eq!(get(&mut c, key), b"END\r\n", "{key}");
-        assert_eq!((m.in_new(key), m.in_old(key)), (None, None), "{key}");
-    }
-    // After the delayed double delete (one timeout later): still gone.
-    sleep(TIMEOUT * 3);
-    for key in ["only-old", "both"] {
-        assert_eq!(get(&mut c, key), b"END\r\n", "{key}");
-        assert_eq!((m.in_new(key), m.in_old(key)), (None, None), "{key}");
-    }
+    m.assert_gone(&mut c, &["only-old", "both", "nowhere"]);
+    // After the delayed double deletes (one timeout after each of the 4 deletes): still gone.
+    m.wait_for_double_deletes(4);
+    m.assert_gone(&mut c, &["only-old", "both"]);
 }
 
 // ---- add -----------------------------------------------------------------------------------
@@ -461,7 +455,7 @@ fn read_after_eviction_from_new_does_not_return_the_pre_migration_value() {
 
 #[test]
 fn deleted_key_never_comes_back_even_after_a_racing_read() {
-    let m = Migration::start();
+    let m = Migration::start_with("", true);
     let mut c = m.client();
     let keys: Vec<String> = (0..50).map(|i| format!("race{i}")).collect();
     for k in &keys {
@@ -475,16 +469,13 @@ fn deleted_key_never_comes_back_even_after_a_racing_read() {
         c.expect(b"DELETED\r\n");
         c.expect(b"END\r\n");
     }
-    sleep(TIMEOUT * 3);
-    for k in &keys {
-        assert_eq!(get(&mut c, k), b"END\r\n", "{k}");
-        assert_eq!((m.in_new(k), m.in_old(k)), (None, None), "{k}");
-    }
+    m.wait_for_double_deletes(keys.len());
+    m.assert_gone(&mut c, &keys);
 }
 
 #[test]
 fn deleted_key_never_comes_back_while_another_client_keeps_reading_it() {
-    let m = Migration::start();
+    let m = Migration::start_with("", true);
     let keys: Vec<String> = (0..20).map(|i| format!("rr{i}")).collect();
     for k in &keys {
         m.put_old(k, 0, 0, b"old");
@@ -506,11 +497,8 @@ fn deleted_key_never_comes_back_while_another_client_keeps_reading_it() {
     }
     reader.join().expect("reader thread");
     // Racing reads may have copied the old value up; the double delete removes it.
-    sleep(TIMEOUT * 3);
-    for k in &keys {
-        assert_eq!(get(&mut c, k), b"END\r\n", "{k}");
-        assert_eq!((m.in_new(k), m.in_old(k)), (None, None), "{k}");
-    }
+    m.wait_for_double_deletes(keys.len());
+    m.assert_gone(&mut c, &keys);
 }
 
 #[test]
@@ -558,19 +546,14 @@ fn pipelined_requests_on_a_migrating_key_behave_as_on_one_memcached() {
 
 #[test]
 fn three_tiers_fall_through_in_order_and_writes_clear_every_lower_tier() {
-    use common::{Memcached, Memroute, free_port};
     use tiers_support::{meta_get, put};
     let (new, mid, old) = (Memcached::start(), Memcached::start(), Memcached::start());
-    let proxy = Memroute::start(&format!(
-        "[listen]\naddress = \"127.0.0.1:{}\"\n\n\
-         [pools.new]\nservers = [\"{}\"]\n\n[pools.mid]\nservers = [\"{}\"]\n\n\
-         [pools.old]\nservers = [\"{}\"]\n\n\
-         [[routes]]\nprefix = \"\"\ntiers = [\"new\", \"mid\", \"old\"]\n",
-        free_port(),
-        new.addr(),
-        mid.addr(),
-        old.addr()
-    ));
+    let proxy = Memroute::builder()
+        .pool("new", [&new])
+        .pool("mid", [&mid])
+        .pool("old", [&old])
+        .route("", &["new", "mid", "old"])
+        .start();
     put(mid.port, "both", 1, 0, b"from-mid");
     put(old.port, "both", 2, 0, b"from-old");
     put(old.port, "deep", 3, 0, b"deep");
@@ -585,7 +568,7 @@ fn three_tiers_fall_through_in_order_and_writes_clear_every_lower_tier() {
         ]
         .concat(),
     );
-    let copied = eventually("both copies", || {
+    let copied = poll("both copies", || {
         Some((meta_get(new.port, "both")?, meta_get(new.port, "deep")?))
     });
     assert_eq!(copied, (item(1, -1, b"from-mid"), item(3, -1, b"deep")));
@@ -608,20 +591,15 @@ fn three_tiers_fall_through_in_order_and_writes_clear_every_lower_tier() {
 
 #[test]
 fn multi_get_mixing_a_plain_route_and_a_tiered_route_answers_in_key_order() {
-    use common::{Memcached, Memroute, free_port};
     use tiers_support::{meta_get, put};
     let (plain, new, old) = (Memcached::start(), Memcached::start(), Memcached::start());
-    let proxy = Memroute::start(&format!(
-        "[listen]\naddress = \"127.0.0.1:{}\"\n\n\
-         [pools.plain]\nservers = [\"{}\"]\n\n[pools.new]\nservers = [\"{}\"]\n\n\
-         [pools.old]\nservers = [\"{}\"]\n\n\
-         [[routes]]\nprefix = \"\"\ntiers = [\"plain\"]\n\n\
-         [[routes]]\nprefix = \"user:\"\ntiers = [\"new\", \"old\"]\n",
-        free_port(),
-        plain.addr(),
-        new.addr(),
-        old.addr()
-    ));
+    let proxy = Memroute::builder()
+        .pool("plain", [&plain])
+        .pool("new", [&new])
+        .pool("old", [&old])
+        .route("", &["plain"])
+        .route("user:", &["new", "old"])
+        .start();
     put(plain.port, "a", 1, 0, b"plain-a");
     put(old.port, "a", 9, 0, b"never"); // old is not a tier of the route of "a"
     put(new.port, "user:1", 2, 0, b"new-1");
@@ -639,7 +617,7 @@ fn multi_get_mixing_a_plain_route_and_a_tiered_route_answers_in_key_order() {
         .concat(),
     );
     assert_eq!(
-        eventually("user:2 copied", || meta_get(new.port, "user:2")),
+        poll("user:2 copied", || meta_get(new.port, "user:2")),
         item(3, -1, b"old-2")
     );
     // Keys of the plain route are never copied anywhere.

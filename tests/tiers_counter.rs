@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, Memcached, Memroute, free_port, storage};
-use tiers_support::{Item, Migration, config, eventually, get, hit, meta_get};
+use common::{Client, Memcached, Memroute, poll, storage};
+use tiers_support::{Item, Migration, get, hit, meta_get, migration};
 
 const START: u64 = 1000;
 /// Retries allowed for one increment before the test fails (a livelock would be a bug).
@@ -113,8 +113,7 @@ fn two_clients_counting_with_gets_cas_from_a_counter_only_in_old_lose_nothing() 
 #[test]
 fn two_memroutes_sharing_the_pools_count_exactly() {
     let m = Migration::start();
-    let new: Vec<String> = m.new.iter().map(Memcached::addr).collect();
-    let second = Memroute::start(&config(free_port(), None, &new, &[m.old.addr()], ""));
+    let second = migration(&m.new, [&m.old], "").start();
     m.put_old("visits", 0, 0, START.to_string().as_bytes());
     run_clients(&[m.proxy.port, second.port], 500);
     assert_final(&m.new, &m.old, m.proxy.port, START + 1000);
@@ -127,11 +126,12 @@ fn two_memroutes_sharing_the_pools_count_exactly() {
 fn counter_stays_exact_while_a_reload_adds_the_new_tier() {
     let new: Vec<Memcached> = (0..2).map(|_| Memcached::start()).collect();
     let old = Memcached::start();
-    let new_addrs: Vec<String> = new.iter().map(Memcached::addr).collect();
-    let listen = free_port();
-    let before = config(listen, None, &new_addrs, &[old.addr()], "")
-        .replace("tiers = [\"new\", \"old\"]", "tiers = [\"old\"]");
-    let proxy = Memroute::start(&before);
+    let pool = "hash = \"md5\"\ntimeout = \"500ms\"";
+    let before = Memroute::builder()
+        .pool_with("new", &new, pool)
+        .pool_with("old", [&old], pool)
+        .route("", &["old"]);
+    let proxy = before.start();
     // The counter was written before the migration, through memroute, to old.
     let mut c = Client::connect(proxy.port);
     c.roundtrip(
@@ -160,18 +160,17 @@ fn counter_stays_exact_while_a_reload_adds_the_new_tier() {
         })
         .collect();
 
-    eventually("clients to get going", || {
+    poll("clients to get going", || {
         (done.load(Ordering::Relaxed) >= 100).then_some(())
     });
     // The port in the file must stay the one memroute listens on (a change needs a restart).
-    let after = config(proxy.port, None, &new_addrs, &[old.addr()], "");
-    proxy.replace_config(&after);
+    proxy.replace_config_with(&migration(&new, [&old], ""));
     proxy.signal("HUP");
-    eventually("the reload", || {
+    poll("the reload", || {
         proxy.stderr().contains("config reloaded").then_some(())
     });
     let at_reload = done.load(Ordering::Relaxed);
-    eventually("200 increments after the reload", || {
+    poll("200 increments after the reload", || {
         (done.load(Ordering::Relaxed) >= at_reload + 200).then_some(())
     });
     stop.store(true, Ordering::Relaxed);
@@ -225,7 +224,11 @@ fn racing_incr_on_counters_only_in_old_never_answers_not_found() {
         })
         .collect();
     let not_found: Vec<Vec<usize>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    assert_eq!(not_found, vec![vec![]; 2], "counters answered NOT_FOUND");
+    assert_eq!(
+        not_found,
+        vec![Vec::<usize>::new(); 2],
+        "counters answered NOT_FOUND"
+    );
     let mut c = m.client();
     for k in 0..counters {
         assert_eq!(

@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle, sleep};
 use std::time::{Duration, Instant};
 
-use common::{Client, Memcached, Memroute, free_port, storage, value_reply};
+use common::{
+    Client, Memcached, Memroute, POLL_LIMIT, counter, poll, poll_for, storage, value_reply,
+};
 use tiers_support::{
-    Item, Migration, TIMEOUT, config, eventually, get, hit, meta_cas, read_cas_hit, read_retrieval,
-    sample,
+    Item, Migration, TIMEOUT, get, hit, meta_cas, migration, read_cas_hit, read_retrieval,
 };
 
 /// Sanity bound for one request while a lower tier misbehaves: generous (the pool timeout is
@@ -86,20 +87,17 @@ fn cache_aside_reads_of_10000_old_keys_all_hit_and_warm_the_new_pool() {
     }
     let first = m.metrics();
     let delta = |a: &str, b: &str, labels: &[(&str, &str)]| {
-        sample(b, lookups, labels) - sample(a, lookups, labels)
+        counter(b, lookups, labels) - counter(a, lookups, labels)
     };
     assert_eq!(delta(&before, &first, &tier("old", "1", "hit")), 10_000.0);
 
     // The copies are made in the background: poll (bounded) until new holds every key.
     for &(b, batch) in &batches {
         let mut found = 0;
-        for _ in 0..200 {
+        poll_for(POLL_LIMIT, || {
             found = m.new.iter().map(|n| direct_hits(n.port, batch)).sum();
-            if found == batch.len() {
-                break;
-            }
-            sleep(Duration::from_millis(50));
-        }
+            (found == batch.len()).then_some(())
+        });
         assert_eq!(found, batch.len(), "batch {b}: keys in new");
     }
     // Spot checks with exact bytes: flags and "never expires" copied too.
@@ -180,13 +178,13 @@ fn exercise_with_failing_old(m: &Migration) {
 /// Lower-tier failures are counted: lookups as errors, writes below as failed.
 fn assert_lower_errors_counted(m: &Migration) {
     let metrics = m.metrics();
-    let errors = sample(
+    let errors = counter(
         &metrics,
         "memroute_tier_lookups_total",
         &[("pool", "old"), ("tier", "1"), ("result", "error")],
     );
     assert!(errors >= 1.0, "lookup errors in old counted: {errors}");
-    let failed = sample(
+    let failed = counter(
         &metrics,
         "memroute_lower_tier_writes_total",
         &[("action", "delete"), ("result", "failed")],
@@ -357,14 +355,7 @@ fn serve(stream: TcpStream, items: &Items, stop: &AtomicBool) {
 fn start_over_no_meta(route_extra: &str) -> (Vec<Memcached>, NoMetaMemcached, Memroute) {
     let new: Vec<Memcached> = (0..2).map(|_| Memcached::start()).collect();
     let old = NoMetaMemcached::start();
-    let addrs: Vec<String> = new.iter().map(Memcached::addr).collect();
-    let proxy = Memroute::start(&config(
-        free_port(),
-        Some(free_port()),
-        &addrs,
-        &[old.addr()],
-        route_extra,
-    ));
+    let proxy = migration(&new, [old.addr()], route_extra).admin().start();
     (new, old, proxy)
 }
 
@@ -384,7 +375,7 @@ fn lower_tier_without_meta_commands_is_copied_with_warm_ttl() {
     old.put("legacy", 5, b"old-value");
     let mut c = Client::connect(proxy.port);
     assert_eq!(get(&mut c, "legacy"), hit("legacy", 5, b"old-value"));
-    let copy = eventually("legacy copied into new", || in_new(&new, "legacy"));
+    let copy = poll("legacy copied into new", || in_new(&new, "legacy"));
     assert_eq!((copy.flags, &copy.value[..]), (5, &b"old-value"[..]));
     assert!(
         (57..=60).contains(&copy.ttl),
@@ -415,10 +406,9 @@ fn lower_tier_without_meta_commands_and_no_warm_ttl_serves_reads_but_copies_noth
     old.put("legacy", 5, b"old-value");
     let mut c = Client::connect(proxy.port);
     assert_eq!(get(&mut c, "legacy"), hit("legacy", 5, b"old-value"));
-    let admin = proxy.admin_port.expect("admin");
-    let failed = eventually("the failed copy to be counted", || {
-        let m = tiers_support::metrics(admin);
-        let n = sample(
+    let failed = poll("the failed copy to be counted", || {
+        let m = proxy.metrics();
+        let n = counter(
             &m,
             "memroute_fallback_copies_total",
             &[("result", "failed")],
@@ -444,12 +434,15 @@ fn lower_tier_without_meta_commands_and_no_warm_ttl_serves_reads_but_copies_noth
 fn delete_while_old_is_marked_down_stays_deleted_when_old_comes_back() {
     let new: Vec<Memcached> = (0..2).map(|_| Memcached::start()).collect();
     let old = Memcached::start();
-    let addrs: Vec<String> = new.iter().map(Memcached::addr).collect();
-    let text = config(free_port(), None, &addrs, &[old.addr()], "").replace(
-        "timeout = \"500ms\"\n\n[[routes]]",
-        "timeout = \"500ms\"\nfailure_limit = 1\nretry_timeout = \"1s\"\n\n[[routes]]",
-    );
-    let proxy = Memroute::start(&text);
+    let proxy = Memroute::builder()
+        .pool_with("new", &new, "hash = \"md5\"\ntimeout = \"500ms\"")
+        .pool_with(
+            "old",
+            [&old],
+            "hash = \"md5\"\ntimeout = \"500ms\"\nfailure_limit = 1\nretry_timeout = \"1s\"",
+        )
+        .route("", &["new", "old"])
+        .start();
     tiers_support::put(old.port, "gone", 0, 0, b"old");
     old.pause();
     let mut c = Client::connect(proxy.port);

@@ -2,9 +2,11 @@
 //!
 //! Validation never stops at the first problem: each check records an error with its position
 //! and carries on with a default, so the operator fixes the whole file in one go (DESIGN §5).
-//! Tables are read through [`fields::Fields`], which reports unknown keys with a hint; pools and
-//! servers are in [`pools`], routes in [`routes`].
+//! Tables are read through [`fields::Fields`], which reports unknown keys with a hint; pools are
+//! in [`pools`], addresses and twemproxy's server entries in [`address`] (a leaf both `fields`
+//! and `pools` use), routes in [`routes`].
 
+mod address;
 mod fields;
 mod listeners;
 mod pools;
@@ -21,8 +23,8 @@ use super::{
 };
 use fields::Fields;
 
+pub use address::{parse_address, parse_server_entry};
 pub use listeners::parse_listen_address;
-pub use pools::{parse_address, parse_server_entry};
 
 /// One configuration problem, located in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! A blocking memcached text-protocol client that asserts exact bytes.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 /// How long any single read may wait before the test fails.
@@ -198,6 +198,36 @@ impl Client {
         self.roundtrip(&req, b"STORED\r\n");
     }
 
+    /// `stats`: every `STAT name value` line as `(name, value)`, asserting that form, up to
+    /// `END`.
+    #[track_caller]
+    pub fn stats(&mut self) -> Vec<(String, String)> {
+        self.send(b"stats\r\n");
+        let mut stats = Vec::new();
+        loop {
+            let line = String::from_utf8(self.read_line()).expect("stats are ASCII");
+            if line == "END\r\n" {
+                return stats;
+            }
+            let fields: Vec<&str> = line.trim_end_matches("\r\n").splitn(3, ' ').collect();
+            match fields[..] {
+                ["STAT", name, value] if !value.is_empty() => {
+                    stats.push((name.to_string(), value.to_string()));
+                }
+                _ => panic!("not a stats line: {line:?}"),
+            }
+        }
+    }
+
+    /// The number `STAT name` of `stats` (which must have it).
+    #[track_caller]
+    pub fn stat(&mut self, name: &str) -> u64 {
+        let stats = self.stats();
+        let value = stats.iter().find(|(n, _)| n == name);
+        let value = value.unwrap_or_else(|| panic!("no {name} in stats: {stats:?}"));
+        value.1.trim().parse().expect("a number")
+    }
+
     /// The cas unique of `key` from `gets key` (which must hit).
     pub fn gets_cas(&mut self, key: &str) -> u64 {
         self.send(format!("gets {key}\r\n").as_bytes());
@@ -224,4 +254,17 @@ fn mismatch_at(a: &[u8], b: &[u8]) -> usize {
         .zip(b)
         .position(|(x, y)| x != y)
         .unwrap_or(a.len().min(b.len()))
+}
+
+/// Writes `request` on a new connection, half-closes it and reads until the server closes:
+/// memcached and memroute both answer everything they read before closing.
+pub fn exchange(port: u16, request: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(READ_TIMEOUT))
+        .expect("read timeout");
+    s.write_all(request.as_bytes()).expect("write request");
+    s.shutdown(Shutdown::Write).expect("half-close");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read replies");
+    out
 }

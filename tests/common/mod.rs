@@ -1,11 +1,15 @@
 //! Shared harness of the integration tests.
 //!
-//! - [`process`]: real processes on free loopback ports — [`Memcached`] backends and the
-//!   [`Memroute`] binary under test; [`nutcracker`]: [`Nutcracker`] (twemproxy 0.5), the reference.
+//! - [`memroute`]: the binary under test — [`Memroute::builder`] (pools, routes, `[listen]` and
+//!   `[admin]` lines, CLI arguments) starts it and returns the one handle: clients, `metrics()`,
+//!   `http()`, signals, exit status, log.
+//! - [`process`]: [`Memcached`] backends on free loopback ports, signals; [`nutcracker`]:
+//!   [`Nutcracker`] (twemproxy 0.5), the reference.
 //! - [`relay`]: a fault-injecting TCP relay in front of a real memcached (inject bytes, delay,
 //!   hold, close), for backend-fault tests.
 //! - [`client`]: a blocking text-protocol [`Client`] that asserts exact bytes; [`http`]: a tiny
-//!   HTTP client for the admin server and a reader of `/metrics` text.
+//!   HTTP client for the admin server and [`sample`], the one reader of `/metrics` text.
+//! - [`poll`] / [`poll_for`]: the one bounded wait for something to become true.
 //! - [`target`]: [`Target`], what protocol tests talk to — memroute in front of memcacheds, or
 //!   one memcached directly with `MEMROUTE_TEST_TARGET=direct`, which proves the expected bytes
 //!   against the real thing.
@@ -17,17 +21,39 @@
 
 pub mod client;
 pub mod http;
+pub mod memroute;
 pub mod nutcracker;
 pub mod process;
 pub mod relay;
 pub mod target;
 
-pub use client::Client;
+use std::time::{Duration, Instant};
+
+pub use client::{Client, exchange};
+pub use http::{HttpReply, counter, http, sample, try_http};
+pub use memroute::{Builder, Memroute};
 pub use nutcracker::{Nutcracker, nutcracker_config};
-pub use process::{Memcached, Memroute, free_port, send_signal};
+pub use process::{Memcached, free_port, send_signal};
 pub use target::{
-    Target, TargetKind, config_one_pool, config_one_pool_with, skip_unless_memroute, target,
+    Target, TargetKind, config_one_pool, config_one_pool_with, run_exchanges, skip_unless_memroute,
+    target,
 };
+
+/// Tests that are only bytes in and bytes out, as a table (pelikan's style): one `#[test]` per
+/// row `name: request => reply, request => reply, …;`, run in order on one connection to a fresh
+/// [`Target`] by [`run_exchanges`]. An empty reply means none is expected (`noreply`).
+#[macro_export]
+macro_rules! exchange_tests {
+    ($($(#[$meta:meta])* $name:ident: $($request:literal => $reply:literal),+ $(,)?;)+) => {
+        $(
+            $(#[$meta])*
+            #[test]
+            fn $name() {
+                $crate::common::run_exchanges(&[$((&$request[..], &$reply[..])),+]);
+            }
+        )+
+    };
+}
 
 /// `n` distinct keys `"{i}:{tag}"`; a few dozen reach every server of a 3-server ring.
 ///
@@ -68,20 +94,29 @@ pub fn storage(
 }
 
 /// Longest any bounded poll of these tests waits.
-pub const POLL_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const POLL_LIMIT: Duration = Duration::from_secs(10);
+/// Pause between two tries of a poll.
+pub const POLL_STEP: Duration = Duration::from_millis(20);
 
-/// Polls `f` every 50 ms until it returns `Some`, for at most [`POLL_LIMIT`]; panics naming `what`.
+/// Polls `f` every [`POLL_STEP`] until it returns `Some`, for at most [`POLL_LIMIT`]; panics
+/// naming `what`.
 #[track_caller]
-pub fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + POLL_LIMIT;
+pub fn poll<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    poll_for(POLL_LIMIT, f)
+        .unwrap_or_else(|| panic!("timed out after {POLL_LIMIT:?} waiting for {what}"))
+}
+
+/// Polls `f` every [`POLL_STEP`] until it returns `Some`, for at most `limit`: `None` if it
+/// never did (for tests that assert something does *not* happen, or wait longer than usual).
+pub fn poll_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
-            return v;
+            return Some(v);
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(POLL_STEP);
     }
 }

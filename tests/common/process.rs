@@ -1,5 +1,5 @@
-//! Real processes for the tests: memcached backends and memroute itself (twemproxy is in
-//! `nutcracker.rs`). Each test starts its own on free loopback ports, so tests run in parallel;
+//! Real processes for the tests: memcached backends, ports, signals (memroute itself is in
+//! `memroute.rs`, twemproxy in `nutcracker.rs`). Each test starts its own on free loopback ports, so tests run in parallel;
 //! every process is killed when its handle drops.
 
 use std::collections::HashSet;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// How long a process may take to accept its first connection.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts with fresh ports when a port turns out to be taken between `free_port` and bind.
-const PORT_ATTEMPTS: usize = 4;
+pub const PORT_ATTEMPTS: usize = 4;
 
 /// Ports handed out by this test binary: `free_port` never returns one twice, so two tests of
 /// the same binary cannot race for the port the kernel just released.
@@ -43,6 +43,13 @@ pub fn scratch_dir(what: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("memroute-test-{}-{what}-{n}", std::process::id()));
     fs::create_dir_all(&dir).expect("create scratch dir");
     dir
+}
+
+/// Writes `text` to `dir/name`; its path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, text).expect("write test file");
+    path
 }
 
 /// Waits until `127.0.0.1:port` accepts a TCP connection from `child`, and fails early, with
@@ -111,7 +118,7 @@ pub fn send_signal(pid: u32, sig: &str) {
 }
 
 /// Whether every thread of `pid` is in state `T` (stopped), per `/proc/PID/task/*/stat`.
-fn all_threads_stopped(pid: u32) -> bool {
+pub fn all_threads_stopped(pid: u32) -> bool {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };
@@ -213,7 +220,7 @@ impl Memcached {
 
     /// `127.0.0.1:PORT`, as written in a pool's `servers`.
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.to_string()
     }
 
     /// The process id.
@@ -265,6 +272,13 @@ impl Memcached {
     }
 }
 
+/// Prints as its address, so a list of them can be a pool's `servers`.
+impl std::fmt::Display for Memcached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "127.0.0.1:{}", self.port)
+    }
+}
+
 impl Drop for Memcached {
     fn drop(&mut self) {
         kill_and_wait(&mut self.child);
@@ -272,112 +286,5 @@ impl Drop for Memcached {
     }
 }
 
-/// The memroute binary under test, with its config in a private file and its output captured.
-pub struct Memroute {
-    /// The client port (`[listen] address`).
-    pub port: u16,
-    /// The admin HTTP port, when the config has an `[admin]` table.
-    pub admin_port: Option<u16>,
-    /// The config file it was started with (tests may rewrite it to exercise reload).
-    pub config_path: PathBuf,
-    child: Child,
-    dir: PathBuf,
-}
-
-/// `PORT` of `host:PORT` at `table.address` in a TOML text, if present.
-fn toml_port(config: &toml::Value, table: &str) -> Option<u16> {
-    let addr = config.get(table)?.get("address")?.as_str()?;
-    addr.rsplit(':').next()?.parse().ok()
-}
-
-impl Memroute {
-    /// Writes `config_toml` to a fresh file, runs `memroute --config FILE` and waits until the
-    /// `[listen] address` port accepts. If that port was taken meanwhile, retries with a new one
-    /// (rewriting `127.0.0.1:PORT` in the config), so `port` may differ from the one in the text.
-    pub fn start(config_toml: &str) -> Memroute {
-        let dir = scratch_dir("memroute");
-        let config_path = dir.join("memroute.toml");
-        let mut text = config_toml.to_string();
-        for attempt in 1..=PORT_ATTEMPTS {
-            let parsed: toml::Value = text.parse().expect("test config is valid TOML");
-            let port = toml_port(&parsed, "listen").expect("config has [listen] address");
-            let admin_port = toml_port(&parsed, "admin");
-            fs::write(&config_path, &text).expect("write config");
-            let mut child = Command::new(env!("CARGO_BIN_EXE_memroute"))
-                .arg("--config")
-                .arg(&config_path)
-                .stdin(Stdio::null())
-                .stdout(File::create(dir.join("stdout.log")).expect("stdout log"))
-                .stderr(File::create(dir.join("stderr.log")).expect("stderr log"))
-                .spawn()
-                .expect("spawn memroute");
-            match wait_until_accepting(port, &mut child, false) {
-                Ok(()) => {
-                    return Memroute {
-                        port,
-                        admin_port,
-                        config_path,
-                        child,
-                        dir,
-                    };
-                }
-                Err(e) => {
-                    kill_and_wait(&mut child);
-                    let stderr = read_log(&dir.join("stderr.log"));
-                    if attempt < PORT_ATTEMPTS
-                        && (stderr.to_lowercase().contains("in use") || e.contains("in use"))
-                    {
-                        let old = format!("127.0.0.1:{port}\"");
-                        text = text.replace(&old, &format!("127.0.0.1:{}\"", free_port()));
-                        continue;
-                    }
-                    let _ = fs::remove_dir_all(&dir);
-                    panic!("memroute {e}\n--- config ---\n{text}\n--- stderr ---\n{stderr}");
-                }
-            }
-        }
-        unreachable!("the last attempt returns or panics")
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends a signal by name, e.g. `"HUP"` to reload.
-    pub fn signal(&self, sig: &str) {
-        send_signal(self.pid(), sig);
-    }
-
-    /// Everything memroute wrote to stderr so far (its logs).
-    pub fn stderr(&self) -> String {
-        read_log(&self.dir.join("stderr.log"))
-    }
-
-    /// Replaces the config file the way editors and Kubernetes do: write a new file, rename it
-    /// over the old one.
-    pub fn replace_config(&self, toml: &str) {
-        let tmp = self.dir.join("memroute.toml.new");
-        fs::write(&tmp, toml).expect("write new config");
-        fs::rename(&tmp, &self.config_path).expect("rename config");
-    }
-
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Memroute {
-    fn drop(&mut self) {
-        kill_and_wait(&mut self.child);
-        if thread::panicking() {
-            eprintln!(
-                "--- memroute stderr ({}) ---\n{}",
-                self.dir.display(),
-                self.stderr()
-            );
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
+// Where it lived before `memroute.rs`; tests may still name it here.
+pub use super::memroute::Memroute;

@@ -3,7 +3,8 @@
 //! memcached proves the expected bytes are memcached's.
 
 use super::client::Client;
-use super::process::{Memcached, Memroute, free_port};
+use super::memroute::Memroute;
+use super::process::Memcached;
 
 /// Which system the protocol tests run against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,31 +33,24 @@ pub fn skip_unless_memroute(why: &str) -> bool {
     skip
 }
 
-/// TOML string literal (the test values never need more than quotes escaped).
-fn quoted(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
 /// DESIGN §5 config with one pool `main` and the default route to it.
 pub fn config_one_pool(listen_port: u16, servers: &[String]) -> String {
     config_one_pool_with(listen_port, servers, "", "")
 }
 
 /// As [`config_one_pool`], with extra lines for the `[listen]` table (e.g.
-/// `allow_flush_all = true`) and for `[pools.main]` (e.g. `timeout = "200ms"`).
+/// `allow_flush_all = true`) and for `[pools.main]` (e.g. `timeout = "200ms"`). New tests use
+/// [`Memroute::builder`].
 pub fn config_one_pool_with(
     listen_port: u16,
     servers: &[String],
     listen_extra: &str,
     pool_extra: &str,
 ) -> String {
-    let servers: Vec<String> = servers.iter().map(|s| quoted(s)).collect();
-    format!(
-        "[listen]\naddress = \"127.0.0.1:{listen_port}\"\n{listen_extra}\n\n\
-         [pools.main]\nservers = [{}]\n{pool_extra}\n\n\
-         [[routes]]\nprefix = \"\"\ntiers = [\"main\"]\n",
-        servers.join(", ")
-    )
+    Memroute::builder()
+        .listen(listen_extra)
+        .pool_with("main", servers, pool_extra)
+        .render(listen_port, None)
 }
 
 /// A running target: its memcacheds and, unless direct, the memroute in front of them.
@@ -86,13 +80,10 @@ impl Target {
         };
         let backends: Vec<Memcached> = (0..n).map(|_| Memcached::start()).collect();
         let proxy = (kind == TargetKind::Memroute).then(|| {
-            let servers: Vec<String> = backends.iter().map(Memcached::addr).collect();
-            Memroute::start(&config_one_pool_with(
-                free_port(),
-                &servers,
-                listen_extra,
-                pool_extra,
-            ))
+            Memroute::builder()
+                .listen(listen_extra)
+                .pool_with("main", &backends, pool_extra)
+                .start()
         });
         Target {
             kind,
@@ -147,5 +138,18 @@ impl Target {
             per_backend.iter().all(|&n| n > 0),
             "keys do not reach every backend: {per_backend:?}"
         );
+    }
+}
+
+/// Runs `rows` in order on one connection to a fresh three-backend [`Target`]: sends each
+/// request and asserts the reply is exactly the expected bytes (empty: no reply, as after
+/// `noreply`). What [`exchange_tests!`](crate::exchange_tests) runs for each of its rows.
+#[track_caller]
+pub fn run_exchanges(rows: &[(&[u8], &[u8])]) {
+    let t = Target::new(3);
+    let mut c = t.client();
+    for (i, (request, expected)) in rows.iter().enumerate() {
+        eprintln!("exchange {i}: {}", request.escape_ascii());
+        c.roundtrip(request, expected);
     }
 }

@@ -6,28 +6,16 @@
 
 use memroute::ring::{Distribution, HashFn, Ring, RingServer, hash_key};
 
-use crate::common::http::{http, sample};
-use crate::common::{Client, Memcached};
+use crate::common::{Builder, Client, Memcached, Memroute, http};
 
 pub use crate::common::poll;
 
-/// `"127.0.0.1:P1", "127.0.0.1:P2"` for a TOML array.
-pub fn server_list(backends: &[&Memcached]) -> String {
-    backends
-        .iter()
-        .map(|b| format!("\"{}\"", b.addr()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// One md5 pool `main` over `backends`, one default route to it, and an admin port.
-pub fn one_pool_config(listen: u16, admin: u16, backends: &[&Memcached]) -> String {
-    format!(
-        "[listen]\naddress = \"127.0.0.1:{listen}\"\n\n[admin]\naddress = \"127.0.0.1:{admin}\"\n\n\
-         [pools.main]\nservers = [{}]\nhash = \"md5\"\ntimeout = \"2s\"\n\n\
-         [[routes]]\nprefix = \"\"\ntiers = [\"main\"]\n",
-        server_list(backends)
-    )
+/// memroute with an admin port and one md5 pool `main` over `backends` (timeout 2 s), with the
+/// default route to it.
+pub fn one_pool(backends: &[&Memcached]) -> Builder {
+    Memroute::builder()
+        .admin()
+        .pool_with("main", backends, "hash = \"md5\"\ntimeout = \"2s\"")
 }
 
 /// Index (into `servers`, addresses `host:port`) of the server ketama gives `key` in an md5 pool
@@ -125,11 +113,4 @@ pub fn wait_for_config(admin: u16, toml: &str) {
     poll("the new config to be running", || {
         (running_hash(admin) == want).then_some(())
     });
-}
-
-/// The value of series `name{labels}` on the admin server's `/metrics`, if present.
-pub fn metric(admin: u16, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let reply = http(admin, "GET", "/metrics");
-    assert_eq!(reply.status, 200);
-    sample(&reply.body, name, labels)
 }

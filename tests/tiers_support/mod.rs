@@ -7,12 +7,9 @@
 // Each test binary uses only part of these helpers.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::thread::sleep;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::common::{Client, Memcached, Memroute, free_port};
+use crate::common::{Builder, Client, Memcached, Memroute, counter, poll};
 
 /// Backend timeout of both pools (DESIGN §3); the delayed double delete waits this long.
 pub const TIMEOUT: Duration = Duration::from_millis(500);
@@ -34,35 +31,19 @@ pub fn unix_now() -> i64 {
         .as_secs() as i64
 }
 
-/// `"127.0.0.1:P", …` for a TOML array.
-fn servers(list: &[String]) -> String {
-    list.iter()
-        .map(|a| format!("\"{a}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The config of the brief: `[pools.new]` (md5, 500 ms) and `[pools.old]`, one default route
-/// `tiers = ["new", "old"]` plus `route_extra` lines (e.g. `lower_on_write = "set"`), and an
-/// `[admin]` table when `admin` is given.
-pub fn config(
-    listen: u16,
-    admin: Option<u16>,
-    new: &[String],
-    old: &[String],
+/// The config of the brief: `[pools.new]` over `new` and `[pools.old]` over `old` (md5, 500 ms),
+/// one default route `tiers = ["new", "old"]` plus `route_extra` lines (e.g.
+/// `lower_on_write = "set"`). Add `.admin()` for an admin port.
+pub fn migration<N: ToString, O: ToString>(
+    new: impl IntoIterator<Item = N>,
+    old: impl IntoIterator<Item = O>,
     route_extra: &str,
-) -> String {
-    let admin = admin
-        .map(|p| format!("[admin]\naddress = \"127.0.0.1:{p}\"\n\n"))
-        .unwrap_or_default();
-    format!(
-        "[listen]\naddress = \"127.0.0.1:{listen}\"\n\n{admin}\
-         [pools.new]\nservers = [{}]\nhash = \"md5\"\ntimeout = \"500ms\"\n\n\
-         [pools.old]\nservers = [{}]\nhash = \"md5\"\ntimeout = \"500ms\"\n\n\
-         [[routes]]\nprefix = \"\"\ntiers = [\"new\", \"old\"]\n{route_extra}\n",
-        servers(new),
-        servers(old)
-    )
+) -> Builder {
+    let pool = "hash = \"md5\"\ntimeout = \"500ms\"";
+    Memroute::builder()
+        .pool_with("new", new, pool)
+        .pool_with("old", old, pool)
+        .route_with("", &["new", "old"], route_extra)
 }
 
 /// A migration in progress: `new` is tier 0, `old` still holds the warm data.
@@ -84,13 +65,8 @@ impl Migration {
     pub fn start_with(route_extra: &str, admin: bool) -> Migration {
         let new: Vec<Memcached> = (0..2).map(|_| Memcached::start()).collect();
         let old = Memcached::start();
-        let proxy = Memroute::start(&config(
-            free_port(),
-            admin.then(free_port),
-            &new.iter().map(Memcached::addr).collect::<Vec<_>>(),
-            &[old.addr()],
-            route_extra,
-        ));
+        let setup = migration(&new, [&old], route_extra);
+        let proxy = if admin { setup.admin() } else { setup }.start();
         Migration { new, old, proxy }
     }
 
@@ -140,13 +116,29 @@ impl Migration {
         }
     }
 
-    /// GET on the admin server, body of the answer (memroute must run with `[admin]`).
+    /// Asserts each of `keys` is gone: a miss through memroute (on `c`) and in neither tier.
+    #[track_caller]
+    pub fn assert_gone<K: AsRef<str>>(&self, c: &mut Client, keys: &[K]) {
+        for key in keys.iter().map(AsRef::as_ref) {
+            assert_eq!(get(c, key), b"END\r\n", "{key}");
+            assert_eq!((self.in_new(key), self.in_old(key)), (None, None), "{key}");
+        }
+    }
+
+    /// The `/metrics` text (memroute must run with `[admin]`).
     pub fn metrics(&self) -> String {
-        metrics(
-            self.proxy
-                .admin_port
-                .expect("started with an [admin] table"),
-        )
+        self.proxy.metrics()
+    }
+
+    /// Waits (bounded) until `n` delayed double deletes (one per `delete`, one timeout after
+    /// it) have been sent and answered (memroute must run with `[admin]`).
+    #[track_caller]
+    pub fn wait_for_double_deletes(&self, n: usize) {
+        let labels = [("action", "double_delete"), ("result", "ok")];
+        poll("the delayed double deletes", || {
+            let done = counter(&self.metrics(), "memroute_lower_tier_writes_total", &labels);
+            (done >= n as f64).then_some(())
+        });
     }
 }
 
@@ -258,18 +250,6 @@ pub fn read_cas_hit(c: &mut Client, key: &str) -> (u32, u64, Vec<u8>) {
     )
 }
 
-/// Polls `f` every 50 ms, at most 100 times (5 s), until it returns `Some`.
-#[track_caller]
-pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..100 {
-        if let Some(v) = f() {
-            return v;
-        }
-        sleep(Duration::from_millis(50));
-    }
-    panic!("gave up waiting for {what}");
-}
-
 /// Asserts a copy's remaining TTL is the original's (±2 s, clock ticks of two processes).
 #[track_caller]
 pub fn assert_ttl_close(copy: i64, original: i64) {
@@ -277,47 +257,4 @@ pub fn assert_ttl_close(copy: i64, original: i64) {
         (copy - original).abs() <= 2,
         "copy has {copy} s left, the original {original} s"
     );
-}
-
-/// The body of `GET /metrics` on the admin port (HTTP/1.1, `Connection: close`).
-pub fn metrics(admin_port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", admin_port)).expect("connect admin");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .expect("send request");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read answer");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    // Chunked transfer encoding would put sizes between lines; the sample lines we look for
-    // are still whole lines, so no decoding is needed.
-    body.to_string()
-}
-
-/// The value of the sample `name{labels}` (labels in any order; all of `labels` must match),
-/// 0 when absent.
-pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    for line in metrics.lines() {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let (label_text, value) = match rest.strip_prefix('{') {
-            Some(r) => match r.split_once("} ") {
-                Some((l, v)) => (l, v),
-                None => continue,
-            },
-            None => match rest.strip_prefix(' ') {
-                Some(v) => ("", v),
-                None => continue,
-            },
-        };
-        let matches = labels
-            .iter()
-            .all(|(k, v)| label_text.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
-        if matches {
-            return value.trim().parse().expect("sample value");
-        }
-    }
-    0.0
 }

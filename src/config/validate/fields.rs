@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::Ctx;
-use super::pools::parse_address;
+use super::address::parse_address;
 use crate::config::raw::{Entry, Node, Table, Value};
 
 /// The keys of one table.

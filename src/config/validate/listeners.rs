@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use super::Ctx;
+use super::address::parse_address;
 use super::fields::{Fields, array};
-use super::pools::{parse_address, suggest_pool};
+use super::pools::suggest_pool;
 use crate::config::raw::{Entry, Span, Value};
 use crate::config::{DEFAULT_UNIX_MODE, ListenAddress, ListenerConfig, PoolConfig};
 
