@@ -650,7 +650,6 @@ fn a_reload_keeps_connections_to_kept_servers_and_closes_removed_ones() {
 fn sighup_with_an_unchanged_file_says_so() {
     let backend = Memcached::start();
     let proxy = one_pool(&[&backend]).start();
-    let admin = proxy.admin();
     let before = proxy.sample("memroute_config_reloads_total", &[("result", "success")]);
     proxy.signal("HUP");
     poll("memroute to log the SIGHUP", || {
