@@ -345,6 +345,35 @@ fn bad_meta_input_keeps_the_connection() {
 }
 
 #[test]
+fn errors_memcached_finds_after_the_lookup_come_from_the_backend() {
+    let opaque = "O".to_string() + &"9".repeat(40);
+    let mg_hit = format!("mg k v {opaque}\r\n");
+    let mg_miss = format!("mg nosuch {opaque}\r\n");
+    let ma = format!("ma c {opaque}\r\n");
+    let key250 = "k".repeat(250);
+    let ms250 = format!("ms {key250} 1\r\nx\r\n");
+    let mg250 = format!("mg {key250} s k\r\n");
+    let mg250_reply = format!("HD s1 k{key250}\r\n");
+    check(
+        1,
+        &[
+            (b"ms k 1\r\nx\r\n", b"HD\r\n"),
+            (mg_hit.as_bytes(), b"CLIENT_ERROR opaque token too long\r\n"),
+            (
+                mg_miss.as_bytes(),
+                b"CLIENT_ERROR opaque token too long\r\n",
+            ),
+            (b"ms c 1\r\n5\r\n", b"HD\r\n"),
+            // ma counts before it notices the opaque: the counter moved.
+            (ma.as_bytes(), b"CLIENT_ERROR opaque token too long\r\n"),
+            (b"mg c v\r\n", b"VA 1\r\n6\r\n"),
+            (ms250.as_bytes(), b"HD\r\n"),
+            (mg250.as_bytes(), mg250_reply.as_bytes()),
+        ],
+    );
+}
+
+#[test]
 fn too_large_ms_is_swallowed_and_deletes_the_item() {
     let t = Target::new(1);
     let mut c = t.client();
