@@ -181,7 +181,7 @@ pub fn workloads() -> Vec<Workload> {
                 Target::McProxy,
                 Target::McProxy2T,
             ],
-            ..plain('t', "as (a), unpinned, 1|2 threads", 50, 1, 1, 10)
+            ..plain('t', "as (a), unpinned, 1|2 thr", 50, 1, 1, 10)
         },
     ]
 }
