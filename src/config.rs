@@ -111,6 +111,9 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// Every key received here goes to this pool; `None`: the `[[routes]]` decide.
     pub pool: Option<String>,
+    /// TLS for its clients (TCP only): its own `tls`, else `[listen] tls`; `tls = false` on a
+    /// `[[listeners]]` entry makes it plain.
+    pub tls: Option<crate::tls::ListenTls>,
 }
 
 /// `[admin]`.

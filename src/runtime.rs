@@ -38,8 +38,9 @@ pub struct Snapshot {
     pub source_hash: String,
     /// 0 for the first snapshot, one more for each reload: sessions tell snapshots apart by it.
     pub generation: u64,
-    /// The acceptor of `[listen] tls`: new client connections handshake with it.
-    pub listen_tls: Option<Arc<crate::tls::Acceptor>>,
+    /// The acceptors of the TLS listeners, by address: new client connections handshake with
+    /// the one of their listener.
+    pub listen_tls: HashMap<crate::config::ListenAddress, Arc<crate::tls::Acceptor>>,
 }
 
 /// State shared by every task for the life of the process.
@@ -171,7 +172,11 @@ fn build(
 ) -> Snapshot {
     let mut table = servers.lock().unwrap_or_else(|e| e.into_inner());
     let mut pools = BTreeMap::new();
-    let listen_tls = config.listen.tls.as_ref().map(|t| tls.listen(t));
+    let listen_tls = config
+        .listeners
+        .iter()
+        .filter_map(|l| Some((l.address.clone(), tls.listen(l.tls.as_ref()?))))
+        .collect();
     for (name, pc) in &config.pools {
         let connector = pc.tls.as_ref().map(|t| tls.backend(t));
         let pool_servers = pc

@@ -587,3 +587,50 @@ print("ok", c.version().decode())
         format!("ok {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn a_plain_and_a_tls_listener_side_by_side() {
+    let pki = Pki::new("tls-side-by-side");
+    let backend = common::Memcached::start();
+    let (plain, tls, plain_too, admin) = (free_port(), free_port(), free_port(), free_port());
+    // [listen] has no tls: its address is plain; one [[listeners]] entry has its own.
+    let with_tls = format!(
+        "[listen]\naddress = \"127.0.0.1:{plain}\"\n\n\
+         [[listeners]]\naddress = \"127.0.0.1:{tls}\"\ntls = {{ cert = {:?}, key = {:?} }}\n\n\
+         [admin]\naddress = \"127.0.0.1:{admin}\"\n\n\
+         [pools.main]\nservers = [{:?}]\n",
+        path(&pki.cert),
+        path(&pki.key),
+        backend.addr()
+    );
+    let m = Memroute::start(&with_tls);
+    let mut c = common::Client::connect(m.port);
+    c.roundtrip(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
+    let mut t = TlsClient::open(tls, &pki.client());
+    t.roundtrip(b"get a\r\n", b"VALUE a 0 1\r\nx\r\nEND\r\n");
+    // The TLS listener refuses plain clients (a TLS alert, then close).
+    let protocol = client_failures(&m, "protocol");
+    let mut wrong = common::Client::connect(tls);
+    wrong.send(b"get a\r\n");
+    let alert = wrong.read_available(Duration::from_millis(500));
+    assert!(alert.is_empty() || alert[0] == 0x15, "{alert:?}");
+    poll("counted", || {
+        (client_failures(&m, "protocol") > protocol).then_some(())
+    });
+    drop(m);
+
+    // With [listen] tls, `tls = false` makes one [[listeners]] entry plain.
+    let inverted = format!(
+        "[listen]\naddress = \"127.0.0.1:{tls}\"\ntls = {{ cert = {:?}, key = {:?} }}\n\n\
+         [[listeners]]\naddress = \"127.0.0.1:{plain_too}\"\ntls = false\n\n\
+         [pools.main]\nservers = [{:?}]\n",
+        path(&pki.cert),
+        path(&pki.key),
+        backend.addr()
+    );
+    let m = Memroute::start(&inverted);
+    let mut t = TlsClient::open(m.port, &pki.client());
+    t.roundtrip(b"get a\r\n", b"VALUE a 0 1\r\nx\r\nEND\r\n");
+    let mut c = common::Client::connect(plain_too);
+    c.roundtrip(b"get a\r\n", b"VALUE a 0 1\r\nx\r\nEND\r\n");
+}

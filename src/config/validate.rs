@@ -209,6 +209,7 @@ fn config(ctx: &mut Ctx<'_>, root: &Table) -> Config {
         mode: DEFAULT_UNIX_MODE,
         max_connections: listen.max_connections,
         pool: None,
+        tls: listen.tls.clone(),
     };
     let first_span = listen_address.clone().unwrap_or(0..0);
     let mut all = Vec::new();
@@ -221,7 +222,7 @@ fn config(ctx: &mut Ctx<'_>, root: &Table) -> Config {
         ctx,
         extra,
         first_ref,
-        listen.max_connections,
+        (listen.max_connections, listen.tls.as_ref()),
         &pools,
     ));
     if all.is_empty() {

@@ -10,9 +10,10 @@
 //! Connections beyond a listener's `max_connections` are told
 //! `SERVER_ERROR too many open connections` and closed, without touching anyone else.
 //!
-//! With `[listen] tls`, a TCP session starts after the TLS handshake, which runs on the
-//! session's own task under `handshake_timeout`: a client that never completes it holds its
-//! connection slot no longer than that (see [`crate::tls::accept`]). Unix sockets are plain.
+//! On a TLS listener (`[listen] tls`, or a `[[listeners]]` entry's own), a TCP session starts
+//! after the TLS handshake, which runs on the session's own task under `handshake_timeout`: a
+//! client that never completes it holds its connection slot no longer than that (see
+//! [`crate::tls::accept`]). Unix sockets are plain.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd};
@@ -283,7 +284,12 @@ impl Listener {
     /// Starts a session for a new TCP client, or refuses it over `max_connections`.
     fn admit_tcp(&mut self, mut stream: TcpStream, listen_addr: &str) {
         // The certificates of the moment: a reload or new files apply to the next connection.
-        let tls = self.shared.snapshot().listen_tls.clone();
+        let tls = self
+            .shared
+            .snapshot()
+            .listen_tls
+            .get(&self.address)
+            .cloned();
         if self.over_limit() {
             tokio::spawn(async move {
                 // A TLS client could not read a plain line (and a handshake would cost what

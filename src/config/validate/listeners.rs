@@ -11,18 +11,21 @@ use super::fields::{Fields, array};
 use super::pools::suggest_pool;
 use crate::config::raw::{Entry, Span, Value};
 use crate::config::{DEFAULT_UNIX_MODE, ListenAddress, ListenerConfig, PoolConfig};
+use crate::tls::ListenTls;
 
-const LISTENER_KEYS: &[&str] = &["address", "mode", "max_connections", "pool"];
+const LISTENER_KEYS: &[&str] = &["address", "mode", "max_connections", "pool", "tls"];
 
-/// Reads `[[listeners]]`; `default_max` is `[listen] max_connections`. Every listener of the
-/// result has a distinct address, also distinct from `first` (`[listen] address`).
+/// Reads `[[listeners]]`; `defaults` are `[listen] max_connections` and `[listen] tls`. Every
+/// listener of the result has a distinct address, also distinct from `first` (`[listen]
+/// address`).
 pub(super) fn listeners(
     ctx: &mut Ctx<'_>,
     entry: Option<&Entry>,
     first: Option<(&ListenAddress, &Span)>,
-    default_max: usize,
+    defaults: (usize, Option<&ListenTls>),
     pools: &BTreeMap<String, PoolConfig>,
 ) -> Vec<ListenerConfig> {
+    let (default_max, default_tls) = defaults;
     let Some(entry) = entry else {
         return Vec::new();
     };
@@ -91,6 +94,26 @@ pub(super) fn listeners(
             ctx.error(&pool_node.span, format!("no pool named `{name}`{hint}"));
             None
         });
+        // TLS: the entry's own table, `false` for plain, else [listen]'s; TCP only.
+        let tls = match (f.entry("tls"), &address) {
+            (None, ListenAddress::Tcp(_)) => default_tls.cloned(),
+            (None, ListenAddress::Unix(_)) => None,
+            (Some(e), ListenAddress::Unix(_)) => {
+                ctx.error(&e.key_span, "`tls` is for TCP listeners, not Unix sockets");
+                None
+            }
+            (Some(e), ListenAddress::Tcp(_)) => match &e.node.value {
+                Value::Boolean(false) => None,
+                Value::Boolean(true) => {
+                    ctx.error(
+                        &e.node.span,
+                        "`tls = true`: give the table { cert = \"...\", key = \"...\" }, or false for plain",
+                    );
+                    None
+                }
+                _ => super::tls::listener(ctx, Some(e), "[[listeners]] tls"),
+            },
+        };
         if let Some(line) = seen.get(&address) {
             ctx.error(
                 &address_node.span,
@@ -104,6 +127,7 @@ pub(super) fn listeners(
             mode,
             max_connections,
             pool,
+            tls,
         });
     }
     out

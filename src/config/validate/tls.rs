@@ -19,6 +19,15 @@ const BACKEND_TLS_KEYS: &[&str] = &["ca", "server_name", "cert", "key"];
 
 /// `[listen] tls = { cert, key, client_ca, handshake_timeout }`.
 pub(super) fn listen(ctx: &mut Ctx<'_>, entry: Option<&Entry>) -> Option<ListenTls> {
+    listener(ctx, entry, "[listen] tls")
+}
+
+/// A listener's `tls` table; `section` names it in messages.
+pub(super) fn listener(
+    ctx: &mut Ctx<'_>,
+    entry: Option<&Entry>,
+    section: &str,
+) -> Option<ListenTls> {
     let entry = entry?;
     let Value::Table(t) = &entry.node.value else {
         let found = entry.node.value.type_name();
@@ -28,14 +37,14 @@ pub(super) fn listen(ctx: &mut Ctx<'_>, entry: Option<&Entry>) -> Option<ListenT
         );
         return None;
     };
-    let f = Fields::new(ctx, t, "[listen] tls", LISTEN_TLS_KEYS, &[]);
+    let f = Fields::new(ctx, t, section, LISTEN_TLS_KEYS, &[]);
     let cert = path(ctx, &f, "cert");
     let key = path(ctx, &f, "key");
     for (name, value) in [("cert", &cert), ("key", &key)] {
         if value.is_none() && f.entry(name).is_none() {
             ctx.error(
                 &entry.node.span,
-                format!("[listen] tls needs `{name}` (a PEM file)"),
+                format!("{section} needs `{name}` (a PEM file)"),
             );
         }
     }

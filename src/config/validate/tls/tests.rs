@@ -133,3 +133,26 @@ fn missing_and_unknown_keys_are_errors_too() {
         "{messages:?}"
     );
 }
+
+#[test]
+fn listeners_inherit_listen_tls_unless_they_say_otherwise() {
+    let f = Files::new("listeners");
+    let text = format!(
+        "[listen]\naddress = \"127.0.0.1:1\"\ntls = {{ cert = \"cert.pem\", key = \"key.pem\" }}\n\
+         [[listeners]]\naddress = \"127.0.0.1:2\"\n\
+         [[listeners]]\naddress = \"127.0.0.1:3\"\ntls = false\n\
+         [[listeners]]\naddress = \"unix:/tmp/memroute-x.sock\"\n{POOL}"
+    );
+    let c = f.parse(&text).unwrap_or_else(|e| panic!("{e:#?}"));
+    let tls: Vec<bool> = c.listeners.iter().map(|l| l.tls.is_some()).collect();
+    assert_eq!(tls, [true, true, false, false]);
+    let bad = format!(
+        "[[listeners]]\naddress = \"unix:/tmp/memroute-y.sock\"\ntls = false\n\
+         [[listeners]]\naddress = \"127.0.0.1:4\"\ntls = true\n{POOL}"
+    );
+    let e = f.parse(&bad).unwrap_err();
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert_eq!((e[0].0, e[0].1), (3, 1));
+    assert!(e[0].2.contains("`tls` is for TCP listeners"), "{e:#?}");
+    assert!(e[1].2.contains("`tls = true`"), "{e:#?}");
+}
