@@ -1,6 +1,7 @@
 //! `memroute import-nutcracker` (DESIGN §5): a real twemproxy config becomes a memroute config
 //! that passes `--check-config` and puts every key on the server nutcracker put it on, checked
-//! against a live nutcracker; what memroute cannot do is refused clearly.
+//! against a live nutcracker on every pool's address (TCP and Unix socket); what memroute
+//! cannot do is refused clearly.
 
 mod common;
 mod config_support;
@@ -186,16 +187,194 @@ fn what_memroute_cannot_take_over_is_refused_clearly() {
         "{err}"
     );
 
-    let unix = "cache:\n  listen: /var/run/nutcracker.sock\n  servers:\n   - 127.0.0.1:11211:1\n";
-    assert!(refused(unix, None).contains("unix sockets are not supported"));
+    // A Unix socket listener is taken over (see the three-pool test); a Unix socket server
+    // is not: memroute connects to backends over TCP.
+    let unix = "cache:\n  listen: /var/run/nutcracker.sock\n  servers:\n   - /tmp/mc.sock:1\n";
+    assert!(refused(unix, None).contains("unix socket servers are not supported"));
 
     let two = "a:\n  listen: 127.0.0.1:1\n  servers:\n   - 127.0.0.1:11211:1\n\
                b:\n  listen: 127.0.0.1:2\n  servers:\n   - 127.0.0.1:11212:1\n";
-    let err = refused(two, None);
-    assert!(err.contains("--pool") && err.contains("a, b"), "{err}");
     let err = refused(two, Some("c"));
     assert!(err.contains("no pool named `c`"), "{err}");
 
     let err = refused("just: [a, list\n", None);
     assert!(err.contains("not a twemproxy config"), "{err}");
+}
+
+/// A blocking text-protocol connection over TCP or a Unix socket.
+struct Raw {
+    w: Box<dyn std::io::Write>,
+    r: std::io::BufReader<Box<dyn std::io::Read>>,
+}
+
+impl Raw {
+    fn tcp(address: &str) -> Raw {
+        let s = std::net::TcpStream::connect(address).unwrap_or_else(|e| panic!("{address}: {e}"));
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        Raw {
+            r: std::io::BufReader::new(Box::new(s.try_clone().unwrap())),
+            w: Box::new(s),
+        }
+    }
+
+    fn unix(path: &Path) -> Raw {
+        let s = std::os::unix::net::UnixStream::connect(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        Raw {
+            r: std::io::BufReader::new(Box::new(s.try_clone().unwrap())),
+            w: Box::new(s),
+        }
+    }
+
+    fn line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.r.read_line(&mut line).expect("read a line");
+        line
+    }
+
+    /// Sets every item, 100 per write, each answered `STORED`.
+    fn set_all(&mut self, items: &[(String, String)]) {
+        for chunk in items.chunks(100) {
+            let mut req = String::new();
+            for (k, v) in chunk {
+                req.push_str(&format!("set {k} 0 0 {}\r\n{v}\r\n", v.len()));
+            }
+            self.w.write_all(req.as_bytes()).expect("write");
+            for (k, _) in chunk {
+                assert_eq!(self.line(), "STORED\r\n", "set {k}");
+            }
+        }
+    }
+
+    /// Gets every item, 100 keys per `get`, and asserts each value.
+    fn expect_all(&mut self, items: &[(String, String)]) {
+        for chunk in items.chunks(100) {
+            let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
+            self.w
+                .write_all(format!("get {}\r\n", keys.join(" ")).as_bytes())
+                .expect("write");
+            for (k, v) in chunk {
+                assert_eq!(
+                    self.line(),
+                    format!("VALUE {k} 0 {}\r\n", v.len()),
+                    "get {k}"
+                );
+                assert_eq!(self.line(), format!("{v}\r\n"));
+            }
+            assert_eq!(self.line(), "END\r\n");
+        }
+    }
+}
+
+#[test]
+fn a_whole_three_pool_file_with_a_unix_socket_serves_every_pool_on_its_address() {
+    const KEYS: usize = 1_000;
+    let web: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
+    let sessions: Vec<Memcached> = (0..2).map(|_| Memcached::start()).collect();
+    let local: Vec<Memcached> = (0..2).map(|_| Memcached::start()).collect();
+    let (web_port, sessions_port) = (free_port(), free_port());
+    let dir = scratch_dir("import-all");
+    let sock = dir.join("nutcracker.sock");
+    // Three pools with different rings: names and weights; md5 with a hash tag; and a Unix
+    // socket pool with crc32a, as a sidecar next to an app would have.
+    let yaml = format!(
+        "web:\n  listen: 127.0.0.1:{web_port}\n  hash: fnv1a_64\n  distribution: ketama\n  \
+         timeout: 1000\n  client_connections: 500\n  servers:\n   - {}:1 web-a\n   - {}:2 web-b\n   - {}:1 web-c\n\
+         sessions:\n  listen: 127.0.0.1:{sessions_port}\n  hash: md5\n  hash_tag: \"{{}}\"\n  \
+         distribution: ketama\n  timeout: 1000\n  servers:\n   - {}:1\n   - {}:1\n\
+         local:\n  listen: {} 0660\n  hash: crc32a\n  distribution: ketama\n  timeout: 1000\n  \
+         servers:\n   - {}:1\n   - {}:3\n",
+        web[0].addr(),
+        web[1].addr(),
+        web[2].addr(),
+        sessions[0].addr(),
+        sessions[1].addr(),
+        sock.display(),
+        local[0].addr(),
+        local[1].addr(),
+    );
+    let make_items = |tag: &str| -> Vec<(String, String)> {
+        common::keys(tag, KEYS)
+            .into_iter()
+            .map(|k| {
+                let v = format!("v-{k}");
+                (k, v)
+            })
+            .collect()
+    };
+    let (web_items, session_items, local_items) =
+        (make_items("web"), make_items("sess"), make_items("local"));
+    let web_address = format!("127.0.0.1:{web_port}");
+    let sessions_address = format!("127.0.0.1:{sessions_port}");
+    {
+        let _nutcracker = Nutcracker::start(&yaml);
+        common::poll("nutcracker's Unix socket", || {
+            std::os::unix::net::UnixStream::connect(&sock).ok()
+        });
+        Raw::tcp(&web_address).set_all(&web_items);
+        Raw::tcp(&sessions_address).set_all(&session_items);
+        Raw::unix(&sock).set_all(&local_items);
+    }
+    for (pool, backends) in [("web", &web), ("sessions", &sessions), ("local", &local)] {
+        let counts: Vec<usize> = backends.iter().map(items).collect();
+        assert_eq!(counts.iter().sum::<usize>(), KEYS, "{pool}: {counts:?}");
+        assert!(
+            counts.iter().all(|&n| n > 0),
+            "{pool}: every server got keys: {counts:?}"
+        );
+    }
+
+    let yaml_file = write(&dir, "nutcracker.yml", &yaml);
+    let out = import(&yaml_file, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let toml = String::from_utf8(out.stdout).unwrap();
+    for expected in [
+        format!("address = \"{web_address}\""),
+        format!("address = \"{sessions_address}\""),
+        format!("address = \"unix:{}\"", sock.display()),
+        "mode = 0o660".to_string(),
+        "pool = \"sessions\"".to_string(),
+        "pool = \"local\"".to_string(),
+        "max_connections = 500".to_string(),
+        "tiers = [\"web\"]".to_string(),
+    ] {
+        assert!(toml.contains(&expected), "{expected:?} in:\n{toml}");
+    }
+    let toml_file = write(&dir, "memroute.toml", &toml);
+    let check = memroute()
+        .arg("--check-config")
+        .arg(&toml_file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // nutcracker is gone (its socket file stays behind, as after a crash): memroute takes
+    // the same addresses, and every key is found where nutcracker put it.
+    let proxy = Memroute::start(&toml);
+    assert_eq!(
+        proxy.port, web_port,
+        "memroute listens where nutcracker did"
+    );
+    Raw::tcp(&web_address).expect_all(&web_items);
+    Raw::tcp(&sessions_address).expect_all(&session_items);
+    Raw::unix(&sock).expect_all(&local_items);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&sock).expect("socket").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o660);
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,10 +1,11 @@
 //! `memroute import-nutcracker FILE`: a twemproxy (nutcracker) YAML config → the equivalent
 //! memroute TOML, so a twemproxy user can switch binaries without moving a key (DESIGN §5).
 //!
-//! **One pool per memroute.** Each twemproxy pool has its own `listen` port; memroute has one
-//! listener, and its routes split keys by prefix, not by port. Merging several pools behind one
-//! port would send each application's keys somewhere new, so a file with several pools needs
-//! `--pool NAME`, and each pool becomes its own memroute process and config.
+//! **Every pool on its own listener.** Each twemproxy pool has its own `listen` address (TCP
+//! `host:port`, or a Unix socket `/path [mode]`); memroute gets the same listeners: the first
+//! TCP pool on `[listen]` (the `[[routes]]` send every key to it), every other pool on a
+//! `[[listeners]]` entry with `pool = NAME`, so each application keeps its address and its
+//! keys' servers. `--pool NAME` imports one pool alone (one memroute per pool, as before).
 //!
 //! Servers keep twemproxy's `"host:port:weight [name]"` string, so ring names, and with them
 //! every key's server, are identical. Keys twemproxy defaults differently from memroute
@@ -33,16 +34,18 @@ pub enum ImportError {
     /// YAML, but not `pool name → settings`.
     #[error("not a twemproxy config: expected pool names, each with a mapping of settings")]
     NotPools,
-    /// Several pools and none chosen.
+    /// Two twemproxy pools whose names become the same memroute pool name.
     #[error(
-        "the file has {} pools ({}), each with its own listen address, and memroute has one \
-         listener: run one memroute per pool and choose it with --pool NAME",
-        names.len(),
-        names.join(", ")
+        "pools `{first}` and `{second}` would both be `{name}` in memroute (pool names use \
+         letters, digits, `_`, `-` and `.`): rename one, or import them apart with --pool"
     )]
-    ChoosePool {
-        /// The pools in the file.
-        names: Vec<String>,
+    NameClash {
+        /// One twemproxy name.
+        first: String,
+        /// The other.
+        second: String,
+        /// What both become.
+        name: String,
     },
     /// `--pool` names no pool of the file.
     #[error("no pool named `{name}` in the file (pools: {})", available.join(", "))]
@@ -57,7 +60,8 @@ pub enum ImportError {
     Invalid(Vec<String>),
 }
 
-/// Converts twemproxy YAML into memroute TOML for one pool: `only_pool`, or the file's only pool.
+/// Converts twemproxy YAML into memroute TOML: `only_pool`, or every pool of the file, each on
+/// a listener with its twemproxy address.
 pub fn import(yaml: &str, only_pool: Option<&str>) -> Result<String, ImportError> {
     let mut doc: Value = serde_yaml::from_str(yaml)?;
     doc.apply_merge()?; // YAML anchors and `<<:` merges, which shared settings often use
@@ -69,36 +73,67 @@ pub fn import(yaml: &str, only_pool: Option<&str>) -> Result<String, ImportError
     if names.len() != pools.len() || names.is_empty() {
         return Err(ImportError::NotPools);
     }
-    let name = match only_pool {
-        Some(want) if names.iter().any(|n| n == want) => want.to_string(),
+    let chosen: Vec<String> = match only_pool {
+        Some(want) if names.iter().any(|n| n == want) => vec![want.to_string()],
         Some(want) => {
             return Err(ImportError::UnknownPool {
                 name: want.into(),
                 available: names,
             });
         }
-        None if names.len() == 1 => names[0].clone(),
-        None => return Err(ImportError::ChoosePool { names }),
+        None => names.clone(),
     };
-    let settings = pools[name.as_str()]
-        .as_mapping()
-        .ok_or(ImportError::NotPools)?;
+    let mut errors = Vec::new();
+    let mut imported = Vec::new();
+    let mut taken: Vec<(String, String)> = Vec::new();
+    for name in &chosen {
+        let Some(settings) = pools[name.as_str()].as_mapping() else {
+            return Err(ImportError::NotPools);
+        };
+        let memroute_name = pool_name(name);
+        if let Some((first, _)) = taken.iter().find(|(_, m)| *m == memroute_name) {
+            return Err(ImportError::NameClash {
+                first: first.clone(),
+                second: name.clone(),
+                name: memroute_name,
+            });
+        }
+        taken.push((name.clone(), memroute_name));
+        match pool_settings(name, settings) {
+            Ok(pool) => imported.push((name.as_str(), pool)),
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ImportError::Invalid(errors));
+    }
     let others: Vec<&str> = names
         .iter()
-        .filter(|n| **n != name)
+        .filter(|n| !chosen.contains(n))
         .map(String::as_str)
         .collect();
-    let toml = pool_toml(&name, settings, &others)?;
+    let toml = render(&imported, &others);
     // The output must be a valid memroute config; anything else is a bug here, said plainly.
     Config::parse(&toml, "imported config")
         .map_err(|e| ImportError::Invalid(e.0.iter().map(ToString::to_string).collect()))?;
     Ok(toml)
 }
 
+/// A twemproxy `listen`.
+#[derive(Debug, Clone, PartialEq)]
+enum Listen {
+    /// `host:port`.
+    Tcp(String),
+    /// `/path [mode]`: twemproxy chmods the socket only when a mode is given.
+    Unix(String, Option<u32>),
+}
+
 /// Everything memroute needs from one pool's settings.
 #[derive(Default)]
 struct Pool {
-    listen: Option<String>,
+    listen: Option<Listen>,
+    /// `client_connections` when it sets a limit (twemproxy's 0 is "no limit").
+    max_connections: Option<u64>,
     servers: Vec<String>,
     /// `key = value` lines of `[pools.NAME]`, each with its comment.
     lines: Vec<(String, String)>,
@@ -106,7 +141,7 @@ struct Pool {
     ignored: Vec<String>,
 }
 
-fn pool_toml(name: &str, settings: &Mapping, others: &[&str]) -> Result<String, ImportError> {
+fn pool_settings(name: &str, settings: &Mapping) -> Result<Pool, Vec<String>> {
     let mut errors = Vec::new();
     let mut pool = Pool::default();
     for (key, value) in settings {
@@ -155,11 +190,10 @@ fn pool_toml(name: &str, settings: &Mapping, others: &[&str]) -> Result<String, 
             "pool `{name}`: no `listen` address (twemproxy requires one)"
         ));
     }
-    let listen = pool.listen.take().unwrap_or_default();
     if !errors.is_empty() {
-        return Err(ImportError::Invalid(errors));
+        return Err(errors);
     }
-    Ok(render(name, &listen, &pool, others))
+    Ok(pool)
 }
 
 /// Takes one twemproxy setting into `pool`.
@@ -167,12 +201,31 @@ fn setting(pool: &mut Pool, key: &str, value: &Value) -> Result<(), String> {
     let mut line = |toml: String, from: &str| pool.lines.push((toml, from.to_string()));
     match key {
         "listen" => {
-            let listen = string(value)?;
+            let listen = string(value)?.trim();
             if listen.starts_with('/') {
-                return Err("unix sockets are not supported; listen on host:port".into());
+                // twemproxy: "/path" or "/path mode", the mode in octal.
+                let (path, mode) = match listen.rsplit_once(' ') {
+                    Some((path, mode)) => {
+                        let mode = u32::from_str_radix(mode, 8)
+                            .ok()
+                            .filter(|m| *m <= 0o777)
+                            .ok_or_else(|| format!("{mode:?} is not an octal file mode"))?;
+                        (path.trim_end(), Some(mode))
+                    }
+                    None => (listen, None),
+                };
+                crate::config::validate::parse_listen_address(&format!("unix:{path}"))?;
+                pool.listen = Some(Listen::Unix(path.to_string(), mode));
+            } else {
+                parse_address(listen, true)?;
+                pool.listen = Some(Listen::Tcp(listen.to_string()));
             }
-            parse_address(listen, true)?;
-            pool.listen = Some(listen.to_string());
+        }
+        "client_connections" => {
+            let n = number(value, 0)?;
+            if n > 0 {
+                pool.max_connections = Some(n);
+            }
         }
         "hash" => {
             let hash = string(value)?;
@@ -222,11 +275,10 @@ fn setting(pool: &mut Pool, key: &str, value: &Value) -> Result<(), String> {
         "redis_auth" | "redis_db" => {
             return Err("redis settings are not supported: memroute speaks memcached only".into());
         }
-        "preconnect" | "backlog" | "client_connections" | "tcpkeepalive" => {
+        "preconnect" | "backlog" | "tcpkeepalive" => {
             let why = match key {
                 "preconnect" => "memroute connects on first use and keeps connections open",
                 "backlog" => "memroute uses the system's listen backlog",
-                "client_connections" => "the limit is [listen] max_connections",
                 _ => "not configurable in memroute",
             };
             pool.ignored
@@ -237,58 +289,138 @@ fn setting(pool: &mut Pool, key: &str, value: &Value) -> Result<(), String> {
     Ok(())
 }
 
-fn render(name: &str, listen: &str, pool: &Pool, others: &[&str]) -> String {
+fn render(pools: &[(&str, Pool)], others: &[&str]) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail.
     let w = &mut out;
+    let names: Vec<&str> = pools.iter().map(|(n, _)| *n).collect();
+    let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
     let _ = writeln!(
         w,
-        "# Imported from twemproxy pool `{name}` by `memroute import-nutcracker`."
+        "# Imported from twemproxy pool{} {} by `memroute import-nutcracker`.",
+        if names.len() == 1 { "" } else { "s" },
+        names.join(", ")
     );
     let _ = writeln!(
         w,
         "# Servers keep twemproxy's \"host:port:weight [name]\" form: same ring, same key placement."
     );
+    if pools.len() > 1 {
+        let _ = writeln!(
+            w,
+            "# Each pool listens where it listened in twemproxy and sends every key to its own servers."
+        );
+    }
     if !others.is_empty() {
         let _ = writeln!(
             w,
             "# The file's other pools ({}) listen on their own ports: import each with --pool NAME\n\
-             # and run it as its own memroute.",
+             # and run it as its own memroute (or import the whole file, without --pool).",
             others.join(", ")
         );
     }
-    let _ = writeln!(w, "\n[listen]\naddress = {}", quote(listen));
+    // The first TCP pool is `[listen]`, reached through the `[[routes]]`; with only Unix
+    // sockets there is no `[listen] address`, and the routes still need a pool.
+    let first_tcp = pools
+        .iter()
+        .enumerate()
+        .find_map(|(i, (name, pool))| match &pool.listen {
+            Some(Listen::Tcp(address)) => Some((i, *name, pool, address)),
+            _ => None,
+        });
+    let route_pool = pool_name(
+        first_tcp
+            .map(|(_, name, ..)| name)
+            .or_else(|| pools.first().map(|(name, _)| *name))
+            .unwrap_or("pool"),
+    );
+    if let Some((_, name, pool, address)) = first_tcp {
+        let _ = writeln!(w, "\n[listen]");
+        if pools.len() == 1 {
+            let _ = writeln!(w, "address = {}", quote(address));
+        } else {
+            let _ = writeln!(
+                w,
+                "{:<34} # pool `{name}` (through the [[routes]])",
+                format!("address = {}", quote(address))
+            );
+        }
+        if let Some(n) = pool.max_connections {
+            let _ = writeln!(
+                w,
+                "{:<34} # client_connections",
+                format!("max_connections = {n}")
+            );
+        }
+    }
+    let first_tcp = first_tcp.map(|(i, ..)| i);
+    for (i, (name, pool)) in pools.iter().enumerate() {
+        if Some(i) == first_tcp {
+            continue;
+        }
+        let _ = writeln!(w, "\n[[listeners]]");
+        match &pool.listen {
+            Some(Listen::Tcp(address)) => {
+                let _ = writeln!(w, "address = {}", quote(address));
+            }
+            Some(Listen::Unix(path, mode)) => {
+                let _ = writeln!(w, "address = {}", quote(&format!("unix:{path}")));
+                match mode {
+                    Some(m) => {
+                        let _ = writeln!(w, "mode = 0o{m:o}");
+                    }
+                    None => {
+                        let _ = writeln!(
+                            w,
+                            "# no mode in twemproxy (its umask decides); memroute's default is 0o700"
+                        );
+                    }
+                }
+            }
+            None => {}
+        }
+        if let Some(n) = pool.max_connections {
+            let _ = writeln!(
+                w,
+                "{:<34} # client_connections",
+                format!("max_connections = {n}")
+            );
+        }
+        let _ = writeln!(w, "pool = {}", quote(&pool_name(name)));
+    }
     // twemproxy's stats port is a command-line flag, so there is nothing to import; offer ours.
     let _ = writeln!(
         w,
         "\n# Prometheus metrics (twemproxy's stats port was a command-line flag):"
     );
     let _ = writeln!(w, "# [admin]\n# address = \"127.0.0.1:9100\"");
-    // twemproxy takes any YAML key as a pool name; ours label metrics, so they are restricted.
-    // The name plays no part in placement (the ring uses server names).
-    let pool_name = pool_name(name);
-    if pool_name != name {
-        let _ = writeln!(
-            w,
-            "\n# twemproxy pool `{name}` is `{pool_name}` here: memroute pool names use letters, \
-             digits, `_`, `-` and `.`."
-        );
-    }
-    let _ = writeln!(w, "\n[pools.{}]\nservers = [", key(&pool_name));
-    for server in &pool.servers {
-        let _ = writeln!(w, "  {},", quote(server));
-    }
-    let _ = writeln!(w, "]");
-    for (line, from) in &pool.lines {
-        let _ = writeln!(w, "{line:<34} # {from}");
-    }
-    for note in &pool.ignored {
-        let _ = writeln!(w, "# {note}");
+    for (name, pool) in pools {
+        // twemproxy takes any YAML key as a pool name; ours label metrics, so they are
+        // restricted. The name plays no part in placement (the ring uses server names).
+        let pool_name = pool_name(name);
+        if pool_name != *name {
+            let _ = writeln!(
+                w,
+                "\n# twemproxy pool `{name}` is `{pool_name}` here: memroute pool names use letters, \
+                 digits, `_`, `-` and `.`."
+            );
+        }
+        let _ = writeln!(w, "\n[pools.{}]\nservers = [", key(&pool_name));
+        for server in &pool.servers {
+            let _ = writeln!(w, "  {},", quote(server));
+        }
+        let _ = writeln!(w, "]");
+        for (line, from) in &pool.lines {
+            let _ = writeln!(w, "{line:<34} # {from}");
+        }
+        for note in &pool.ignored {
+            let _ = writeln!(w, "# {note}");
+        }
     }
     let _ = writeln!(
         w,
         "\n[[routes]]\nprefix = \"\"\ntiers = [{}]",
-        quote(&pool_name)
+        quote(&route_pool)
     );
     out
 }

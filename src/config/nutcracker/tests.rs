@@ -98,7 +98,7 @@ fn missing_settings_get_twemproxys_defaults_and_ignored_ones_a_comment() {
         "retry_timeout = \"30s\"              # twemproxy's default server_retry_timeout",
         "# preconnect: true ignored (memroute connects on first use and keeps connections open)",
         "# backlog: 1024 ignored (memroute uses the system's listen backlog)",
-        "# client_connections: 100 ignored (the limit is [listen] max_connections)",
+        "max_connections = 100              # client_connections",
         "# timeout: twemproxy waits forever without one; memroute's default is 1s",
     ] {
         assert!(
@@ -111,37 +111,62 @@ fn missing_settings_get_twemproxys_defaults_and_ignored_ones_a_comment() {
 }
 
 #[test]
-fn several_pools_need_a_choice_and_only_the_chosen_is_imported() {
+fn every_pool_gets_its_own_listener_unless_one_is_chosen() {
     let yaml = format!(
-        "{ALPHA}beta:\n  listen: 127.0.0.1:22122\n  hash_tag: \"{{}}\"\n  servers:\n   - 127.0.0.1:11213:1\n"
+        "{ALPHA}beta:\n  listen: 127.0.0.1:22122\n  hash_tag: \"{{}}\"\n  servers:\n   - 127.0.0.1:11213:1\n\
+         gamma:\n  listen: /run/gamma.sock 0666\n  client_connections: 64\n  servers:\n   - 127.0.0.1:11214:1\n"
     );
-    match import(&yaml, None) {
-        Err(e @ ImportError::ChoosePool { .. }) => {
-            assert!(e.to_string().contains("2 pools (alpha, beta)"), "{e}");
-            assert!(e.to_string().contains("--pool NAME"), "{e}");
-        }
-        other => panic!("expected ChoosePool, got {other:?}"),
-    }
+    let toml = import(&yaml, None).unwrap();
+    let c = parse(&toml);
+    assert_eq!(
+        c.pools.keys().collect::<Vec<_>>(),
+        ["alpha", "beta", "gamma"]
+    );
+    let listeners: Vec<(String, Option<&str>, u32)> = c
+        .listeners
+        .iter()
+        .map(|l| (l.address.to_string(), l.pool.as_deref(), l.mode))
+        .collect();
+    assert_eq!(
+        listeners,
+        [
+            ("127.0.0.1:22121".to_string(), None, 0o700),
+            ("127.0.0.1:22122".to_string(), Some("beta"), 0o700),
+            ("unix:/run/gamma.sock".to_string(), Some("gamma"), 0o666),
+        ]
+    );
+    assert_eq!(c.listeners[2].max_connections, 64);
+    // The first listener has no pool of its own: the routes send its keys to alpha.
+    assert_eq!(c.routes[0].tiers, ["alpha"]);
+    assert_eq!(c.pools["beta"].hash_tag, Some(*b"{}"));
+
     let toml = import(&yaml, Some("beta")).unwrap();
-    assert!(toml.contains("# The file's other pools (alpha) listen on their own ports"));
+    assert!(toml.contains("# The file's other pools (alpha, gamma) listen on their own ports"));
     let c = parse(&toml);
     assert_eq!(c.pools.keys().collect::<Vec<_>>(), ["beta"]);
     assert_eq!(c.listen.address, "127.0.0.1:22122");
-    assert_eq!(c.pools["beta"].hash_tag, Some(*b"{}"));
     assert!(matches!(
-        import(&yaml, Some("gamma")),
+        import(&yaml, Some("delta")),
         Err(ImportError::UnknownPool { .. })
     ));
 }
 
 #[test]
+fn pools_whose_names_would_clash_are_refused() {
+    let yaml = "a/b:\n  listen: 127.0.0.1:1\n  servers:\n   - 127.0.0.1:11211:1\n\
+                a_b:\n  listen: 127.0.0.1:2\n  servers:\n   - 127.0.0.1:11212:1\n";
+    let err = import(yaml, None).unwrap_err().to_string();
+    assert!(err.contains("`a/b` and `a_b` would both be `a_b`"), "{err}");
+}
+
+#[test]
 fn unsupported_settings_are_all_reported() {
     let errors = invalid(
-        "r:\n  listen: /tmp/nc.sock 0666\n  redis: true\n  redis_auth: secret\n  hash: sha1\n  \
+        "r:\n  listen: /tmp/nc.sock 0999\n  redis: true\n  redis_auth: secret\n  hash: sha1\n  \
          timeout: soon\n  colour: blue\n  servers:\n   - /tmp/mc.sock:1\n",
     );
     let expected = [
-        "pool `r`: `listen`: unix sockets are not supported",
+        "pool `r`: `listen`: \"0999\" is not an octal file mode",
         "pool `r`: `redis`: redis pools are not supported",
         "pool `r`: `redis_auth`: redis settings are not supported",
         // the message after the key is ring::HashFn's own
