@@ -349,11 +349,7 @@ fn a_whole_three_pool_file_with_a_unix_socket_serves_every_pool_on_its_address()
         assert!(toml.contains(&expected), "{expected:?} in:\n{toml}");
     }
     let toml_file = write(&dir, "memroute.toml", &toml);
-    let check = memroute()
-        .arg("--check-config")
-        .arg(&toml_file)
-        .output()
-        .unwrap();
+    let check = check_config(&toml_file);
     assert_eq!(
         check.status.code(),
         Some(0),
