@@ -104,6 +104,7 @@ fn main() -> ExitCode {
     // its global queue only now and then, and under 1,000 clients served them unfairly
     // (benchmark (d): slowest client at 57 % of the average, p99 134 ms; current-thread: 95 %,
     // 31 ms).
+    raise_fd_limit();
     let mut runtime = match cli.threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(n) => {
@@ -217,6 +218,28 @@ async fn run(path: PathBuf, drain_timeout: std::time::Duration) -> ExitCode {
     let _ = server.await;
     memroute::server::shutdown::drain(&shared, &mut signals, drain_timeout).await;
     ExitCode::SUCCESS
+}
+
+/// Raises the soft limit on open descriptors to the hard one, as memcached and nginx do: every
+/// client and backend connection is a descriptor, and `max_connections` (default 16,384) is far
+/// above the usual soft limit of 1,024, past which accepts would fail with EMFILE.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                eprintln!(
+                    "memroute: cannot raise the open file limit to {}",
+                    lim.rlim_max
+                );
+            }
+        }
+    }
 }
 
 /// Every 10 s, asks glibc to return freed heap pages to the OS. glibc keeps what a burst of
