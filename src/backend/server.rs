@@ -194,3 +194,6 @@ async fn probe(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
