@@ -180,6 +180,9 @@ fn parse_line(buf: &mut BytesMut) -> Result<Option<Response>, ProtocolError> {
     let known = WORDS.contains(&line)
         || is_error_line(line)
         || line.starts_with(b"VERSION ")
+        // memcached's refusals of `cache_memlimit` (MEMLIMIT_TOO_SMALL …, MEMLIMIT_ADJUST_FAILED …),
+        // passed to the client as memcached words them.
+        || line.starts_with(b"MEMLIMIT_")
         || (!line.is_empty() && line.iter().all(u8::is_ascii_digit));
     if !known {
         return Err(ProtocolError::line("not a reply line", line));
