@@ -119,7 +119,8 @@ fn builder_renders_pools_routes_listen_and_admin_lines() {
         .pool("main", ["127.0.0.1:1"])
         .render(1, None);
     assert!(
-        text.ends_with("[[routes]]\nprefix = \"\"\ntiers = [\"main\"]\n\n"),
+        text.trim_end()
+            .ends_with("[[routes]]\nprefix = \"\"\ntiers = [\"main\"]"),
         "{text}"
     );
     assert!(!text.contains("[admin]"), "{text}");

@@ -22,6 +22,12 @@ fn binaryish_value() -> Vec<u8> {
     v
 }
 
+/// The keys of `ks` whose index passes `keep`.
+fn keys_where(ks: &[String], keep: impl Fn(usize) -> bool) -> Vec<String> {
+    let kept = ks.iter().enumerate().filter(|&(i, _)| keep(i));
+    kept.map(|(_, k)| k.clone()).collect()
+}
+
 // ---- get / gets ---------------------------------------------------------------------------
 
 exchange_tests! {
@@ -362,21 +368,16 @@ fn pipelined_mixed_commands_across_servers_answer_in_request_order() {
         }
     }
     c.roundtrip(&req, &expected);
-    let kept: Vec<String> = ks
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % 4 != 3)
-        .map(|(_, k)| k.clone())
-        .collect();
-    t.assert_keys_on_every_backend(&kept);
+    t.assert_keys_on_every_backend(&keys_where(&ks, |i| i % 4 != 3));
 }
 
 #[test]
 fn multi_get_of_60_keys_spans_every_server_with_misses() {
     let (t, mut c) = setup();
     let ks = keys("multi", 60);
+    let stored = |i: usize| i % 3 != 0;
     let mut req = Vec::new();
-    for (i, k) in ks.iter().enumerate().filter(|(i, _)| i % 3 != 0) {
+    for (i, k) in ks.iter().enumerate().filter(|&(i, _)| stored(i)) {
         req.extend(storage(
             "set",
             k,
@@ -388,7 +389,7 @@ fn multi_get_of_60_keys_spans_every_server_with_misses() {
     }
     c.send(&req);
     let mut expected = Vec::new();
-    for (i, k) in ks.iter().enumerate().filter(|(i, _)| i % 3 != 0) {
+    for (i, k) in ks.iter().enumerate().filter(|&(i, _)| stored(i)) {
         expected.extend(value_reply(k, 0, format!("v{i}").as_bytes()));
     }
     expected.extend(value_reply(&ks[1], 0, b"v1")); // the duplicate at the end
@@ -397,13 +398,7 @@ fn multi_get_of_60_keys_spans_every_server_with_misses() {
         format!("get {} {}\r\n", ks.join(" "), ks[1]).as_bytes(),
         &expected,
     );
-    let stored: Vec<String> = ks
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % 3 != 0)
-        .map(|(_, k)| k.clone())
-        .collect();
-    t.assert_keys_on_every_backend(&stored);
+    t.assert_keys_on_every_backend(&keys_where(&ks, stored));
 }
 
 #[test]

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 /// How long a process may take to accept its first connection.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Every test memcached: root may run it, no UDP, loopback only, 64 MB, one worker thread.
+const MEMCACHED_ARGS: &str = "-u root -U 0 -l 127.0.0.1 -m 64 -t 1";
 /// Attempts with fresh ports when a port turns out to be taken between `free_port` and bind.
 pub const PORT_ATTEMPTS: usize = 4;
 
@@ -183,18 +185,7 @@ impl Memcached {
     fn spawn(port: u16, args: &[String], dir: &Path) -> Result<Child, String> {
         let log = dir.join("stderr.log");
         let mut child = Command::new("memcached")
-            .args([
-                "-u",
-                "root",
-                "-U",
-                "0",
-                "-l",
-                "127.0.0.1",
-                "-m",
-                "64",
-                "-t",
-                "1",
-            ])
+            .args(MEMCACHED_ARGS.split(' '))
             .arg("-p")
             .arg(port.to_string())
             .args(args)

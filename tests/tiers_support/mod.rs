@@ -151,46 +151,44 @@ pub fn put(port: u16, key: &str, flags: u32, exptime: i64, value: &[u8]) {
     );
 }
 
+/// Sends `mg <key> <flags>` directly to one memcached: the connection and the answer line
+/// (`None` for `EN`, a miss).
+fn mg(port: u16, key: &str, flags: &str) -> (Client, Option<String>) {
+    let mut c = Client::connect(port);
+    c.send(format!("mg {key} {flags}\r\n").as_bytes());
+    let line = String::from_utf8(c.read_line()).expect("ascii mg answer");
+    let hit = (line != "EN\r\n").then(|| line.trim_end().to_string());
+    (c, hit)
+}
+
 /// `mg <key> v f t` directly on one memcached: `VA <len> f<flags> t<secs>` + value, or `EN`.
 pub fn meta_get(port: u16, key: &str) -> Option<Item> {
-    let mut c = Client::connect(port);
-    c.send(format!("mg {key} v f t\r\n").as_bytes());
-    let line = String::from_utf8(c.read_line()).expect("ascii mg answer");
-    if line == "EN\r\n" {
-        return None;
-    }
-    let fields: Vec<&str> = line.trim_end().split(' ').collect();
+    let (mut c, line) = mg(port, key, "v f t");
+    let line = line?;
+    let fields: Vec<&str> = line.split(' ').collect();
+    let number =
+        |i: usize, flag: &str| -> Option<i64> { fields.get(i)?.strip_prefix(flag)?.parse().ok() };
+    let (Some(len), Some(flags), Some(ttl)) = (number(1, ""), number(2, "f"), number(3, "t"))
+    else {
+        panic!("unexpected mg answer {line:?}");
+    };
     assert!(
         fields.len() == 4 && fields[0] == "VA",
         "unexpected mg answer {line:?}"
     );
-    let len: usize = fields[1].parse().expect("length");
-    let flags = fields[2]
-        .strip_prefix('f')
-        .expect("f flag")
-        .parse()
-        .unwrap();
-    let ttl = fields[3]
-        .strip_prefix('t')
-        .expect("t flag")
-        .parse()
-        .unwrap();
+    let len = len as usize;
     let mut value = c.read_exact_bytes(len + 2);
     assert_eq!(&value[len..], b"\r\n", "value terminated by \\r\\n");
     value.truncate(len);
+    let flags = u32::try_from(flags).expect("flags fit u32");
     Some(Item { flags, ttl, value })
 }
 
 /// The CAS unique a memcached holds for `key` (`mg <key> c` → `HD c<cas>`).
 pub fn meta_cas(port: u16, key: &str) -> Option<u64> {
-    let mut c = Client::connect(port);
-    c.send(format!("mg {key} c\r\n").as_bytes());
-    let line = String::from_utf8(c.read_line()).expect("ascii mg answer");
-    if line == "EN\r\n" {
-        return None;
-    }
+    let (_, line) = mg(port, key, "c");
+    let line = line?;
     let cas = line
-        .trim_end()
         .strip_prefix("HD c")
         .unwrap_or_else(|| panic!("unexpected mg answer {line:?}"));
     Some(cas.parse().expect("cas number"))
