@@ -109,9 +109,9 @@ fn builder_renders_pools_routes_listen_and_admin_lines() {
     assert_eq!(
         text,
         "[listen]\naddress = \"127.0.0.1:7000\"\nmax_connections = 9\n\n\
-         [admin]\naddress = \"127.0.0.1:7001\"\n\n\n\
+         [admin]\naddress = \"127.0.0.1:7001\"\n\n\
          [pools.x]\nservers = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\ntimeout = \"1s\"\n\n\
-         [pools.y]\nservers = [\"127.0.0.1:3\"]\n\n\n\
+         [pools.y]\nservers = [\"127.0.0.1:3\"]\n\n\
          [[routes]]\nprefix = \"\"\ntiers = [\"x\", \"y\"]\nwarm = false\n\n# tail\n"
     );
     // No route given: one catch-all route to the first pool.

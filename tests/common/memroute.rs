@@ -9,7 +9,6 @@
 //! let m = Memroute::builder().pool("x", &xs).pool("y", &ys).route("", &["x", "y"]).admin().start();
 //! ```
 
-use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -137,21 +136,26 @@ impl Builder {
         self
     }
 
-    /// The config text for a client port and, if the builder has `[admin]`, an admin port.
+    /// The config text for a client port and, if the builder has `[admin]`, an admin port: the
+    /// tables in order, one blank line between them, each table's extra lines after its own.
     pub fn render(&self, port: u16, admin_port: Option<u16>) -> String {
-        let mut out = format!(
-            "[listen]\naddress = \"127.0.0.1:{port}\"\n{}\n",
-            self.listen
-        );
+        fn table(head: &str, body: &str, extra: &str) -> String {
+            let extra = extra.trim_end_matches('\n');
+            let sep = if extra.is_empty() { "" } else { "\n" };
+            format!("{head}\n{body}\n{extra}{sep}")
+        }
+        let mut tables = vec![table(
+            "[listen]",
+            &format!("address = \"127.0.0.1:{port}\""),
+            &self.listen,
+        )];
         if let (Some(extra), Some(admin)) = (&self.admin, admin_port) {
-            let _ = write!(out, "[admin]\naddress = \"127.0.0.1:{admin}\"\n{extra}\n\n");
+            let body = format!("address = \"127.0.0.1:{admin}\"");
+            tables.push(table("[admin]", &body, extra));
         }
         for (name, servers, extra) in &self.pools {
-            let _ = write!(
-                out,
-                "[pools.{name}]\nservers = [{}]\n{extra}\n\n",
-                toml_list(servers)
-            );
+            let body = format!("servers = [{}]", toml_list(servers));
+            tables.push(table(&format!("[pools.{name}]"), &body, extra));
         }
         let default_route = match (self.routes.is_empty(), self.pools.first()) {
             (true, Some((first, _, _))) => {
@@ -160,15 +164,17 @@ impl Builder {
             _ => Vec::new(),
         };
         for (prefix, tiers, extra) in self.routes.iter().chain(&default_route) {
-            let _ = write!(
-                out,
-                "[[routes]]\nprefix = {}\ntiers = [{}]\n{extra}\n\n",
+            let body = format!(
+                "prefix = {}\ntiers = [{}]",
                 quoted(prefix),
                 toml_list(tiers)
             );
+            tables.push(table("[[routes]]", &body, extra));
         }
-        out.push_str(&self.tail);
-        out
+        if !self.tail.is_empty() {
+            tables.push(self.tail.clone());
+        }
+        tables.join("\n")
     }
 
     /// Starts memroute on free ports and waits until the client port (and the admin port, if
