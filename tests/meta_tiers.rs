@@ -6,15 +6,7 @@
 mod common;
 mod tiers_support;
 
-use tiers_support::{Item, Migration, assert_ttl_close, unix_now};
-
-fn item(flags: u32, ttl: i64, value: &[u8]) -> Item {
-    Item {
-        flags,
-        ttl,
-        value: value.to_vec(),
-    }
-}
+use tiers_support::{Migration, assert_ttl_close, item, unix_now};
 
 #[test]
 fn mg_of_an_old_only_key_returns_old_value_and_copies_it_up_with_its_ttl() {

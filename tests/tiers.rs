@@ -12,19 +12,11 @@ use std::thread::sleep;
 
 use common::{Memcached, Memroute, counter, poll, storage, value_reply};
 use tiers_support::{
-    Item, Migration, TIMEOUT, assert_ttl_close, get, hit, meta_cas, read_cas_hit, read_retrieval,
+    Migration, TIMEOUT, assert_ttl_close, get, hit, item, meta_cas, read_cas_hit, read_retrieval,
     unix_now,
 };
 
 const DAY: i64 = 24 * 3600;
-
-fn item(flags: u32, ttl: i64, value: &[u8]) -> Item {
-    Item {
-        flags,
-        ttl,
-        value: value.to_vec(),
-    }
-}
 
 // ---- get -----------------------------------------------------------------------------------
 

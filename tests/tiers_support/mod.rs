@@ -23,6 +23,15 @@ pub struct Item {
     pub value: Vec<u8>,
 }
 
+/// An expected item: `flags`, `ttl` seconds left (`-1` = never expires) and its value.
+pub fn item(flags: u32, ttl: i64, value: &[u8]) -> Item {
+    Item {
+        flags,
+        ttl,
+        value: value.to_vec(),
+    }
+}
+
 /// Current Unix time in seconds.
 pub fn unix_now() -> i64 {
     SystemTime::now()
