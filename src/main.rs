@@ -189,16 +189,17 @@ async fn run(path: PathBuf, drain_timeout: std::time::Duration) -> ExitCode {
             move |config, digest| apply.apply(config, digest.to_string()),
             move |outcome| match outcome {
                 reload::ReloadOutcome::Rejected(_) => {
-                    report.metrics.reloads.with_label_values(&["failure"]).inc();
-                    report.metrics.last_reload_ok.set(0);
+                    report.metrics.reload.rejected.inc();
+                    report.metrics.reload.last_ok.set(0);
                 }
                 // The file holds the running text again (a rejected edit was reverted): what is
                 // on disk runs, so the failure is over and alerts on it must clear.
-                reload::ReloadOutcome::Unchanged if report.metrics.last_reload_ok.get() == 0 => {
-                    report.metrics.last_reload_ok.set(1);
+                reload::ReloadOutcome::Unchanged if report.metrics.reload.last_ok.get() == 0 => {
+                    report.metrics.reload.last_ok.set(1);
                     report
                         .metrics
-                        .last_reload
+                        .reload
+                        .last_success
                         .set(memroute::runtime::unix_now());
                     tracing::info!("config file is the running config again");
                 }

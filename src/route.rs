@@ -58,7 +58,7 @@ impl Route {
         let tier_metrics = tiers
             .iter()
             .enumerate()
-            .map(|(i, p)| metrics.tier(p.name(), i))
+            .map(|(i, p)| metrics.tiers.tier(p.name(), i))
             .collect();
         Some(Route {
             prefix: config.prefix.clone(),

@@ -73,8 +73,9 @@ impl Shared {
         let servers = Mutex::new(HashMap::new());
         let tls = crate::tls::Registry::new();
         let snapshot = build(config, source_hash, 0, &metrics, &servers, &tls);
-        metrics.last_reload.set(unix_now());
+        metrics.reload.last_success.set(unix_now());
         metrics
+            .client
             .connections_max
             .set(snapshot.config.listen.max_connections as i64);
         Arc::new(Shared {
@@ -128,16 +129,17 @@ impl Shared {
                 "admin address change needs a restart; the admin server keeps its address"
             );
         }
-        self.metrics.reloads.with_label_values(&["success"]).inc();
-        self.metrics.last_reload.set(unix_now());
-        self.metrics.last_reload_ok.set(1);
+        self.metrics.reload.applied.inc();
+        self.metrics.reload.last_success.set(unix_now());
+        self.metrics.reload.last_ok.set(1);
         self.metrics
+            .client
             .connections_max
             .set(new.config.listen.max_connections as i64);
         for pool in old.pools.values() {
             for s in &pool.servers {
                 if !in_use.contains(&s.address) {
-                    self.metrics.forget_server(&s.address);
+                    self.metrics.backend.forget_server(&s.address);
                     tracing::info!(server = %s.address, "server removed; draining its connections");
                 }
             }
@@ -198,7 +200,7 @@ fn build(
                 }
                 let s = Arc::new(Server::start(
                     &key,
-                    metrics.server(&sc.address),
+                    metrics.backend.server(&sc.address),
                     connector.clone(),
                 ));
                 table.insert(key, Arc::downgrade(&s));

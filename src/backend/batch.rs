@@ -275,7 +275,7 @@ mod tests {
 
     /// Pushes every job into one batch; returns the written lines and the queue.
     fn write(jobs: Vec<Job>) -> (Vec<String>, InFlightQueue) {
-        let metrics = Metrics::new().server("s");
+        let metrics = Metrics::new().backend.server("s");
         let (mut q, mut wbuf, mut batch) = (
             InFlightQueue::new(Duration::from_secs(5)),
             BytesMut::new(),
@@ -334,7 +334,7 @@ mod tests {
 
     #[tokio::test]
     async fn nothing_merges_when_merging_is_off() {
-        let metrics = Metrics::new().server("s");
+        let metrics = Metrics::new().backend.server("s");
         let (mut q, mut wbuf, mut batch) = (
             InFlightQueue::new(Duration::from_secs(5)),
             BytesMut::new(),

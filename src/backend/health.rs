@@ -149,7 +149,7 @@ mod tests {
 
     #[test]
     fn marked_down_at_the_limit_and_up_after_success() {
-        let metrics = Metrics::new().server("s");
+        let metrics = Metrics::new().backend.server("s");
         let h = Health::new("s", 3, Duration::from_secs(60));
         h.record_failure(&metrics);
         h.record_failure(&metrics);
@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn a_due_server_is_probing_and_still_refuses_requests() {
-        let metrics = Metrics::new().server("s");
+        let metrics = Metrics::new().backend.server("s");
         let h = Health::new("s", 2, Duration::from_millis(0));
         h.record_failure(&metrics);
         h.record_failure(&metrics);

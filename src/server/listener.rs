@@ -192,7 +192,7 @@ struct ConnectionGuard {
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.shared.metrics.connections.dec();
+        self.shared.metrics.client.connections.dec();
         self.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -255,15 +255,15 @@ impl Listener {
     fn over_limit(&self) -> bool {
         let full = self.active.load(Ordering::Relaxed) >= self.limit.load(Ordering::Relaxed);
         if full {
-            self.shared.metrics.connections_refused.inc();
+            self.shared.metrics.client.connections_refused.inc();
         }
         full
     }
 
     /// Counts a new session and registers it for `stats conns`.
     fn guard(&mut self, fd: i32, peer: String, listen_addr: &str) -> (ConnectionGuard, usize) {
-        self.shared.metrics.connections.inc();
-        self.shared.metrics.connections_total.inc();
+        self.shared.metrics.client.connections.inc();
+        self.shared.metrics.client.connections_total.inc();
         self.active.fetch_add(1, Ordering::Relaxed);
         self.lane = self.lane.wrapping_add(1);
         let registered = self.shared.connections.register(

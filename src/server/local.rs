@@ -78,7 +78,7 @@ pub fn count_result(metrics: &Metrics, cmd: Cmd, reply: &Reply) {
         Reply::Line(l) => l,
         Reply::Values(_) | Reply::None => return,
     };
-    let r = &metrics.results;
+    let r = &metrics.client.results;
     let number = line.first().is_some_and(u8::is_ascii_digit);
     let counter = match (cmd, line) {
         (Cmd::Delete, reply::DELETED) => &r.delete_hits,
@@ -111,7 +111,7 @@ mod tests {
         count_result(&m, Cmd::Incr, &Reply::Line(Bytes::from_static(b"12\r\n")));
         count_result(&m, Cmd::Incr, &Reply::Static(reply::NOT_FOUND));
         count_result(&m, Cmd::Delete, &Reply::Static(reply::FLUSH_DISABLED));
-        let r = &m.results;
+        let r = &m.client.results;
         assert_eq!(r.cas_badval.get(), 1);
         assert_eq!(r.cas_hits.get(), 1);
         assert_eq!(r.cas_misses.get(), 0);

@@ -35,8 +35,7 @@ use super::output::OutputBudget;
 use super::stream::{ClientRead, ClientStream};
 use crate::config::ListenAddress;
 use crate::metrics::Cmd;
-use crate::protocol::command::{Command, Keyed, MetaRequest, Retrieval, Storage};
-use crate::protocol::meta::MetaVerb;
+use crate::protocol::command::Command;
 use crate::protocol::reply::{self, Reply};
 use crate::protocol::request::{Decoder, Invalid, Limits, Request};
 use crate::route::{self, ReplyFuture, Router, ready};
@@ -251,7 +250,7 @@ fn finish(
     reply: Reply,
     meta: Meta,
 ) {
-    let m = shared.metrics.cmd(meta.cmd);
+    let m = shared.metrics.client.cmd(meta.cmd);
     m.latency.observe(meta.start.elapsed().as_secs_f64());
     if reply.is_server_error() {
         m.server_errors.inc();
@@ -264,9 +263,10 @@ fn finish(
             Reply::Values(v) => v.len() as u64,
             _ => 0,
         };
-        shared.metrics.get_hits.inc_by(hits);
+        shared.metrics.client.get_hits.inc_by(hits);
         shared
             .metrics
+            .client
             .get_misses
             .inc_by(u64::from(meta.keys).saturating_sub(hits));
     }
@@ -298,7 +298,7 @@ fn dispatch(
     let request = match parsed {
         Ok(r) => r,
         Err(invalid) => {
-            shared.metrics.cmd(Cmd::Invalid).requests.inc();
+            shared.metrics.client.cmd(Cmd::Invalid).requests.inc();
             let mut m = meta(Cmd::Invalid, invalid.noreply);
             m.close = invalid.close;
             let line = invalid.reply;
@@ -319,7 +319,7 @@ fn dispatch(
     };
     let (fut, meta) = match request {
         Request::Op { op, noreply } => {
-            let cmd = op_cmd(&op);
+            let cmd = Cmd::from(&op);
             let mut m = meta(cmd, noreply);
             if let Command::Retrieve { keys, .. } = &op {
                 m.keys = keys.len() as u32;
@@ -359,45 +359,9 @@ fn dispatch(
         ),
         Request::Fixed(line) => (ready(Reply::Static(line)), meta(Cmd::Get, false)),
     };
-    shared.metrics.cmd(meta.cmd).requests.inc();
+    shared.metrics.client.cmd(meta.cmd).requests.inc();
     Tagged {
         fut,
         meta: Some(meta),
-    }
-}
-
-fn op_cmd(op: &Command) -> Cmd {
-    let keyed = match op {
-        Command::Retrieve { kind, .. } => {
-            return match kind {
-                Retrieval::Get => Cmd::Get,
-                Retrieval::Gets => Cmd::Gets,
-                Retrieval::Gat => Cmd::Gat,
-                Retrieval::Gats => Cmd::Gats,
-            };
-        }
-        Command::Keyed(keyed) => keyed,
-    };
-    match keyed {
-        Keyed::Store { kind, .. } => match kind {
-            Storage::Set => Cmd::Set,
-            Storage::Add => Cmd::Add,
-            Storage::Replace => Cmd::Replace,
-            Storage::Append => Cmd::Append,
-            Storage::Prepend => Cmd::Prepend,
-            Storage::Cas => Cmd::Cas,
-        },
-        Keyed::Delete { .. } => Cmd::Delete,
-        Keyed::Arith { incr: true, .. } => Cmd::Incr,
-        Keyed::Arith { incr: false, .. } => Cmd::Decr,
-        Keyed::Touch { .. } => Cmd::Touch,
-        Keyed::Meta(MetaRequest { verb, .. }) => match verb {
-            MetaVerb::Get => Cmd::MetaGet,
-            MetaVerb::Set => Cmd::MetaSet,
-            MetaVerb::Delete => Cmd::MetaDelete,
-            MetaVerb::Arith => Cmd::MetaArith,
-            MetaVerb::Debug => Cmd::MetaDebug,
-        },
-        Keyed::CopyRead { .. } => Cmd::Get,
     }
 }

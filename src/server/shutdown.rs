@@ -34,13 +34,13 @@ impl Signals {
 /// Waits until every client session has ended, at most `timeout`, or until a second signal.
 pub async fn drain(shared: &Shared, signals: &mut Signals, timeout: Duration) {
     let wait = async {
-        while shared.metrics.connections.get() > 0 {
+        while shared.metrics.client.connections.get() > 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
     tokio::select! {
         _ = wait => tracing::info!("all clients drained"),
-        _ = tokio::time::sleep(timeout) => tracing::warn!(open = shared.metrics.connections.get(), "drain timeout; closing"),
+        _ = tokio::time::sleep(timeout) => tracing::warn!(open = shared.metrics.client.connections.get(), "drain timeout; closing"),
         _ = signals.first() => tracing::warn!("second signal; exiting now"),
     }
 }

@@ -134,7 +134,7 @@ impl Acceptor {
     }
 
     fn failed(&self, metrics: &Metrics, peer: Option<SocketAddr>, why: Failure, error: &str) {
-        metrics.tls_failure(why).inc();
+        metrics.client.tls_failure(why).inc();
         let peer = peer.map_or_else(|| "?".to_string(), |p| p.to_string());
         match self.burst.record(Instant::now()) {
             Some(quiet) => tracing::warn!(

@@ -20,7 +20,7 @@ async fn a_refused_server_is_retried_with_backoff_and_requests_fail_fast() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let metrics = Metrics::new().server("s");
+    let metrics = Metrics::new().backend.server("s");
     let target = Target {
         address: format!("127.0.0.1:{port}"),
         timeout: Duration::from_secs(1),

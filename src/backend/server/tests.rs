@@ -20,7 +20,7 @@ async fn a_probe_is_one_request_and_clients_fail_fast_meanwhile() {
         max_value_size: 1024,
         tls: None,
     };
-    let metrics = Metrics::new().server("s");
+    let metrics = Metrics::new().backend.server("s");
     let server = Server::start(&key, metrics.clone(), None);
     let delete = || {
         Op::Keyed(Keyed::Delete {

@@ -72,7 +72,7 @@ pub async fn copy_up(route: &Route, lane: usize, key: &Bytes, from: usize) -> Co
         data,
         cas: 0,
     };
-    let m = &route.metrics;
+    let m = &route.metrics.tiers;
     match call(route.owner(), lane, add).await {
         Ok(Response::Line(l)) if &l[..] == reply::STORED => {
             m.copies_ok.inc();
@@ -110,7 +110,7 @@ async fn get_with_warm_ttl(
     let value = values.pop()?;
     let Some(ttl) = route.warm_ttl else {
         tracing::debug!(pool = %route.tiers[from].name(), "lower tier has no meta commands and no warm_ttl is set: not copied");
-        route.metrics.copies_failed.inc();
+        route.metrics.tiers.copies_failed.inc();
         return None;
     };
     let exptime = exptime_for(ttl.as_secs() as i64, unix_now())?;

@@ -20,7 +20,7 @@ use futures_util::future::join_all;
 
 use super::call;
 use super::copy::{Copy, find_and_copy};
-use super::write::{count_lower, lower_on_write};
+use super::write::lower_on_write;
 use crate::backend::BackendError;
 use crate::protocol::backend::Response;
 use crate::protocol::command::{Keyed, MetaRequest};
@@ -146,7 +146,7 @@ async fn delete(route: &Arc<Route>, lane: usize, m: MetaRequest, key: Bytes) -> 
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let answer = call(delayed.owner(), lane, Keyed::Delete { key }).await;
-            count_lower(&delayed, "double_delete", answer.is_ok());
+            delayed.metrics.tiers.double_deletes.count(answer.is_ok());
         });
     }
     let held_below = lower

@@ -109,7 +109,7 @@ async fn delete_everywhere(route: &Arc<Route>, lane: usize, key: Bytes) -> Reply
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
         let answer = call(delayed.owner(), lane, Keyed::Delete { key: double }).await;
-        count_lower(&delayed, "double_delete", answer.is_ok());
+        delayed.metrics.tiers.double_deletes.count(answer.is_ok());
     });
     for (tier, answer) in answers.iter().enumerate().skip(1) {
         if answer.is_err() {
@@ -139,7 +139,7 @@ pub(super) async fn lower_on_write(route: &Route, lane: usize, key: &Bytes, op: 
             )
             .await;
             for answer in answers {
-                count_lower(route, "delete", answer.is_ok());
+                route.metrics.tiers.lower_deletes.count(answer.is_ok());
             }
         }
         LowerOnWrite::Set => {
@@ -158,7 +158,7 @@ pub(super) async fn lower_on_write(route: &Route, lane: usize, key: &Bytes, op: 
                 },
             };
             let Some((flags, exptime, data)) = value else {
-                count_lower(route, "set", false);
+                route.metrics.tiers.lower_sets.count(false);
                 return;
             };
             let set = Keyed::Store {
@@ -171,17 +171,12 @@ pub(super) async fn lower_on_write(route: &Route, lane: usize, key: &Bytes, op: 
             };
             let answers = join_all(lower.iter().map(|pool| call(pool, lane, set.clone()))).await;
             for answer in answers {
-                count_lower(route, "set", is_line(&answer, reply::STORED));
+                route
+                    .metrics
+                    .tiers
+                    .lower_sets
+                    .count(is_line(&answer, reply::STORED));
             }
         }
     }
-}
-
-pub(super) fn count_lower(route: &Route, action: &str, ok: bool) {
-    let result = if ok { "ok" } else { "failed" };
-    route
-        .metrics
-        .lower_writes
-        .with_label_values(&[action, result])
-        .inc();
 }

@@ -80,13 +80,17 @@ pub fn stats(shared: &Shared, group: Option<&[u8]>) -> Reply {
 
 /// The counters `stats reset` sets back to zero, by their memcached names.
 fn counters(m: &Metrics) -> HashMap<&'static str, u64> {
-    let count = |cmds: &[Cmd]| cmds.iter().map(|c| m.cmd(*c).requests.get()).sum::<u64>();
-    let r = &m.results;
-    let hits = m.get_hits.get();
-    let misses = m.get_misses.get();
+    let count = |cmds: &[Cmd]| {
+        cmds.iter()
+            .map(|c| m.client.cmd(*c).requests.get())
+            .sum::<u64>()
+    };
+    let r = &m.client.results;
+    let hits = m.client.get_hits.get();
+    let misses = m.client.get_misses.get();
     HashMap::from([
-        ("total_connections", m.connections_total.get()),
-        ("rejected_connections", m.connections_refused.get()),
+        ("total_connections", m.client.connections_total.get()),
+        ("rejected_connections", m.client.connections_refused.get()),
         ("cmd_get", hits + misses),
         (
             "cmd_set",
@@ -123,7 +127,7 @@ fn counters(m: &Metrics) -> HashMap<&'static str, u64> {
         ("cmd_ma", count(&[Cmd::MetaArith])),
         ("cmd_mn", count(&[Cmd::MetaNoop])),
         ("cmd_me", count(&[Cmd::MetaDebug])),
-        ("fallback_copies", m.copies_ok.get()),
+        ("fallback_copies", m.tiers.copies_ok.get()),
     ])
 }
 
@@ -154,7 +158,7 @@ fn general(shared: &Shared) -> Reply {
             "max_connections",
             snapshot.config.listen.max_connections.to_string(),
         ),
-        ("curr_connections", m.connections.get().to_string()),
+        ("curr_connections", m.client.connections.get().to_string()),
     ];
     for name in [
         "total_connections",

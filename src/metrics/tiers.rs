@@ -1,0 +1,94 @@
+//! Fallback tiers: lookups per tier, copies into tier 0, writes to the lower tiers.
+
+use prometheus::{IntCounter, IntCounterVec, Registry};
+
+use super::counter_vec;
+
+/// Per (pool, tier) lookup counters.
+#[derive(Clone)]
+pub struct TierMetrics {
+    /// `memroute_tier_lookups_total{pool,tier,result="hit"}`
+    pub hits: IntCounter,
+    /// `memroute_tier_lookups_total{pool,tier,result="miss"}`
+    pub misses: IntCounter,
+    /// `memroute_tier_lookups_total{pool,tier,result="error"}`
+    pub errors: IntCounter,
+}
+
+/// `memroute_lower_tier_writes_total{action,result}` for one action.
+pub struct LowerWrites {
+    /// `result="ok"`
+    pub ok: IntCounter,
+    /// `result="failed"`
+    pub failed: IntCounter,
+}
+
+impl LowerWrites {
+    /// Counts one write to a lower tier.
+    pub fn count(&self, ok: bool) {
+        if ok { &self.ok } else { &self.failed }.inc();
+    }
+}
+
+/// The tier families.
+pub struct TiersMetrics {
+    lookups: IntCounterVec,
+    /// `memroute_fallback_copies_total{result="ok"}`
+    pub copies_ok: IntCounter,
+    /// `memroute_fallback_copies_total{result="not_stored"}`: tier 0 had the key already.
+    pub copies_not_stored: IntCounter,
+    /// `memroute_fallback_copies_total{result="failed"}`
+    pub copies_failed: IntCounter,
+    /// `memroute_lower_tier_writes_total{action="delete"}`: deletes after a tier-0 change.
+    pub lower_deletes: LowerWrites,
+    /// `memroute_lower_tier_writes_total{action="set"}`: sets after a tier-0 change.
+    pub lower_sets: LowerWrites,
+    /// `memroute_lower_tier_writes_total{action="double_delete"}`: the delayed second delete.
+    pub double_deletes: LowerWrites,
+}
+
+impl TiersMetrics {
+    pub(super) fn register(r: &Registry) -> TiersMetrics {
+        let copies = counter_vec(
+            r,
+            "memroute_fallback_copies_total",
+            "Items copied from a lower tier into tier 0, by result.",
+            &["result"],
+        );
+        let lower = counter_vec(
+            r,
+            "memroute_lower_tier_writes_total",
+            "Writes to lower tiers after a tier-0 change (delete or set), by result.",
+            &["action", "result"],
+        );
+        let writes = |action| LowerWrites {
+            ok: lower.with_label_values(&[action, "ok"]),
+            failed: lower.with_label_values(&[action, "failed"]),
+        };
+        TiersMetrics {
+            lookups: counter_vec(
+                r,
+                "memroute_tier_lookups_total",
+                "Key lookups per pool and tier position, by result.",
+                &["pool", "tier", "result"],
+            ),
+            copies_ok: copies.with_label_values(&["ok"]),
+            copies_not_stored: copies.with_label_values(&["not_stored"]),
+            copies_failed: copies.with_label_values(&["failed"]),
+            lower_deletes: writes("delete"),
+            lower_sets: writes("set"),
+            double_deletes: writes("double_delete"),
+        }
+    }
+
+    /// Handles for one tier position of a pool.
+    pub fn tier(&self, pool: &str, tier: usize) -> TierMetrics {
+        let t = tier.to_string();
+        let get = |result| self.lookups.with_label_values(&[pool, &t, result]);
+        TierMetrics {
+            hits: get("hit"),
+            misses: get("miss"),
+            errors: get("error"),
+        }
+    }
+}
