@@ -15,7 +15,8 @@
 //! - [`config`]: TOML → validated immutable snapshot, hot reload, nutcracker import.
 //! - [`admin`]: the hyper admin server: `/metrics`, `/healthz`, `/readyz`, `/config`, `/route`.
 //! - [`metrics`]: every Prometheus series, with handles resolved once.
-//! - [`runtime`]: the live state (config snapshot + pools + routes) behind an `ArcSwap`.
+//! - [`state`]: the live state (config snapshot + pools + routes) behind an `ArcSwap`, and
+//!   what a reload changes in it.
 //! - [`tls`]: TLS to clients and to backends (rustls): certificate loading with located errors,
 //!   acceptors and connectors that reload when their files change, handshake failure counting.
 #![forbid(unsafe_code)]
@@ -27,6 +28,6 @@ pub mod metrics;
 pub mod protocol;
 pub mod ring;
 pub mod route;
-pub mod runtime;
 pub mod server;
+pub mod state;
 pub mod tls;

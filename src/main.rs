@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use memroute::config::{Config, reload};
 use memroute::metrics::Metrics;
-use memroute::runtime::Shared;
+use memroute::state::Shared;
 
 /// Quiet time after the last file event before a reload (editors write in bursts).
 const RELOAD_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(200);
@@ -187,24 +187,7 @@ async fn run(path: PathBuf, drain_timeout: std::time::Duration) -> ExitCode {
             reloader,
             triggers,
             move |config, digest| apply.apply(config, digest.to_string()),
-            move |outcome| match outcome {
-                reload::ReloadOutcome::Rejected(_) => {
-                    report.metrics.reload.rejected.inc();
-                    report.metrics.reload.last_ok.set(0);
-                }
-                // The file holds the running text again (a rejected edit was reverted): what is
-                // on disk runs, so the failure is over and alerts on it must clear.
-                reload::ReloadOutcome::Unchanged if report.metrics.reload.last_ok.get() == 0 => {
-                    report.metrics.reload.last_ok.set(1);
-                    report
-                        .metrics
-                        .reload
-                        .last_success
-                        .set(memroute::runtime::unix_now());
-                    tracing::info!("config file is the running config again");
-                }
-                _ => {}
-            },
+            move |outcome| report.record_reload(outcome),
         ));
     }
     tokio::spawn(release_freed_memory());

@@ -6,10 +6,12 @@
 //!   written to a backend.
 //! - [`meta`]: the meta commands (`mg ms md ma mn me`): checks, `q` and base64 keys.
 //! - [`reply`]: memcached's exact reply lines.
+//! - [`exptime`]: relative and absolute exptimes, remaining TTLs.
 //! - [`backend`]: parses backend answers, keyed by what was asked.
 
 pub mod backend;
 pub mod command;
+pub mod exptime;
 pub mod meta;
 pub mod number;
 pub mod reply;

@@ -10,7 +10,7 @@ async fn idle_session_state_stays_small() {
     )
     .expect("valid config");
     let metrics = std::sync::Arc::new(memroute::metrics::Metrics::new());
-    let shared = memroute::runtime::Shared::new(config, String::new(), metrics);
+    let shared = memroute::state::Shared::new(config, String::new(), metrics);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
         .await

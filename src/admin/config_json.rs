@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 
 use crate::config::{Config, LowerOnWrite, PoolConfig, RouteConfig, ServerConfig};
-use crate::runtime::Snapshot;
+use crate::state::Snapshot;
 
 /// `{"source_hash": …, "loaded_at": <Unix seconds>, "config": {…}}`.
 pub fn render(snapshot: &Snapshot) -> Value {

@@ -13,7 +13,7 @@
 use serde_json::{Value, json};
 
 use crate::backend::Pool;
-use crate::runtime::Snapshot;
+use crate::state::Snapshot;
 
 /// The JSON answer for the query string, or what is wrong with it (a `400`).
 pub fn render(snapshot: &Snapshot, query: Option<&str>) -> Result<Value, String> {

@@ -12,7 +12,7 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::runtime::Shared;
+use crate::state::Shared;
 
 /// `Ok` when ready, else the reason in one line.
 pub fn check(shared: &Shared) -> Result<(), String> {
@@ -46,7 +46,7 @@ mod tests {
     use super::check;
     use crate::config::Config;
     use crate::metrics::Metrics;
-    use crate::runtime::Shared;
+    use crate::state::Shared;
 
     #[tokio::test]
     async fn ready_only_while_listening_with_a_live_server_in_every_pool() {

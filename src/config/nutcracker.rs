@@ -200,27 +200,7 @@ fn pool_settings(name: &str, settings: &Mapping) -> Result<Pool, Vec<String>> {
 fn setting(pool: &mut Pool, key: &str, value: &Value) -> Result<(), String> {
     let mut line = |toml: String, from: &str| pool.lines.push((toml, from.to_string()));
     match key {
-        "listen" => {
-            let listen = string(value)?.trim();
-            if listen.starts_with('/') {
-                // twemproxy: "/path" or "/path mode", the mode in octal.
-                let (path, mode) = match listen.rsplit_once(' ') {
-                    Some((path, mode)) => {
-                        let mode = u32::from_str_radix(mode, 8)
-                            .ok()
-                            .filter(|m| *m <= 0o777)
-                            .ok_or_else(|| format!("{mode:?} is not an octal file mode"))?;
-                        (path.trim_end(), Some(mode))
-                    }
-                    None => (listen, None),
-                };
-                crate::config::validate::parse_listen_address(&format!("unix:{path}"))?;
-                pool.listen = Some(Listen::Unix(path.to_string(), mode));
-            } else {
-                parse_address(listen, true)?;
-                pool.listen = Some(Listen::Tcp(listen.to_string()));
-            }
-        }
+        "listen" => pool.listen = Some(listen(string(value)?.trim())?),
         "client_connections" => {
             let n = number(value, 0)?;
             if n > 0 {
@@ -255,19 +235,7 @@ fn setting(pool: &mut Pool, key: &str, value: &Value) -> Result<(), String> {
             "server_retry_timeout, in ms",
         ),
         "auto_eject_hosts" => line(format!("eject = {}", boolean(value)?), key),
-        "servers" => {
-            let list = value
-                .as_sequence()
-                .ok_or("must be a list of \"host:port:weight [name]\"")?;
-            for server in list {
-                let server = string(server)?;
-                if server.starts_with('/') {
-                    return Err(format!("{server:?}: unix socket servers are not supported"));
-                }
-                parse_server_entry(server)?;
-                pool.servers.push(server.trim().to_string());
-            }
-        }
+        "servers" => pool.servers = servers(value)?,
         "redis" if boolean(value)? => {
             return Err("redis pools are not supported: memroute speaks memcached only".into());
         }
@@ -289,12 +257,68 @@ fn setting(pool: &mut Pool, key: &str, value: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// twemproxy's `listen`: `host:port`, or a Unix socket `/path [mode]` with the mode in octal.
+fn listen(listen: &str) -> Result<Listen, String> {
+    if !listen.starts_with('/') {
+        parse_address(listen, true)?;
+        return Ok(Listen::Tcp(listen.to_string()));
+    }
+    let (path, mode) = match listen.rsplit_once(' ') {
+        Some((path, mode)) => {
+            let mode = u32::from_str_radix(mode, 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| format!("{mode:?} is not an octal file mode"))?;
+            (path.trim_end(), Some(mode))
+        }
+        None => (listen, None),
+    };
+    crate::config::validate::parse_listen_address(&format!("unix:{path}"))?;
+    Ok(Listen::Unix(path.to_string(), mode))
+}
+
+/// twemproxy's `servers`: a list of `"host:port:weight [name]"`, kept as written.
+fn servers(value: &Value) -> Result<Vec<String>, String> {
+    let list = value
+        .as_sequence()
+        .ok_or("must be a list of \"host:port:weight [name]\"")?;
+    let mut servers = Vec::with_capacity(list.len());
+    for server in list {
+        let server = string(server)?;
+        if server.starts_with('/') {
+            return Err(format!("{server:?}: unix socket servers are not supported"));
+        }
+        parse_server_entry(server)?;
+        servers.push(server.trim().to_string());
+    }
+    Ok(servers)
+}
+
+/// The TOML for `pools`: a header, the listeners, the pools, one route. (Writing to a
+/// `String` cannot fail: the `writeln!` results are ignored.)
 fn render(pools: &[(&str, Pool)], others: &[&str]) -> String {
     let mut out = String::new();
-    // Writing to a String cannot fail.
-    let w = &mut out;
-    let names: Vec<&str> = pools.iter().map(|(n, _)| *n).collect();
-    let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    render_header(&mut out, pools, others);
+    let route_pool = render_listeners(&mut out, pools);
+    // twemproxy's stats port is a command-line flag, so there is nothing to import; offer ours.
+    let _ = writeln!(
+        out,
+        "\n# Prometheus metrics (twemproxy's stats port was a command-line flag):"
+    );
+    let _ = writeln!(out, "# [admin]\n# address = \"127.0.0.1:9100\"");
+    for (name, pool) in pools {
+        render_pool(&mut out, name, pool);
+    }
+    let _ = writeln!(
+        out,
+        "\n[[routes]]\nprefix = \"\"\ntiers = [{}]",
+        quote(&route_pool)
+    );
+    out
+}
+
+fn render_header(w: &mut String, pools: &[(&str, Pool)], others: &[&str]) {
+    let names: Vec<String> = pools.iter().map(|(n, _)| format!("`{n}`")).collect();
     let _ = writeln!(
         w,
         "# Imported from twemproxy pool{} {} by `memroute import-nutcracker`.",
@@ -319,6 +343,11 @@ fn render(pools: &[(&str, Pool)], others: &[&str]) -> String {
             others.join(", ")
         );
     }
+}
+
+/// `[listen]` for the first TCP pool, a `[[listeners]]` entry for every other pool; returns
+/// the pool the `[[routes]]` send keys to.
+fn render_listeners(w: &mut String, pools: &[(&str, Pool)]) -> String {
     // The first TCP pool is `[listen]`, reached through the `[[routes]]`; with only Unix
     // sockets there is no `[listen] address`, and the routes still need a pool.
     let first_tcp = pools
@@ -345,84 +374,71 @@ fn render(pools: &[(&str, Pool)], others: &[&str]) -> String {
                 format!("address = {}", quote(address))
             );
         }
-        if let Some(n) = pool.max_connections {
-            let _ = writeln!(
-                w,
-                "{:<34} # client_connections",
-                format!("max_connections = {n}")
-            );
-        }
+        render_max_connections(w, pool);
     }
     let first_tcp = first_tcp.map(|(i, ..)| i);
     for (i, (name, pool)) in pools.iter().enumerate() {
-        if Some(i) == first_tcp {
-            continue;
-        }
-        let _ = writeln!(w, "\n[[listeners]]");
-        match &pool.listen {
-            Some(Listen::Tcp(address)) => {
-                let _ = writeln!(w, "address = {}", quote(address));
-            }
-            Some(Listen::Unix(path, mode)) => {
-                let _ = writeln!(w, "address = {}", quote(&format!("unix:{path}")));
-                match mode {
-                    Some(m) => {
-                        let _ = writeln!(w, "mode = 0o{m:o}");
-                    }
-                    None => {
-                        let _ = writeln!(
-                            w,
-                            "# no mode in twemproxy (its umask decides); memroute's default is 0o700"
-                        );
-                    }
-                }
-            }
-            None => {}
-        }
-        if let Some(n) = pool.max_connections {
-            let _ = writeln!(
-                w,
-                "{:<34} # client_connections",
-                format!("max_connections = {n}")
-            );
-        }
-        let _ = writeln!(w, "pool = {}", quote(&pool_name(name)));
-    }
-    // twemproxy's stats port is a command-line flag, so there is nothing to import; offer ours.
-    let _ = writeln!(
-        w,
-        "\n# Prometheus metrics (twemproxy's stats port was a command-line flag):"
-    );
-    let _ = writeln!(w, "# [admin]\n# address = \"127.0.0.1:9100\"");
-    for (name, pool) in pools {
-        // twemproxy takes any YAML key as a pool name; ours label metrics, so they are
-        // restricted. The name plays no part in placement (the ring uses server names).
-        let pool_name = pool_name(name);
-        if pool_name != *name {
-            let _ = writeln!(
-                w,
-                "\n# twemproxy pool `{name}` is `{pool_name}` here: memroute pool names use letters, \
-                 digits, `_`, `-` and `.`."
-            );
-        }
-        let _ = writeln!(w, "\n[pools.{}]\nservers = [", key(&pool_name));
-        for server in &pool.servers {
-            let _ = writeln!(w, "  {},", quote(server));
-        }
-        let _ = writeln!(w, "]");
-        for (line, from) in &pool.lines {
-            let _ = writeln!(w, "{line:<34} # {from}");
-        }
-        for note in &pool.ignored {
-            let _ = writeln!(w, "# {note}");
+        if Some(i) != first_tcp {
+            render_listener(w, name, pool);
         }
     }
-    let _ = writeln!(
-        w,
-        "\n[[routes]]\nprefix = \"\"\ntiers = [{}]",
-        quote(&route_pool)
-    );
-    out
+    route_pool
+}
+
+fn render_listener(w: &mut String, name: &str, pool: &Pool) {
+    let _ = writeln!(w, "\n[[listeners]]");
+    match &pool.listen {
+        Some(Listen::Tcp(address)) => {
+            let _ = writeln!(w, "address = {}", quote(address));
+        }
+        Some(Listen::Unix(path, mode)) => {
+            let _ = writeln!(w, "address = {}", quote(&format!("unix:{path}")));
+            let _ = match mode {
+                Some(m) => writeln!(w, "mode = 0o{m:o}"),
+                None => writeln!(
+                    w,
+                    "# no mode in twemproxy (its umask decides); memroute's default is 0o700"
+                ),
+            };
+        }
+        None => {}
+    }
+    render_max_connections(w, pool);
+    let _ = writeln!(w, "pool = {}", quote(&pool_name(name)));
+}
+
+fn render_max_connections(w: &mut String, pool: &Pool) {
+    if let Some(n) = pool.max_connections {
+        let _ = writeln!(
+            w,
+            "{:<34} # client_connections",
+            format!("max_connections = {n}")
+        );
+    }
+}
+
+fn render_pool(w: &mut String, name: &str, pool: &Pool) {
+    // twemproxy takes any YAML key as a pool name; ours label metrics, so they are
+    // restricted. The name plays no part in placement (the ring uses server names).
+    let pool_name = pool_name(name);
+    if pool_name != name {
+        let _ = writeln!(
+            w,
+            "\n# twemproxy pool `{name}` is `{pool_name}` here: memroute pool names use letters, \
+             digits, `_`, `-` and `.`."
+        );
+    }
+    let _ = writeln!(w, "\n[pools.{}]\nservers = [", key(&pool_name));
+    for server in &pool.servers {
+        let _ = writeln!(w, "  {},", quote(server));
+    }
+    let _ = writeln!(w, "]");
+    for (line, from) in &pool.lines {
+        let _ = writeln!(w, "{line:<34} # {from}");
+    }
+    for note in &pool.ignored {
+        let _ = writeln!(w, "# {note}");
+    }
 }
 
 /// `name` with every character a memroute pool name cannot have replaced by `_`.

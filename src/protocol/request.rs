@@ -67,8 +67,8 @@ pub enum Request {
     },
     /// `mn`: answered `MN` by the proxy, after every earlier reply of the client.
     MetaNoop,
-    /// A request the proxy answers with a fixed reply (e.g. `gat 10` with no key: `END`).
-    Fixed(&'static [u8]),
+    /// A request the proxy answers itself with a fixed reply (`gat 10` with no key: `END`).
+    Answered(&'static [u8]),
 }
 
 /// A request that cannot be served, with memcached's answer.
@@ -222,106 +222,122 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request>, Inv
 
 /// Everything but the storage commands: the request is the line alone.
 fn parse_line(line: &Bytes, t: &Tokens) -> Result<Option<Request>, Invalid> {
+    let request = match t.get(line, 0) {
+        b"get" | b"gets" | b"gat" | b"gats" | b"bget" => parse_retrieval(line, t)?,
+        b"incr" | b"decr" => parse_arith(line, t)?,
+        b"delete" => parse_delete(line, t)?,
+        b"touch" => parse_touch(line, t)?,
+        _ => parse_local(line, t)?,
+    };
+    Ok(Some(request))
+}
+
+/// `get`/`gets`/`gat`/`gats <exptime>` (and `bget`) with their keys.
+fn parse_retrieval(line: &Bytes, t: &Tokens) -> Result<Request, Invalid> {
+    if t.ntokens() < 3 {
+        return Err(Invalid::reply(reply::ERROR));
+    }
+    let kind = match t.get(line, 0) {
+        b"gets" => Retrieval::Gets,
+        b"gat" => Retrieval::Gat,
+        b"gats" => Retrieval::Gats,
+        _ => Retrieval::Get,
+    };
+    let touch = matches!(kind, Retrieval::Gat | Retrieval::Gats);
+    let exptime = if touch {
+        parse_i32(t.get(line, 1)).ok_or(Invalid::reply(reply::BAD_EXPTIME))?
+    } else {
+        0
+    };
+    // Keys are every token after the command (and exptime), beyond memcached's 24-token
+    // window too: it re-tokenizes the rest of a long multi-get.
+    let first = if touch { 2 } else { 1 };
+    let mut keys = Vec::with_capacity(t.count.saturating_sub(first).max(1));
+    for range in t.all_from(line, first) {
+        if range.len() > KEY_MAX_LENGTH {
+            return Err(Invalid::reply(reply::BAD_FORMAT));
+        }
+        keys.push(line.slice(range));
+    }
+    if keys.is_empty() {
+        return Ok(Request::Answered(reply::END));
+    }
+    let op = Command::Retrieve {
+        kind,
+        exptime,
+        keys,
+    };
+    Ok(Request::Op { op, noreply: false })
+}
+
+/// The key of a single-key command (`tok(1)`), or memcached's error for a long one.
+fn single_key(line: &Bytes, t: &Tokens, noreply: bool) -> Result<Bytes, Invalid> {
+    if t.get(line, 1).len() > KEY_MAX_LENGTH {
+        return Err(Invalid::reply(reply::BAD_FORMAT).noreply(noreply));
+    }
+    Ok(t.slice(line, 1))
+}
+
+/// `incr|decr <key> <delta> [noreply]`
+fn parse_arith(line: &Bytes, t: &Tokens) -> Result<Request, Invalid> {
+    let ntokens = t.ntokens();
+    if ntokens != 4 && ntokens != 5 {
+        return Err(Invalid::reply(reply::ERROR));
+    }
+    let noreply = t.get(line, t.last()) == b"noreply";
+    let key = single_key(line, t, noreply)?;
+    let delta =
+        parse_u64(t.get(line, 2)).ok_or(Invalid::reply(reply::BAD_DELTA).noreply(noreply))?;
+    let op = Command::Keyed(Keyed::Arith {
+        incr: t.get(line, 0) == b"incr",
+        key,
+        delta,
+    });
+    Ok(Request::Op { op, noreply })
+}
+
+/// `delete <key> [0] [noreply]`: memcached still accepts a zero hold time.
+fn parse_delete(line: &Bytes, t: &Tokens) -> Result<Request, Invalid> {
+    let ntokens = t.ntokens();
+    if !(3..=5).contains(&ntokens) {
+        return Err(Invalid::reply(reply::ERROR));
+    }
+    let mut noreply = false;
+    if ntokens > 3 {
+        let hold_is_zero = t.get(line, 2) == b"0";
+        noreply = t.get(line, t.last()) == b"noreply";
+        let valid = (ntokens == 4 && (hold_is_zero || noreply))
+            || (ntokens == 5 && hold_is_zero && noreply);
+        if !valid {
+            return Err(Invalid::reply(reply::BAD_DELETE).noreply(noreply));
+        }
+    }
+    let key = single_key(line, t, noreply)?;
+    let op = Command::Keyed(Keyed::Delete { key });
+    Ok(Request::Op { op, noreply })
+}
+
+/// `touch <key> <exptime> [noreply]`
+fn parse_touch(line: &Bytes, t: &Tokens) -> Result<Request, Invalid> {
+    let ntokens = t.ntokens();
+    if ntokens != 4 && ntokens != 5 {
+        return Err(Invalid::reply(reply::ERROR));
+    }
+    let noreply = t.get(line, t.last()) == b"noreply";
+    let key = single_key(line, t, noreply)?;
+    let exptime =
+        parse_i32(t.get(line, 2)).ok_or(Invalid::reply(reply::BAD_EXPTIME).noreply(noreply))?;
+    let op = Command::Keyed(Keyed::Touch { key, exptime });
+    Ok(Request::Op { op, noreply })
+}
+
+/// The commands memroute answers itself (or fans out): `version`, `quit`, `verbosity`,
+/// `stats`, `cache_memlimit`, `flush_all`; anything else is `ERROR`.
+fn parse_local(line: &Bytes, t: &Tokens) -> Result<Request, Invalid> {
     let tok = |i: usize| t.get(line, i);
     let ntokens = t.ntokens();
     let noreply = tok(t.last()) == b"noreply";
-    let key_ok = |k: &[u8]| k.len() <= KEY_MAX_LENGTH;
     let request = match tok(0) {
-        b"get" | b"gets" | b"gat" | b"gats" | b"bget" => {
-            if ntokens < 3 {
-                return Err(Invalid::reply(reply::ERROR));
-            }
-            let kind = match tok(0) {
-                b"gets" => Retrieval::Gets,
-                b"gat" => Retrieval::Gat,
-                b"gats" => Retrieval::Gats,
-                _ => Retrieval::Get,
-            };
-            let touch = matches!(kind, Retrieval::Gat | Retrieval::Gats);
-            let exptime = if touch {
-                parse_i32(tok(1)).ok_or(Invalid::reply(reply::BAD_EXPTIME))?
-            } else {
-                0
-            };
-            // Keys are every token after the command (and exptime), beyond memcached's
-            // 24-token window too: it re-tokenizes the rest of a long multi-get.
-            let first = if touch { 2 } else { 1 };
-            let mut keys = Vec::with_capacity(t.count.saturating_sub(first).max(1));
-            for range in t.all_from(line, first) {
-                if range.len() > KEY_MAX_LENGTH {
-                    return Err(Invalid::reply(reply::BAD_FORMAT));
-                }
-                keys.push(line.slice(range));
-            }
-            if keys.is_empty() {
-                return Ok(Some(Request::Fixed(reply::END)));
-            }
-            Request::Op {
-                op: Command::Retrieve {
-                    kind,
-                    exptime,
-                    keys,
-                },
-                noreply: false,
-            }
-        }
-        b"incr" | b"decr" => {
-            if ntokens != 4 && ntokens != 5 {
-                return Err(Invalid::reply(reply::ERROR));
-            }
-            if !key_ok(tok(1)) {
-                return Err(Invalid::reply(reply::BAD_FORMAT).noreply(noreply));
-            }
-            let delta =
-                parse_u64(tok(2)).ok_or(Invalid::reply(reply::BAD_DELTA).noreply(noreply))?;
-            let op = Command::Keyed(Keyed::Arith {
-                incr: tok(0) == b"incr",
-                key: t.slice(line, 1),
-                delta,
-            });
-            Request::Op { op, noreply }
-        }
-        b"delete" => {
-            if !(3..=5).contains(&ntokens) {
-                return Err(Invalid::reply(reply::ERROR));
-            }
-            let mut noreply = false;
-            if ntokens > 3 {
-                let hold_is_zero = tok(2) == b"0";
-                noreply = tok(t.last()) == b"noreply";
-                let valid = (ntokens == 4 && (hold_is_zero || noreply))
-                    || (ntokens == 5 && hold_is_zero && noreply);
-                if !valid {
-                    return Err(Invalid::reply(reply::BAD_DELETE).noreply(noreply));
-                }
-            }
-            if !key_ok(tok(1)) {
-                return Err(Invalid::reply(reply::BAD_FORMAT).noreply(noreply));
-            }
-            Request::Op {
-                op: Command::Keyed(Keyed::Delete {
-                    key: t.slice(line, 1),
-                }),
-                noreply,
-            }
-        }
-        b"touch" => {
-            if ntokens != 4 && ntokens != 5 {
-                return Err(Invalid::reply(reply::ERROR));
-            }
-            if !key_ok(tok(1)) {
-                return Err(Invalid::reply(reply::BAD_FORMAT).noreply(noreply));
-            }
-            let exptime =
-                parse_i32(tok(2)).ok_or(Invalid::reply(reply::BAD_EXPTIME).noreply(noreply))?;
-            Request::Op {
-                op: Command::Keyed(Keyed::Touch {
-                    key: t.slice(line, 1),
-                    exptime,
-                }),
-                noreply,
-            }
-        }
         // memcached 1.6 ignores extra tokens here; memcached before 1.6 answered ERROR. memroute
         // reports its own version (0.x), and clients such as libmemcached's memcapable pick
         // the pre-1.6 rules from it, so extra tokens get ERROR, consistent with that version.
@@ -369,19 +385,17 @@ fn parse_line(line: &Bytes, t: &Tokens) -> Result<Option<Request>, Invalid> {
             };
             Request::FlushAll { delay, noreply }
         }
-        _ => {
-            // memcached drops a connection that speaks HTTP to it.
-            if tok(t.last()).starts_with(b"HTTP/") {
-                return Err(Invalid {
-                    close: true,
-                    reply: b"",
-                    ..Invalid::reply(reply::ERROR)
-                });
-            }
-            return Err(Invalid::reply(reply::ERROR));
+        // memcached drops a connection that speaks HTTP to it.
+        _ if tok(t.last()).starts_with(b"HTTP/") => {
+            return Err(Invalid {
+                close: true,
+                reply: b"",
+                ..Invalid::reply(reply::ERROR)
+            });
         }
+        _ => return Err(Invalid::reply(reply::ERROR)),
     };
-    Ok(Some(request))
+    Ok(request)
 }
 
 /// `set`/`add`/`replace`/`append`/`prepend`/`cas`: the line, then `<bytes>` of data and `\r\n`.

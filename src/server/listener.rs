@@ -32,7 +32,7 @@ use super::session;
 use super::stream::ClientStream;
 use crate::config::{ListenAddress, ListenerConfig};
 use crate::protocol::reply::TOO_MANY_CONNECTIONS;
-use crate::runtime::Shared;
+use crate::state::Shared;
 
 /// A bound listening socket.
 pub enum Socket {

@@ -15,7 +15,7 @@ use crate::metrics::{Cmd, Metrics};
 use crate::protocol::command::Op;
 use crate::protocol::reply::{self, Reply};
 use crate::route::{ReplyFuture, ready, to_reply};
-use crate::runtime::Snapshot;
+use crate::state::Snapshot;
 
 pub use stats::stats;
 

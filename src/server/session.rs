@@ -39,7 +39,7 @@ use crate::protocol::command::Command;
 use crate::protocol::reply::{self, Reply};
 use crate::protocol::request::{Decoder, Invalid, Limits, Request};
 use crate::route::{self, ReplyFuture, Router, ready};
-use crate::runtime::{Shared, Snapshot};
+use crate::state::{Shared, Snapshot};
 
 /// Bookkeeping carried with each outstanding request.
 struct Meta {
@@ -357,7 +357,7 @@ fn dispatch(
             ready(Reply::Static(reply::META_NOOP)),
             meta(Cmd::MetaNoop, false),
         ),
-        Request::Fixed(line) => (ready(Reply::Static(line)), meta(Cmd::Get, false)),
+        Request::Answered(line) => (ready(Reply::Static(line)), meta(Cmd::Get, false)),
     };
     shared.metrics.client.cmd(meta.cmd).requests.inc();
     Tagged {

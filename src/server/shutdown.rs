@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::runtime::Shared;
+use crate::state::Shared;
 
 /// SIGTERM and SIGINT listeners.
 pub struct Signals {

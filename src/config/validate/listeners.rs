@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use super::Ctx;
 use super::address::parse_address;
 use super::fields::{Fields, array};
-use super::pools::suggest_pool;
-use crate::config::raw::{Entry, Span, Value};
+use super::pools::known_pool;
+use crate::config::raw::{Entry, Node, Span, Value};
 use crate::config::{DEFAULT_UNIX_MODE, ListenAddress, ListenerConfig, PoolConfig};
 use crate::tls::ListenTls;
 
@@ -25,7 +25,6 @@ pub(super) fn listeners(
     defaults: (usize, Option<&ListenTls>),
     pools: &BTreeMap<String, PoolConfig>,
 ) -> Vec<ListenerConfig> {
-    let (default_max, default_tls) = defaults;
     let Some(entry) = entry else {
         return Vec::new();
     };
@@ -38,99 +37,124 @@ pub(super) fn listeners(
     }
     let mut out = Vec::new();
     for node in list {
-        let Value::Table(t) = &node.value else {
+        let Some((listener, span)) = listener(ctx, node, defaults, pools) else {
+            continue;
+        };
+        if let Some(line) = seen.get(&listener.address) {
             ctx.error(
-                &node.span,
+                span,
                 format!(
-                    "each [[listeners]] entry must be a table, found {}",
-                    node.value.type_name()
+                    "listener address `{}` is already used at line {line}",
+                    listener.address
                 ),
             );
             continue;
-        };
-        let f = Fields::new(
-            ctx,
-            t,
-            "[[listeners]]",
-            LISTENER_KEYS,
-            &[("listen", "address")],
-        );
-        let Some((text, address_node)) = f.string(ctx, "address") else {
-            if f.entry("address").is_none() {
-                ctx.error(&node.span, "[[listeners]] entry without `address`");
-            }
-            continue;
-        };
-        let address = match parse_listen_address(text) {
-            Ok(a) => a,
-            Err(e) => {
-                ctx.error(&address_node.span, format!("`address`: {e}"));
-                continue;
-            }
-        };
-        let mode = match (f.entry("mode"), &address) {
-            (None, _) => DEFAULT_UNIX_MODE,
-            (Some(e), ListenAddress::Tcp(_)) => {
-                ctx.error(
-                    &e.key_span,
-                    "`mode` is for Unix socket listeners (address = \"unix:/path\")",
-                );
-                DEFAULT_UNIX_MODE
-            }
-            (Some(_), ListenAddress::Unix(_)) => f
-                .integer(ctx, "mode", 0, 0o777)
-                .map_or(DEFAULT_UNIX_MODE, |m| m as u32),
-        };
-        let max_connections = f
-            .integer(ctx, "max_connections", 1, u32::MAX.into())
-            .map_or(default_max, |n| n as usize);
-        let pool = f.string(ctx, "pool").and_then(|(name, pool_node)| {
-            if pools.contains_key(name) {
-                return Some(name.to_string());
-            }
-            let hint = suggest_pool(name, pools)
-                .map(|p| format!("; did you mean `{p}`?"))
-                .unwrap_or_default();
-            ctx.error(&pool_node.span, format!("no pool named `{name}`{hint}"));
-            None
-        });
-        // TLS: the entry's own table, `false` for plain, else [listen]'s; TCP only.
-        let tls = match (f.entry("tls"), &address) {
-            (None, ListenAddress::Tcp(_)) => default_tls.cloned(),
-            (None, ListenAddress::Unix(_)) => None,
-            (Some(e), ListenAddress::Unix(_)) => {
-                ctx.error(&e.key_span, "`tls` is for TCP listeners, not Unix sockets");
-                None
-            }
-            (Some(e), ListenAddress::Tcp(_)) => match &e.node.value {
-                Value::Boolean(false) => None,
-                Value::Boolean(true) => {
-                    ctx.error(
-                        &e.node.span,
-                        "`tls = true`: give the table { cert = \"...\", key = \"...\" }, or false for plain",
-                    );
-                    None
-                }
-                _ => super::tls::listener(ctx, Some(e), "[[listeners]] tls"),
-            },
-        };
-        if let Some(line) = seen.get(&address) {
-            ctx.error(
-                &address_node.span,
-                format!("listener address `{address}` is already used at line {line}"),
-            );
-            continue;
         }
-        seen.insert(address.clone(), ctx.line(&address_node.span));
-        out.push(ListenerConfig {
-            address,
-            mode,
-            max_connections,
-            pool,
-            tls,
-        });
+        seen.insert(listener.address.clone(), ctx.line(span));
+        out.push(listener);
     }
     out
+}
+
+/// One `[[listeners]]` entry, with the span of its address.
+fn listener<'a>(
+    ctx: &mut Ctx<'_>,
+    node: &'a Node,
+    (default_max, default_tls): (usize, Option<&ListenTls>),
+    pools: &BTreeMap<String, PoolConfig>,
+) -> Option<(ListenerConfig, &'a Span)> {
+    let Value::Table(t) = &node.value else {
+        ctx.error(
+            &node.span,
+            format!(
+                "each [[listeners]] entry must be a table, found {}",
+                node.value.type_name()
+            ),
+        );
+        return None;
+    };
+    let f = Fields::new(
+        ctx,
+        t,
+        "[[listeners]]",
+        LISTENER_KEYS,
+        &[("listen", "address")],
+    );
+    let Some((text, address_node)) = f.string(ctx, "address") else {
+        if f.entry("address").is_none() {
+            ctx.error(&node.span, "[[listeners]] entry without `address`");
+        }
+        return None;
+    };
+    let address = match parse_listen_address(text) {
+        Ok(a) => a,
+        Err(e) => {
+            ctx.error(&address_node.span, format!("`address`: {e}"));
+            return None;
+        }
+    };
+    let mode = mode(ctx, &f, &address);
+    let max_connections = f
+        .integer(ctx, "max_connections", 1, u32::MAX.into())
+        .map_or(default_max, |n| n as usize);
+    let pool = f
+        .string(ctx, "pool")
+        .filter(|(name, pool_node)| known_pool(ctx, name, &pool_node.span, pools))
+        .map(|(name, _)| name.to_string());
+    let tls = tls(ctx, f.entry("tls"), &address, default_tls);
+    let listener = ListenerConfig {
+        address,
+        mode,
+        max_connections,
+        pool,
+        tls,
+    };
+    Some((listener, &address_node.span))
+}
+
+/// `mode`: the file mode of a Unix socket listener.
+fn mode(ctx: &mut Ctx<'_>, f: &Fields<'_>, address: &ListenAddress) -> u32 {
+    match (f.entry("mode"), address) {
+        (None, _) => DEFAULT_UNIX_MODE,
+        (Some(e), ListenAddress::Tcp(_)) => {
+            ctx.error(
+                &e.key_span,
+                "`mode` is for Unix socket listeners (address = \"unix:/path\")",
+            );
+            DEFAULT_UNIX_MODE
+        }
+        (Some(_), ListenAddress::Unix(_)) => f
+            .integer(ctx, "mode", 0, 0o777)
+            .map_or(DEFAULT_UNIX_MODE, |m| m as u32),
+    }
+}
+
+/// TLS of a listener: the entry's own table, `false` for plain, else `[listen]`'s; TCP only.
+fn tls(
+    ctx: &mut Ctx<'_>,
+    entry: Option<&Entry>,
+    address: &ListenAddress,
+    default: Option<&ListenTls>,
+) -> Option<ListenTls> {
+    match (entry, address) {
+        (None, ListenAddress::Tcp(_)) => default.cloned(),
+        (None, ListenAddress::Unix(_)) => None,
+        (Some(e), ListenAddress::Unix(_)) => {
+            ctx.error(&e.key_span, "`tls` is for TCP listeners, not Unix sockets");
+            None
+        }
+        (Some(e), ListenAddress::Tcp(_)) => match &e.node.value {
+            Value::Boolean(false) => None,
+            Value::Boolean(true) => {
+                ctx.error(
+                    &e.node.span,
+                    "`tls = true`: give the table { cert = \"...\", key = \"...\" }, or false for plain",
+                );
+                None
+            }
+            _ => super::tls::listener(ctx, Some(e), "[[listeners]] tls"),
+        },
+    }
 }
 
 /// `unix:/absolute/path` or a `host:port` to bind.

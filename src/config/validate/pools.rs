@@ -240,11 +240,22 @@ fn server_table(ctx: &mut Ctx<'_>, node: &Node, t: &Table) -> Option<ServerConfi
     Some(server(host, port, weight, name))
 }
 
-/// The pool name closest to a misspelt `name`, for "no such pool" hints.
-pub(super) fn suggest_pool<'a>(
+/// True when `name` is a pool of `pools`; else reports "no pool named …" at `span`, with the
+/// closest name or the list of pools.
+pub(super) fn known_pool(
+    ctx: &mut Ctx<'_>,
     name: &str,
-    pools: &'a BTreeMap<String, PoolConfig>,
-) -> Option<&'a str> {
+    span: &Span,
+    pools: &BTreeMap<String, PoolConfig>,
+) -> bool {
+    if pools.contains_key(name) {
+        return true;
+    }
     let names: Vec<&str> = pools.keys().map(String::as_str).collect();
-    suggest(name, &names)
+    let msg = match suggest(name, &names) {
+        Some(s) => format!("no pool named `{name}`; did you mean `{s}`?"),
+        None => format!("no pool named `{name}` (pools: {})", names.join(", ")),
+    };
+    ctx.error(span, msg);
+    false
 }

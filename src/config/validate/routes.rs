@@ -5,13 +5,12 @@ use std::time::Duration;
 
 use super::Ctx;
 use super::fields::{Fields, array, string};
-use super::pools::suggest_pool;
+use super::pools::known_pool;
 use crate::config::raw::{Entry, Node, Span, Table, Value};
 use crate::config::{LowerOnWrite, PoolConfig, RouteConfig};
+use crate::protocol::KEY_MAX_LENGTH;
 
 pub(super) const ROUTE_KEYS: &[&str] = &["prefix", "tiers", "warm", "warm_ttl", "lower_on_write"];
-/// memcached's longest key: a longer prefix could never match.
-const MAX_KEY_LEN: usize = 250;
 
 /// All routes. Without `[[routes]]`, a single pool gets the implied default route.
 pub(super) fn routes(
@@ -97,7 +96,8 @@ fn route(
     let f = Fields::new(ctx, t, "[[routes]]", ROUTE_KEYS, &[]);
     let prefix = match f.string(ctx, "prefix") {
         Some((p, node)) => {
-            if p.len() > MAX_KEY_LEN || p.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            if p.len() > KEY_MAX_LENGTH || p.contains(|c: char| c.is_whitespace() || c.is_control())
+            {
                 let msg = "route `prefix` can never match: keys are at most 250 bytes without spaces or control characters";
                 ctx.error(&node.span, msg);
             }
@@ -165,14 +165,7 @@ fn tiers(
         if tiers.iter().any(|t| t == name) {
             ctx.error(&node.span, format!("pool `{name}` is twice in `tiers`"));
         } else if !pools.contains_key(name) {
-            let msg = match suggest_pool(name, pools) {
-                Some(s) => format!("no pool named `{name}`; did you mean `{s}`?"),
-                None => {
-                    let names: Vec<&str> = pools.keys().map(String::as_str).collect();
-                    format!("no pool named `{name}` (pools: {})", names.join(", "))
-                }
-            };
-            ctx.error(&node.span, msg);
+            known_pool(ctx, name, &node.span, pools);
         }
         tiers.push(name.to_string());
     }

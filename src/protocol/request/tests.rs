@@ -135,7 +135,7 @@ fn multiget_beyond_24_tokens_keeps_every_key() {
 
 #[test]
 fn gat_without_keys_is_end() {
-    assert_eq!(one(b"gat 10\r\n").unwrap(), Request::Fixed(reply::END));
+    assert_eq!(one(b"gat 10\r\n").unwrap(), Request::Answered(reply::END));
 }
 
 #[test]

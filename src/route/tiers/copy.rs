@@ -10,12 +10,9 @@ use bytes::Bytes;
 use super::call;
 use crate::protocol::backend::Response;
 use crate::protocol::command::{Keyed, Op, Retrieval, Storage};
+use crate::protocol::exptime::{for_remaining_ttl, unix_now};
 use crate::protocol::reply;
 use crate::route::Route;
-use crate::runtime::unix_now;
-
-/// memcached reads an exptime above 30 days as an absolute Unix time.
-const RELATIVE_TTL_MAX: i64 = 30 * 24 * 3600;
 
 /// How a copy went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,17 +29,6 @@ pub enum Copy {
     Failed,
 }
 
-/// The `add` exptime for an item with `ttl` seconds left (`-1`: never expires); `None` when the
-/// item is about to expire and is not worth copying.
-pub fn exptime_for(ttl: i64, now: i64) -> Option<i32> {
-    match ttl {
-        -1 => Some(0),
-        t if t <= 0 => None,
-        t if t > RELATIVE_TTL_MAX => i32::try_from(now + t).ok(),
-        t => Some(t as i32),
-    }
-}
-
 /// Copies `key` from tier `from` into tier 0.
 pub async fn copy_up(route: &Route, lane: usize, key: &Bytes, from: usize) -> Copy {
     // From the read below to the `add`: a delete of this key must not run in between.
@@ -50,7 +36,7 @@ pub async fn copy_up(route: &Route, lane: usize, key: &Bytes, from: usize) -> Co
     let lower = &route.tiers[from];
     let (flags, exptime, data) = match call(lower, lane, Keyed::CopyRead { key: key.clone() }).await
     {
-        Ok(Response::Meta { flags, ttl, data }) => match exptime_for(ttl, unix_now()) {
+        Ok(Response::Meta { flags, ttl, data }) => match for_remaining_ttl(ttl, unix_now()) {
             Some(exptime) => (flags, exptime, data),
             None => return Copy::Missing,
         },
@@ -113,7 +99,7 @@ async fn get_with_warm_ttl(
         route.metrics.tiers.copies_failed.inc();
         return None;
     };
-    let exptime = exptime_for(ttl.as_secs() as i64, unix_now())?;
+    let exptime = for_remaining_ttl(ttl.as_secs() as i64, unix_now())?;
     Some((value.flags, exptime, value.data))
 }
 
@@ -131,24 +117,4 @@ pub async fn find_and_copy(route: &Route, lane: usize, key: &Bytes) -> Copy {
         }
     }
     Copy::Missing
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remaining_ttl_becomes_add_exptime() {
-        assert_eq!(exptime_for(-1, 1_000), Some(0));
-        assert_eq!(exptime_for(0, 1_000), None);
-        assert_eq!(exptime_for(100, 1_000), Some(100));
-        assert_eq!(
-            exptime_for(RELATIVE_TTL_MAX, 1_000),
-            Some(RELATIVE_TTL_MAX as i32)
-        );
-        assert_eq!(
-            exptime_for(RELATIVE_TTL_MAX + 1, 1_000),
-            Some((1_000 + RELATIVE_TTL_MAX + 1) as i32)
-        );
-    }
 }

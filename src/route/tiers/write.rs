@@ -26,8 +26,7 @@ use crate::protocol::reply::{self, Reply};
 use crate::route::Route;
 use crate::route::{ReplyFuture, to_reply};
 
-use super::copy::exptime_for;
-use crate::runtime::unix_now;
+use crate::protocol::exptime::{for_remaining_ttl, unix_now};
 
 /// A single-key op on a tiered route.
 pub fn dispatch(route: Arc<Route>, lane: usize, op: Keyed) -> ReplyFuture {
@@ -152,7 +151,7 @@ pub(super) async fn lower_on_write(route: &Route, lane: usize, key: &Bytes, op: 
                 }) => Some((*flags, *exptime, data.clone())),
                 _ => match call(route.owner(), lane, Keyed::CopyRead { key: key.clone() }).await {
                     Ok(Response::Meta { flags, ttl, data }) => {
-                        exptime_for(ttl, unix_now()).map(|exptime| (flags, exptime, data))
+                        for_remaining_ttl(ttl, unix_now()).map(|exptime| (flags, exptime, data))
                     }
                     _ => None,
                 },

@@ -22,9 +22,10 @@ use std::sync::Mutex;
 use bytes::Bytes;
 
 use crate::metrics::{Cmd, Metrics};
+use crate::protocol::exptime::unix_now;
 use crate::protocol::number::parse_u32;
 use crate::protocol::reply::{self, Reply};
-use crate::runtime::{Shared, unix_now};
+use crate::state::Shared;
 
 /// memcached's `MAX_NUMBER_OF_SLAB_CLASSES`: `stats cachedump` refuses a class id at or above it.
 const SLAB_CLASSES: u32 = 64;

@@ -16,8 +16,10 @@ use arc_swap::ArcSwap;
 
 use crate::backend::server::ServerKey;
 use crate::backend::{Pool, Server};
+use crate::config::reload::ReloadOutcome;
 use crate::config::{Config, ListenAddress, LowerOnWrite, RouteConfig};
 use crate::metrics::Metrics;
+use crate::protocol::exptime::unix_now;
 use crate::route::{Route, Router};
 use crate::server::connections::Connections;
 use crate::server::local::stats::Baseline;
@@ -153,6 +155,25 @@ impl Shared {
             .retain(|key, w| w.strong_count() > 0 && in_use.contains(&key.address));
     }
 
+    /// Counts what a reload attempt did ([`Shared::apply`] counts the applied ones).
+    pub fn record_reload(&self, outcome: &ReloadOutcome) {
+        let m = &self.metrics.reload;
+        match outcome {
+            ReloadOutcome::Rejected(_) => {
+                m.rejected.inc();
+                m.last_ok.set(0);
+            }
+            // The file holds the running text again (a rejected edit was reverted): what is
+            // on disk runs, so the failure is over and alerts on it must clear.
+            ReloadOutcome::Unchanged if m.last_ok.get() == 0 => {
+                m.last_ok.set(1);
+                m.last_success.set(unix_now());
+                tracing::info!("config file is the running config again");
+            }
+            ReloadOutcome::Unchanged | ReloadOutcome::Applied { .. } => {}
+        }
+    }
+
     /// Changes after every applied reload ([`crate::server::listener::supervise`] follows it).
     pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
         self.reloaded.subscribe()
@@ -248,11 +269,4 @@ impl Snapshot {
     pub fn router_for(&self, listener: &ListenAddress) -> &Router {
         self.listener_routers.get(listener).unwrap_or(&self.router)
     }
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
