@@ -40,6 +40,8 @@ pub const DEFAULT_CONNECTIONS: usize = 2;
 pub const DEFAULT_FAILURE_LIMIT: u32 = 3;
 /// Default time a server stays down before it is probed again.
 pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default cap on the TTL of items written to a gutter pool (`failover_ttl`).
+pub const DEFAULT_FAILOVER_TTL: Duration = Duration::from_secs(10);
 
 /// Default permissions of a Unix socket listener: owner only, as memcached's `-a 0700`.
 pub const DEFAULT_UNIX_MODE: u32 = 0o700;
@@ -150,6 +152,10 @@ pub struct PoolConfig {
     pub merge_gets: bool,
     /// `tls = { ... }`: connections to the servers use TLS (see [`crate::tls`]).
     pub tls: Option<crate::tls::BackendTls>,
+    /// `failover = "POOL"`: while a server is marked down its keys go to this gutter pool.
+    pub failover: Option<String>,
+    /// Longest TTL of an item written to the gutter pool.
+    pub failover_ttl: Duration,
 }
 
 /// One server of a pool.
@@ -178,8 +184,9 @@ pub enum LowerOnWrite {
     Set,
 }
 
-/// `[[routes]]`.
-#[derive(Debug, Clone, PartialEq)]
+/// `[[routes]]`. (`Default` is for filling in the keys a constructor does not name: no tiers,
+/// no replicas, no shadow.)
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RouteConfig {
     /// Key prefix this route matches; `""` matches every key.
     pub prefix: String,
@@ -191,6 +198,34 @@ pub struct RouteConfig {
     pub warm_ttl: Option<Duration>,
     /// What writes do to the lower tiers.
     pub lower_on_write: LowerOnWrite,
+    /// `replicas = [...]`: every pool holds every key (see [`crate::route::replicas`]); empty
+    /// for a route with `tiers`, whose `tiers` is then the first replica alone.
+    pub replicas: Vec<String>,
+    /// When a write on a replicated route is answered.
+    pub write_mode: WriteMode,
+    /// A read that misses on a replica also asks the next one.
+    pub read_miss_failover: bool,
+    /// `shadow = { pool, fraction }`: a copy of some requests goes to a candidate pool.
+    pub shadow: Option<ShadowConfig>,
+}
+
+/// When a replicated write answers the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteMode {
+    /// After every replica answered (default).
+    #[default]
+    Sync,
+    /// After the first replica answered; the others finish in the background.
+    Async,
+}
+
+/// `shadow = { pool = "candidate", fraction = 0.1 }` on a route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowConfig {
+    /// The candidate pool.
+    pub pool: String,
+    /// Share of keys (by key hash) whose requests are copied, in `(0, 1]`.
+    pub fraction: f64,
 }
 
 impl Config {

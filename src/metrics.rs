@@ -9,6 +9,7 @@
 mod backend;
 mod client;
 mod reload;
+mod routing;
 mod tiers;
 
 use prometheus::core::Collector;
@@ -19,6 +20,7 @@ use prometheus::{
 pub use backend::{BackendMetrics, ServerMetrics};
 pub use client::{ClientMetrics, CmdMetrics, Results};
 pub use reload::ReloadMetrics;
+pub use routing::RoutingMetrics;
 pub use tiers::{LowerWrites, TierMetrics, TiersMetrics};
 
 use crate::protocol::command::{Command, Keyed, MetaRequest, Retrieval, Storage};
@@ -142,6 +144,8 @@ pub struct Metrics {
     pub tiers: TiersMetrics,
     /// Config reloads.
     pub reload: ReloadMetrics,
+    /// Replicas, gutters, shadows.
+    pub routing: RoutingMetrics,
 }
 
 impl Metrics {
@@ -163,6 +167,7 @@ impl Metrics {
             backend: BackendMetrics::register(r),
             tiers: TiersMetrics::register(r),
             reload: ReloadMetrics::register(r),
+            routing: RoutingMetrics::register(r),
             registry,
         }
     }
@@ -238,6 +243,13 @@ mod tests {
         let m = Metrics::new();
         let _ = m.backend.server("127.0.0.1:11211");
         let _ = m.tiers.tier("main", 0);
+        let rm = &m.routing;
+        rm.replica_writes.with_label_values(&["main", "ok"]);
+        rm.replica_reads.with_label_values(&["main", "hit"]);
+        rm.replica_failovers.with_label_values(&["main", "error"]);
+        rm.replica_disagreements.with_label_values(&["main"]);
+        rm.gutter_serves.with_label_values(&["main", "read"]);
+        rm.shadow_requests.with_label_values(&["main", "same"]);
         m
     }
 
@@ -280,6 +292,6 @@ mod tests {
         // Every family was gathered (a vector without children is left out silently, and
         // would escape the checks above). Adding a series means raising this count.
         let ours = names.iter().filter(|n| n.starts_with("memroute_")).count();
-        assert_eq!(ours, 23, "families: {names:?}");
+        assert_eq!(ours, 29, "families: {names:?}");
     }
 }

@@ -6,9 +6,15 @@
 //! [`tiers`] implements the fallback semantics of DESIGN §4.
 //!
 //! [`dispatch`] is the one door from the session: it picks plain or tiered routing for a
-//! command and returns the reply future with the barrier flag (see the session).
+//! command and returns the reply future with the barrier flag (see the session). Routes may also
+//! be [`replicas`] (every key in several pools), fail over to a [`gutter`] pool while a server is
+//! down, and copy some keys' requests to a [`shadow`] pool.
 
+pub mod describe;
 pub mod forward;
+pub mod gutter;
+pub mod replicas;
+pub mod shadow;
 pub mod tiers;
 
 use std::collections::BTreeMap;
@@ -43,6 +49,12 @@ pub struct Route {
     pub metrics: Arc<Metrics>,
     /// Copy-ups hold their key shared, deletes exclusively (see [`tiers::keylock`]).
     pub key_locks: KeyLocks,
+    /// `replicas = [...]`: the route's pools, each holding every key.
+    pub replicas: Option<Arc<replicas::Replicas>>,
+    /// Tier 0's gutter pool (its `failover`), on a route without fallback tiers.
+    pub gutter: Option<gutter::Gutter>,
+    /// `shadow = { ... }`: copies of some keys' requests for a candidate pool.
+    pub shadow: Option<shadow::Shadow>,
 }
 
 impl Route {
@@ -55,6 +67,10 @@ impl Route {
         let tiers: Option<Vec<Arc<Pool>>> =
             config.tiers.iter().map(|t| pools.get(t).cloned()).collect();
         let tiers = tiers?;
+        let gutter = tiers
+            .first()
+            .filter(|_| tiers.len() == 1)
+            .and_then(|p| gutter::Gutter::of(p, pools, metrics));
         let tier_metrics = tiers
             .iter()
             .enumerate()
@@ -69,6 +85,9 @@ impl Route {
             lower_on_write: config.lower_on_write,
             metrics: metrics.clone(),
             key_locks: KeyLocks::default(),
+            replicas: replicas::Replicas::new(config, pools, metrics).map(Arc::new),
+            gutter,
+            shadow: shadow::Shadow::new(config, pools, metrics),
         })
     }
 
@@ -89,6 +108,9 @@ pub struct Router {
     routes: Vec<Arc<Route>>,
     /// Some route has fallback tiers (otherwise a multi-key get needs no per-key check).
     any_tiered: bool,
+    /// Some route has replicas or a shadow (the same, for those).
+    any_replicated: bool,
+    any_shadow: bool,
 }
 
 impl Router {
@@ -96,7 +118,14 @@ impl Router {
     pub fn new(mut routes: Vec<Arc<Route>>) -> Router {
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         let any_tiered = routes.iter().any(|r| r.is_tiered());
-        Router { routes, any_tiered }
+        let any_replicated = routes.iter().any(|r| r.replicas.is_some());
+        let any_shadow = routes.iter().any(|r| r.shadow.is_some());
+        Router {
+            routes,
+            any_tiered,
+            any_replicated,
+            any_shadow,
+        }
     }
 
     /// The route for `key`, if any.
@@ -149,14 +178,26 @@ pub fn dispatch(command: Command, router: &Router, lane: usize) -> (ReplyFuture,
             exptime,
             keys,
         } => {
-            if router.any_tiered()
+            let copies = match router.any_shadow {
+                true => shadow::offer_retrieve(router, lane, kind, exptime, &keys),
+                false => Vec::new(),
+            };
+            let (fut, barrier) = if router.any_tiered()
                 && keys
                     .iter()
                     .any(|k| router.route(k).is_some_and(|r| r.is_tiered()))
             {
-                return (tiers::retrieve(router, lane, kind, exptime, keys), true);
-            }
-            (forward::multi_get(router, lane, kind, exptime, keys), false)
+                (tiers::retrieve(router, lane, kind, exptime, keys), true)
+            } else if router.any_replicated
+                && keys
+                    .iter()
+                    .any(|k| router.route(k).is_some_and(|r| r.replicas.is_some()))
+            {
+                (replicas::retrieve(router, lane, kind, exptime, keys), false)
+            } else {
+                (forward::multi_get(router, lane, kind, exptime, keys), false)
+            };
+            (shadow::tee(fut, copies), barrier)
         }
         Command::Keyed(keyed) => {
             let Some(route) = router.route(keyed.key()) else {
@@ -167,11 +208,18 @@ pub fn dispatch(command: Command, router: &Router, lane: usize) -> (ReplyFuture,
                 Keyed::Meta(m) if m.quiet => Some(m.clone()),
                 _ => None,
             };
+            let copy = route
+                .shadow
+                .as_ref()
+                .and_then(|s| s.offer_keyed(lane, &keyed));
             let (fut, barrier) = if route.is_tiered() {
                 (tiers::dispatch(route.clone(), lane, keyed), true)
+            } else if let Some(r) = &route.replicas {
+                replicas::dispatch(route, r, lane, keyed)
             } else {
                 (forward::single(route, lane, keyed), false)
             };
+            let fut = shadow::tee(fut, copy.into_iter().collect());
             match quiet {
                 None => (fut, barrier),
                 Some(m) => {

@@ -247,6 +247,7 @@ fn build(
                 warm: false,
                 warm_ttl: None,
                 lower_on_write: LowerOnWrite::Ignore,
+                ..RouteConfig::default()
             };
             let route = Route::new(&rc, &pools, metrics)?;
             Some((l.address.clone(), Router::new(vec![Arc::new(route)])))

@@ -53,7 +53,7 @@ pub fn config(c: &Config) -> Value {
 }
 
 fn pool(p: &PoolConfig) -> Value {
-    json!({
+    let mut v = json!({
         "servers": p.servers.iter().map(server).collect::<Vec<_>>(),
         "hash": p.hash.name(),
         "distribution": p.distribution.name(),
@@ -70,7 +70,13 @@ fn pool(p: &PoolConfig) -> Value {
             "cert": t.cert.as_ref().map(|p| p.display().to_string()),
             "key": t.key.as_ref().map(|p| p.display().to_string()),
         })),
-    })
+    });
+    // Only where set, so configs without them read as before.
+    if let (Some(failover), Some(o)) = (&p.failover, v.as_object_mut()) {
+        o.insert("failover".into(), json!(failover));
+        o.insert("failover_ttl".into(), json!(duration(p.failover_ttl)));
+    }
+    v
 }
 
 fn server(s: &ServerConfig) -> Value {
@@ -78,7 +84,7 @@ fn server(s: &ServerConfig) -> Value {
 }
 
 fn route(r: &RouteConfig) -> Value {
-    json!({
+    let mut v = json!({
         "prefix": r.prefix,
         "tiers": r.tiers,
         "warm": r.warm,
@@ -88,7 +94,26 @@ fn route(r: &RouteConfig) -> Value {
             LowerOnWrite::Ignore => "ignore",
             LowerOnWrite::Set => "set",
         },
-    })
+    });
+    let Some(o) = v.as_object_mut() else {
+        return v;
+    };
+    if !r.replicas.is_empty() {
+        o.insert("replicas".into(), json!(r.replicas));
+        let mode = match r.write_mode {
+            crate::config::WriteMode::Sync => "sync",
+            crate::config::WriteMode::Async => "async",
+        };
+        o.insert("write_mode".into(), json!(mode));
+        o.insert("read_miss_failover".into(), json!(r.read_miss_failover));
+    }
+    if let Some(s) = &r.shadow {
+        o.insert(
+            "shadow".into(),
+            json!({ "pool": s.pool, "fraction": s.fraction }),
+        );
+    }
+    v
 }
 
 /// A duration as the config file writes it: `"200ms"`, `"10s"`, `"1m 30s"`.

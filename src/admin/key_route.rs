@@ -36,11 +36,13 @@ pub fn render(snapshot: &Snapshot, query: Option<&str>) -> Result<Value, String>
         .enumerate()
         .map(|(i, pool)| tier(i, pool, &key))
         .collect();
-    Ok(json!({ "key": shown, "route": route.prefix, "tiers": tiers }))
+    let mut answer = json!({ "key": shown, "route": route.prefix, "tiers": tiers });
+    crate::route::describe::key(route, &key, &mut answer);
+    Ok(answer)
 }
 
 /// One tier: its pool and the server that owns `key` there.
-fn tier(index: usize, pool: &Pool, key: &[u8]) -> Value {
+pub fn tier(index: usize, pool: &Pool, key: &[u8]) -> Value {
     match pool.locate_index(key) {
         Ok(i) => {
             let server = &pool.servers[i];

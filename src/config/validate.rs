@@ -10,6 +10,7 @@ mod address;
 mod fields;
 mod listeners;
 mod pools;
+mod replication;
 mod routes;
 mod tls;
 
@@ -194,6 +195,7 @@ fn config(ctx: &mut Ctx<'_>, root: &Table) -> Config {
     }
     let pools = pools::pools(ctx, top.entry("pools"));
     let routes = routes::routes(ctx, top.entry("routes"), &pools);
+    replication::gutters(ctx, top.entry("pools"), &pools, &routes);
     // `[listen] address` is the first listener; without it and with `[[listeners]]`, only
     // those listen (the default address is not bound behind the operator's back).
     let listen_address = root

@@ -15,10 +15,7 @@ use crate::protocol::reply::{NO_ROUTE, Reply};
 
 /// Sends a single-key command to tier 0 of `route`.
 pub fn single(route: &Arc<Route>, lane: usize, keyed: Keyed) -> ReplyFuture {
-    let sent = route
-        .owner()
-        .locate(keyed.key())
-        .and_then(|server| server.send(lane, Op::Keyed(keyed)));
+    let sent = super::gutter::send(route.owner(), route.gutter.as_ref(), lane, keyed);
     match sent {
         Ok(pending) => Box::pin(async move { to_reply(pending.wait().await) }),
         Err(e) => ready(Reply::Static(e.reply())),
@@ -47,16 +44,19 @@ pub fn multi_get(
             return ready(Reply::Static(NO_ROUTE));
         };
         let route = route.clone();
-        let sent = route.owner().locate(&keys[0]).and_then(|server| {
-            server.send(
-                lane,
-                Op::Get {
-                    kind,
-                    exptime,
-                    keys,
-                },
-            )
-        });
+        let sent = super::gutter::locate(route.owner(), route.gutter.as_ref(), &keys[0]).and_then(
+            |(server, gutter)| {
+                let exptime = gutter_exptime(kind, exptime, gutter);
+                server.send(
+                    lane,
+                    Op::Get {
+                        kind,
+                        exptime,
+                        keys,
+                    },
+                )
+            },
+        );
         return match sent {
             Ok(pending) => Box::pin(async move {
                 let answer = pending.wait().await;
@@ -70,13 +70,19 @@ pub fn multi_get(
     // Which group each key went to (u16: a line holds far fewer keys than 65535 servers).
     let mut key_group: Vec<u16> = Vec::with_capacity(keys.len());
     let mut early_error = None;
+    let mut gutter_ttl: Option<u32> = None;
     for key in &keys {
         let Some(route) = router.route(key) else {
             early_error = Some(Reply::Static(NO_ROUTE));
             break;
         };
-        let server = match route.owner().locate(key) {
-            Ok(s) => s,
+        let server = match super::gutter::locate(route.owner(), route.gutter.as_ref(), key) {
+            // A `gat` whose keys partly went to a gutter touches them with the capped TTL
+            // (below); a gutter server is never a server of the main pool's ring.
+            Ok((s, g)) => {
+                gutter_ttl = gutter_ttl.or(g.map(|g| g.ttl));
+                s
+            }
             Err(e) => {
                 early_error = Some(Reply::Static(e.reply()));
                 break;
@@ -103,7 +109,7 @@ pub fn multi_get(
         let g = groups.pop().expect("one group");
         let op = Op::Get {
             kind,
-            exptime,
+            exptime: group_exptime(gutter_ttl, &g, kind, exptime),
             keys,
         };
         return match g.server.send(lane, op) {
@@ -122,7 +128,7 @@ pub fn multi_get(
             let asked = g.keys.len();
             let op = Op::Get {
                 kind,
-                exptime,
+                exptime: group_exptime(gutter_ttl, &g, kind, exptime),
                 keys: g.keys,
             };
             (g.route, asked, g.server.send(lane, op))
@@ -159,6 +165,28 @@ pub fn multi_get(
         }
         Reply::Values(merge(&key_group, answers))
     })
+}
+
+/// The exptime of a `gat`/`gats` sent to a gutter server: capped at its `failover_ttl`.
+fn gutter_exptime(kind: Retrieval, exptime: i32, gutter: Option<&super::gutter::Gutter>) -> i32 {
+    match (kind, gutter) {
+        (Retrieval::Gat | Retrieval::Gats, Some(g)) => super::gutter::cap_exptime(exptime, g.ttl),
+        _ => exptime,
+    }
+}
+
+/// [`gutter_exptime`] for a group: only when some key went to a gutter (`gutter_ttl`) is the
+/// group's server looked for among the gutter's.
+fn group_exptime(gutter_ttl: Option<u32>, g: &Group, kind: Retrieval, exptime: i32) -> i32 {
+    if gutter_ttl.is_none() {
+        return exptime;
+    }
+    let gutter = g
+        .route
+        .gutter
+        .as_ref()
+        .filter(|gu| gu.pool.servers.iter().any(|s| Arc::ptr_eq(s, &g.server)));
+    gutter_exptime(kind, exptime, gutter)
 }
 
 /// Puts each group's hits back in the client's key order: `answers[g]` holds group `g`'s hits and

@@ -8,8 +8,8 @@ use super::address::{MAX_WEIGHT, check_name, parse_address, parse_server_entry, 
 use super::fields::{Fields, array, string, suggest};
 use crate::config::raw::{Entry, Node, Span, Table, Value};
 use crate::config::{
-    DEFAULT_CONNECTIONS, DEFAULT_FAILURE_LIMIT, DEFAULT_RETRY_TIMEOUT, DEFAULT_TIMEOUT, PoolConfig,
-    ServerConfig,
+    DEFAULT_CONNECTIONS, DEFAULT_FAILOVER_TTL, DEFAULT_FAILURE_LIMIT, DEFAULT_RETRY_TIMEOUT,
+    DEFAULT_TIMEOUT, PoolConfig, ServerConfig,
 };
 
 pub(super) const POOL_KEYS: &[&str] = &[
@@ -24,6 +24,8 @@ pub(super) const POOL_KEYS: &[&str] = &[
     "eject",
     "merge_gets",
     "tls",
+    "failover",
+    "failover_ttl",
 ];
 /// twemproxy users will type their old key names: point them at ours.
 const TWEMPROXY_KEYS: &[(&str, &str)] = &[
@@ -143,6 +145,11 @@ fn pool(ctx: &mut Ctx<'_>, name: &str, node: &Node, t: &Table) -> PoolConfig {
             .unwrap_or(DEFAULT_RETRY_TIMEOUT),
         eject: f.boolean(ctx, "eject").unwrap_or(false),
         merge_gets: f.boolean(ctx, "merge_gets").unwrap_or(true),
+        // Checked against the other pools and the routes in [`super::replication::gutters`].
+        failover: f.string(ctx, "failover").map(|(p, _)| p.to_string()),
+        failover_ttl: f
+            .duration(ctx, "failover_ttl")
+            .unwrap_or(DEFAULT_FAILOVER_TTL),
     }
 }
 

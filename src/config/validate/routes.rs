@@ -10,7 +10,17 @@ use crate::config::raw::{Entry, Node, Span, Table, Value};
 use crate::config::{LowerOnWrite, PoolConfig, RouteConfig};
 use crate::protocol::KEY_MAX_LENGTH;
 
-pub(super) const ROUTE_KEYS: &[&str] = &["prefix", "tiers", "warm", "warm_ttl", "lower_on_write"];
+pub(super) const ROUTE_KEYS: &[&str] = &[
+    "prefix",
+    "tiers",
+    "warm",
+    "warm_ttl",
+    "lower_on_write",
+    "replicas",
+    "write_mode",
+    "read_miss_failover",
+    "shadow",
+];
 
 /// All routes. Without `[[routes]]`, a single pool gets the implied default route.
 pub(super) fn routes(
@@ -28,6 +38,7 @@ pub(super) fn routes(
                 warm: true,
                 warm_ttl: None,
                 lower_on_write: LowerOnWrite::default(),
+                ..RouteConfig::default()
             }],
             names => {
                 let names: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
@@ -131,12 +142,21 @@ fn route(
                 None
             }
         });
+    let replication = super::replication::route(ctx, &f, pools);
+    // A replicated route has no `tiers`: its first replica stands in as tier 0 for the code that
+    // names one owner pool (`/route`, stats).
+    let tiers = match (replication.replicas.first(), f.entry("tiers")) {
+        (Some(first), None) => vec![first.clone()],
+        _ => tiers(ctx, node, f.entry("tiers"), pools),
+    };
+    super::replication::check_shadow(ctx, &f, &tiers, &replication);
     RouteConfig {
         prefix,
-        tiers: tiers(ctx, node, f.entry("tiers"), pools),
+        tiers,
         warm: f.boolean(ctx, "warm").unwrap_or(true),
         warm_ttl,
         lower_on_write: lower_on_write.unwrap_or_default(),
+        ..replication
     }
 }
 

@@ -356,8 +356,8 @@ fn admin_is_optional_and_must_differ_from_listen() {
 fn example_config_is_valid_and_documents_every_key() {
     let text = include_str!("../../../config.example.toml");
     let c = ok(text);
-    assert_eq!(c.pools.len(), 2);
-    assert_eq!(c.routes.len(), 2);
+    assert_eq!(c.pools.len(), 6);
+    assert_eq!(c.routes.len(), 3);
     let keys = [
         super::TOP_KEYS,
         super::LISTEN_KEYS,
