@@ -215,7 +215,7 @@ pub fn dispatch(command: Command, router: &Router, lane: usize) -> (ReplyFuture,
             let (fut, barrier) = if route.is_tiered() {
                 (tiers::dispatch(route.clone(), lane, keyed), true)
             } else if let Some(r) = &route.replicas {
-                replicas::dispatch(route, r, lane, keyed)
+                replicas::dispatch(r, lane, keyed)
             } else {
                 (forward::single(route, lane, keyed), false)
             };

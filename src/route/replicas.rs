@@ -22,8 +22,8 @@
 //!   meta line without its `C` token), so they follow the checked write. Such a request is a
 //!   barrier in its client's pipeline, so the client's next write cannot overtake that `set`.
 //!
-//! Known limits: `gat`/`gats` touch only the replica that answered; a multi-key retrieval that
-//! mixes keys of a route with fallback tiers and of a replicated route reads the replicated keys
+//! Known limits: `gat`/`gats` (and `mg` with `T`/`N`) touch only the replica that answered; a
+//! multi-key retrieval that mixes keys of a route with fallback tiers and of a replicated route reads the replicated keys
 //! from their first replica only (the tiered reader handles the whole request).
 
 use std::collections::BTreeMap;
@@ -180,12 +180,7 @@ fn closed() -> BackendError {
 
 /// A single-key command on a replicated route. The flag is the barrier flag of
 /// [`super::dispatch`].
-pub fn dispatch(
-    route: &Arc<Route>,
-    r: &Arc<Replicas>,
-    lane: usize,
-    keyed: Keyed,
-) -> (ReplyFuture, bool) {
+pub fn dispatch(r: &Arc<Replicas>, lane: usize, keyed: Keyed) -> (ReplyFuture, bool) {
     match &keyed {
         Keyed::Store {
             kind: Storage::Cas, ..
@@ -200,10 +195,7 @@ pub fn dispatch(
             MetaVerb::Set | MetaVerb::Delete | MetaVerb::Arith => (write(r, lane, keyed), false),
             MetaVerb::Get | MetaVerb::Debug => (read(r.clone(), lane, keyed), false),
         },
-        Keyed::CopyRead { .. } => {
-            let _ = route;
-            (read(r.clone(), lane, keyed), false)
-        }
+        Keyed::CopyRead { .. } => (read(r.clone(), lane, keyed), false),
     }
 }
 
@@ -638,7 +630,6 @@ fn send_round(
             gr.keys.push(i);
             ks.push(key.clone());
         }
-        let _ = cap;
     }
     groups
         .into_iter()
