@@ -20,10 +20,8 @@ use crate::backend::server::Pending;
 use crate::backend::{BackendError, Pool, Server};
 use crate::metrics::Metrics;
 use crate::protocol::command::{Keyed, Op};
+use crate::protocol::exptime::{RELATIVE_TTL_MAX, unix_now};
 use crate::protocol::meta::MetaVerb;
-
-/// memcached reads an exptime above 30 days as an absolute Unix time.
-const RELATIVE_MAX: i64 = 60 * 60 * 24 * 30;
 
 /// A pool's gutter: where its down servers' keys go.
 pub struct Gutter {
@@ -118,9 +116,9 @@ pub fn cap_exptime(exptime: i32, ttl: u32) -> i32 {
     let capped = match i64::from(exptime) {
         e if e < 0 => e,
         0 => ttl_i,
-        e if e <= RELATIVE_MAX => e.min(ttl_i),
+        e if e <= RELATIVE_TTL_MAX => e.min(ttl_i),
         // An absolute time: kept when it comes sooner than the cap (or has passed).
-        e if e - crate::runtime::unix_now() <= ttl_i => e,
+        e if e - unix_now() <= ttl_i => e,
         _ => ttl_i,
     };
     i32::try_from(capped).unwrap_or(exptime)
@@ -205,9 +203,9 @@ mod tests {
         assert_eq!(cap_exptime(5, 10), 5);
         assert_eq!(cap_exptime(3600, 10), 10);
         assert_eq!(cap_exptime(-1, 10), -1);
-        let soon = crate::runtime::unix_now() as i32 + 5;
+        let soon = unix_now() as i32 + 5;
         assert_eq!(cap_exptime(soon, 10), soon);
-        let later = crate::runtime::unix_now() as i32 + 3600;
+        let later = unix_now() as i32 + 3600;
         assert_eq!(cap_exptime(later, 10), 10);
     }
 

@@ -111,7 +111,10 @@ impl Replicas {
                     read_error: r("error"),
                     failover_error: f("error"),
                     failover_miss: f("miss"),
-                    disagreements: metrics.routing.replica_disagreements.with_label_values(&[p]),
+                    disagreements: metrics
+                        .routing
+                        .replica_disagreements
+                        .with_label_values(&[p]),
                 };
                 Some(Target {
                     gutter: Gutter::of(&pool, pools, metrics),

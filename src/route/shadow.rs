@@ -86,7 +86,12 @@ impl Shadow {
         let sc = config.shadow.as_ref()?;
         let pool = pools.get(&sc.pool)?.clone();
         let runtime = tokio::runtime::Handle::try_current().ok()?;
-        let c = |r| metrics.routing.shadow_requests.with_label_values(&[pool.name(), r]);
+        let c = |r| {
+            metrics
+                .routing
+                .shadow_requests
+                .with_label_values(&[pool.name(), r])
+        };
         let m = Arc::new(ShadowMetrics {
             same: c("same"),
             different: c("different"),

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::Ctx;
 use super::fields::{Fields, array, string};
-use super::pools::suggest_pool;
+use super::pools::known_pool;
 use crate::config::raw::{Entry, Node, Value};
 use crate::config::{PoolConfig, RouteConfig, ShadowConfig, WriteMode};
 
@@ -92,14 +92,7 @@ fn replicas(ctx: &mut Ctx<'_>, entry: &Entry, pools: &BTreeMap<String, PoolConfi
 }
 
 fn no_pool(ctx: &mut Ctx<'_>, node: &Node, name: &str, pools: &BTreeMap<String, PoolConfig>) {
-    let msg = match suggest_pool(name, pools) {
-        Some(s) => format!("no pool named `{name}`; did you mean `{s}`?"),
-        None => {
-            let names: Vec<&str> = pools.keys().map(String::as_str).collect();
-            format!("no pool named `{name}` (pools: {})", names.join(", "))
-        }
-    };
-    ctx.error(&node.span, msg);
+    known_pool(ctx, name, &node.span, pools);
 }
 
 fn shadow(
