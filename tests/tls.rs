@@ -18,10 +18,9 @@ use std::time::Duration;
 
 use certs::Ca;
 use client::{ClientTls, TlsClient};
-use common::http::{http, sample};
+use common::memroute::check_config;
 use common::process::scratch_dir;
-use common::{Memroute, free_port, poll};
-use memcached::TlsMemcached;
+use common::{Builder, Memcached, Memroute, counter, poll, sample};
 
 /// A CA, a server certificate for localhost/127.0.0.1, and the files, in a scratch directory.
 struct Pki {
@@ -51,6 +50,16 @@ impl Pki {
     fn client(&self) -> ClientTls {
         ClientTls::new(&self.ca.pem(), "localhost", None)
     }
+
+    /// `cert = "…", key = "…"` of the server certificate, for a listener's `tls = { … }`.
+    fn server_files(&self) -> String {
+        format!("cert = {:?}, key = {:?}", path(&self.cert), path(&self.key))
+    }
+
+    /// `tls = { ca = "…"{more} }`: a pool that trusts this CA.
+    fn pool_tls(&self, more: &str) -> String {
+        format!("tls = {{ ca = {:?}{more} }}", path(&self.ca_file))
+    }
 }
 
 impl Drop for Pki {
@@ -63,54 +72,45 @@ fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// A config with a TLS listener (`listen_tls` inside its braces) and one pool.
-fn config(port: u16, admin: u16, listen_tls: &str, servers: &[String], pool_extra: &str) -> String {
-    let servers: Vec<String> = servers.iter().map(|s| format!("{s:?}")).collect();
-    format!(
-        "[listen]\naddress = \"127.0.0.1:{port}\"\ntls = {{ {listen_tls} }}\n\n\
-         [admin]\naddress = \"127.0.0.1:{admin}\"\n\n\
-         [pools.main]\nservers = [{}]\n{pool_extra}\n",
-        servers.join(", ")
-    )
-}
-
-fn metrics(m: &Memroute) -> String {
-    http(m.admin_port.expect("admin port"), "GET", "/metrics").body
+/// memroute with a TLS listener (`listen_tls` inside its braces), an admin port, and one pool
+/// `main` of `servers` with `pool_extra` lines.
+fn tls_memroute<S: ToString>(
+    listen_tls: &str,
+    servers: impl IntoIterator<Item = S>,
+    pool_extra: &str,
+) -> Builder {
+    Memroute::builder()
+        .listen(&format!("tls = {{ {listen_tls} }}"))
+        .admin()
+        .pool_with("main", servers, pool_extra)
 }
 
 fn client_failures(m: &Memroute, reason: &str) -> f64 {
-    sample(
-        &metrics(m),
+    counter(
+        &m.metrics(),
         "memroute_client_tls_handshake_failures_total",
         &[("reason", reason)],
     )
-    .unwrap_or(0.0)
 }
 
 /// memroute in front of two `memcached -Z`, TLS on both sides.
 struct Setup {
     pki: Pki,
-    _backends: Vec<TlsMemcached>,
+    backends: Vec<Memcached>,
     memroute: Memroute,
 }
 
 fn tls_both_sides(listen_extra: &str) -> Setup {
     let pki = Pki::new("tls-both");
     let check = pki.client();
-    let backends: Vec<TlsMemcached> = (0..2)
-        .map(|_| TlsMemcached::start(&pki.cert, &pki.key, Some(&check)))
+    let backends: Vec<Memcached> = (0..2)
+        .map(|_| memcached::start(&pki.cert, &pki.key, Some(&check)))
         .collect();
-    let addrs: Vec<String> = backends.iter().map(TlsMemcached::addr).collect();
-    let listen = format!(
-        "cert = {:?}, key = {:?}{listen_extra}",
-        path(&pki.cert),
-        path(&pki.key)
-    );
-    let pool = format!("tls = {{ ca = {:?} }}", path(&pki.ca_file));
-    let memroute = Memroute::start(&config(free_port(), free_port(), &listen, &addrs, &pool));
+    let listen = format!("{}{listen_extra}", pki.server_files());
+    let memroute = tls_memroute(&listen, &backends, &pki.pool_tls("")).start();
     Setup {
         pki,
-        _backends: backends,
+        backends,
         memroute,
     }
 }
@@ -202,8 +202,8 @@ fn every_classic_command_over_tls_to_memroute_and_to_memcached() {
     want.extend_from_slice(b"\r\nEND\r\n");
     c.roundtrip(b"get big\r\n", &want);
     // Both backends were used, over TLS (a plain connection to them would fail).
-    let text = metrics(&s.memroute);
-    for b in &s._backends {
+    let text = s.memroute.metrics();
+    for b in &s.backends {
         let n = sample(
             &text,
             "memroute_backend_requests_total",
@@ -227,18 +227,11 @@ fn mtls_refuses_clients_without_a_certificate_of_the_ca_and_accepts_one() {
     let clients_ca_file = certs::write(&pki.dir, "clients-ca.pem", &clients_ca.pem());
     let backend = common::Memcached::start();
     let listen = format!(
-        "cert = {:?}, key = {:?}, client_ca = {:?}",
-        path(&pki.cert),
-        path(&pki.key),
+        "{}, client_ca = {:?}",
+        pki.server_files(),
         path(&clients_ca_file)
     );
-    let m = Memroute::start(&config(
-        free_port(),
-        free_port(),
-        &listen,
-        &[backend.addr()],
-        "",
-    ));
+    let m = tls_memroute(&listen, [&backend], "").start();
 
     // No certificate: refused, counted as such.
     let mut anonymous = TlsClient::open(m.port, &pki.client());
@@ -280,19 +273,12 @@ fn a_backend_whose_certificate_does_not_match_is_refused_with_a_clear_error_and_
     let pki = Pki::new("tls-mismatch");
     // Signed by the trusted CA, but for another name than the one memroute checks (127.0.0.1).
     let (cert, key) = pki.ca.issue(&["other.example"]).write(&pki.dir, "other");
-    let backend = TlsMemcached::start(&cert, &key, None);
-    let listen = format!("cert = {:?}, key = {:?}", path(&pki.cert), path(&pki.key));
+    let backend = memcached::start(&cert, &key, None);
     let pool = format!(
-        "tls = {{ ca = {:?} }}\nfailure_limit = 1000\nconnections = 1",
-        path(&pki.ca_file)
+        "{}\nfailure_limit = 1000\nconnections = 1",
+        pki.pool_tls("")
     );
-    let m = Memroute::start(&config(
-        free_port(),
-        free_port(),
-        &listen,
-        &[backend.addr()],
-        &pool,
-    ));
+    let m = tls_memroute(&pki.server_files(), [&backend], &pool).start();
     let mut c = TlsClient::open(m.port, &pki.client());
     for _ in 0..5 {
         c.roundtrip(
@@ -301,12 +287,11 @@ fn a_backend_whose_certificate_does_not_match_is_refused_with_a_clear_error_and_
         );
         std::thread::sleep(Duration::from_millis(30));
     }
-    let tls_errors = sample(
-        &metrics(&m),
+    let tls_errors = counter(
+        &m.metrics(),
         "memroute_backend_errors_total",
         &[("server", &backend.addr()), ("kind", "tls")],
-    )
-    .unwrap_or(0.0);
+    );
     assert!(tls_errors >= 2.0, "tls errors counted: {tls_errors}");
     let log = m.stderr();
     let warned: Vec<&str> = log
@@ -338,22 +323,19 @@ fn a_backend_that_requires_a_client_certificate_gets_the_pools_one() {
             &std::fs::read_to_string(&client_key).unwrap(),
         )),
     );
-    let backend = TlsMemcached::start_with(&pki.cert, &pki.key, &extra, Some(&with_identity));
-    let listen = format!("cert = {:?}, key = {:?}", path(&pki.cert), path(&pki.key));
+    let backend = memcached::start_with(&pki.cert, &pki.key, &extra, Some(&with_identity));
     // SNI and the name check use `server_name` instead of the address's 127.0.0.1.
-    let with_cert = format!(
-        "tls = {{ ca = {:?}, server_name = \"localhost\", cert = {:?}, key = {:?} }}\nfailure_limit = 1000",
-        path(&pki.ca_file),
+    let with_cert = pki.pool_tls(&format!(
+        ", server_name = \"localhost\", cert = {:?}, key = {:?}",
         path(&client_cert),
         path(&client_key)
-    );
-    let m = Memroute::start(&config(
-        free_port(),
-        free_port(),
-        &listen,
-        &[backend.addr()],
-        &with_cert,
     ));
+    let m = tls_memroute(
+        &pki.server_files(),
+        [&backend],
+        &format!("{with_cert}\nfailure_limit = 1000"),
+    )
+    .start();
     let mut c = TlsClient::open(m.port, &pki.client());
     c.roundtrip(
         b"set a 0 0 1\r\nx\r\nget a\r\n",
@@ -363,17 +345,8 @@ fn a_backend_that_requires_a_client_certificate_gets_the_pools_one() {
 
     // Without the client certificate memcached refuses the connection (with TLS 1.3 after the
     // handshake, on the first read), and that is a TLS failure too.
-    let without = format!(
-        "tls = {{ ca = {:?} }}\nfailure_limit = 1000",
-        path(&pki.ca_file)
-    );
-    let m = Memroute::start(&config(
-        free_port(),
-        free_port(),
-        &listen,
-        &[backend.addr()],
-        &without,
-    ));
+    let without = format!("{}\nfailure_limit = 1000", pki.pool_tls(""));
+    let m = tls_memroute(&pki.server_files(), [&backend], &without).start();
     let mut c = TlsClient::open(m.port, &pki.client());
     c.roundtrip(
         b"get a\r\n",
@@ -386,7 +359,7 @@ fn a_backend_that_requires_a_client_certificate_gets_the_pools_one() {
         "{log}"
     );
     let tls_errors = sample(
-        &metrics(&m),
+        &m.metrics(),
         "memroute_backend_errors_total",
         &[("server", &backend.addr()), ("kind", "tls")],
     );
@@ -502,11 +475,7 @@ fn a_config_reload_naming_a_bad_certificate_is_rejected_and_the_old_one_keeps_se
     let wrong_key = text.replace(&path(&s.pki.key), &path(&other_key));
     let file = s.pki.dir.join("wrong-key.toml");
     std::fs::write(&file, &wrong_key).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_memroute"))
-        .arg("--check-config")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = check_config(&file);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -539,7 +508,7 @@ fn a_stuck_handshake_times_out_and_frees_its_slot_and_plain_clients_are_counted(
         (client_failures(m, "protocol") == protocol_before + 1.0).then_some(())
     });
     poll("no connection is held", || {
-        (sample(&metrics(m), "memroute_client_connections", &[]) == Some(0.0)).then_some(())
+        (m.sample("memroute_client_connections", &[]) == Some(0.0)).then_some(())
     });
     // And a real TLS client is still served (TLS 1.3 by default, 1.2 offered too).
     let mut c = TlsClient::open(m.port, &s.pki.client());
@@ -591,19 +560,14 @@ print("ok", c.version().decode())
 #[test]
 fn a_plain_and_a_tls_listener_side_by_side() {
     let pki = Pki::new("tls-side-by-side");
-    let backend = common::Memcached::start();
-    let (plain, tls, plain_too, admin) = (free_port(), free_port(), free_port(), free_port());
+    let backend = Memcached::start();
     // [listen] has no tls: its address is plain; one [[listeners]] entry has its own.
-    let with_tls = format!(
-        "[listen]\naddress = \"127.0.0.1:{plain}\"\n\n\
-         [[listeners]]\naddress = \"127.0.0.1:{tls}\"\ntls = {{ cert = {:?}, key = {:?} }}\n\n\
-         [admin]\naddress = \"127.0.0.1:{admin}\"\n\n\
-         [pools.main]\nservers = [{:?}]\n",
-        path(&pki.cert),
-        path(&pki.key),
-        backend.addr()
-    );
-    let m = Memroute::start(&with_tls);
+    let m = Memroute::builder()
+        .listener(&format!("tls = {{ {} }}", pki.server_files()))
+        .admin()
+        .pool("main", [&backend])
+        .start();
+    let tls = m.listener_ports[0];
     let mut c = common::Client::connect(m.port);
     c.roundtrip(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
     let mut t = TlsClient::open(tls, &pki.client());
@@ -620,15 +584,12 @@ fn a_plain_and_a_tls_listener_side_by_side() {
     drop(m);
 
     // With [listen] tls, `tls = false` makes one [[listeners]] entry plain.
-    let inverted = format!(
-        "[listen]\naddress = \"127.0.0.1:{tls}\"\ntls = {{ cert = {:?}, key = {:?} }}\n\n\
-         [[listeners]]\naddress = \"127.0.0.1:{plain_too}\"\ntls = false\n\n\
-         [pools.main]\nservers = [{:?}]\n",
-        path(&pki.cert),
-        path(&pki.key),
-        backend.addr()
-    );
-    let m = Memroute::start(&inverted);
+    let m = Memroute::builder()
+        .listen(&format!("tls = {{ {} }}", pki.server_files()))
+        .listener("tls = false")
+        .pool("main", [&backend])
+        .start();
+    let plain_too = m.listener_ports[0];
     let mut t = TlsClient::open(m.port, &pki.client());
     t.roundtrip(b"get a\r\n", b"VALUE a 0 1\r\nx\r\nEND\r\n");
     let mut c = common::Client::connect(plain_too);

@@ -1,4 +1,5 @@
-//! A blocking memcached text-protocol client that asserts exact bytes.
+//! A blocking memcached text-protocol client that asserts exact bytes, over TCP or any other
+//! byte stream (tests/tls wraps a rustls stream in it).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -34,9 +35,10 @@ pub fn escape(bytes: &[u8], focus: usize) -> String {
     )
 }
 
-/// One client connection. Reads go through a buffer so line and exact-length reads mix.
-pub struct Client {
-    stream: TcpStream,
+/// One client connection (TCP unless `S` says otherwise). Reads go through a buffer so line and
+/// exact-length reads mix.
+pub struct Client<S = TcpStream> {
+    stream: S,
     buf: Vec<u8>,
 }
 
@@ -49,19 +51,67 @@ impl Client {
             .set_read_timeout(Some(READ_TIMEOUT))
             .expect("set timeout");
         stream.set_nodelay(true).expect("nodelay");
+        Client::over(stream)
+    }
+
+    /// Everything that arrives until the connection has been quiet for `quiet` (or closed).
+    pub fn read_available(&mut self, quiet: Duration) -> Vec<u8> {
+        self.stream
+            .set_read_timeout(Some(quiet))
+            .expect("set timeout");
+        let deadline = Instant::now() + READ_TIMEOUT;
+        while Instant::now() < deadline {
+            match self.fill() {
+                Ok(n) if n > 0 => continue,
+                _ => break,
+            }
+        }
+        self.stream
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .expect("set timeout");
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Asserts nothing arrives within `wait`.
+    #[track_caller]
+    pub fn expect_nothing(&mut self, wait: Duration) {
+        let got = self.read_available(wait);
+        assert!(got.is_empty(), "expected no reply, got {}", escape(&got, 0));
+    }
+}
+
+impl<S: Read + Write> Client<S> {
+    /// A client over an open `stream` (whose reads time out, so a missing reply fails the test).
+    pub fn over(stream: S) -> Client<S> {
         Client {
             stream,
             buf: Vec::new(),
         }
     }
 
+    /// The stream underneath.
+    pub fn stream(&self) -> &S {
+        &self.stream
+    }
+
+    /// What was read but not consumed yet.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// Writes all of `bytes` in one call (the kernel may still split it).
     pub fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write to server");
+        self.try_send(bytes).expect("write to server");
+    }
+
+    /// Writes all of `bytes` and flushes (a TLS stream buffers), returning the error.
+    pub fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
     }
 
     /// One read into the buffer: `Ok(0)` on EOF.
-    fn fill(&mut self) -> std::io::Result<usize> {
+    pub fn fill(&mut self) -> std::io::Result<usize> {
         let mut chunk = [0u8; 64 * 1024];
         let n = self.stream.read(&mut chunk)?;
         self.buf.extend_from_slice(&chunk[..n]);
@@ -162,31 +212,6 @@ impl Client {
                 Err(e) => panic!("expected the server to close the connection, but: {e}"),
             }
         }
-    }
-
-    /// Everything that arrives until the connection has been quiet for `quiet` (or closed).
-    pub fn read_available(&mut self, quiet: Duration) -> Vec<u8> {
-        self.stream
-            .set_read_timeout(Some(quiet))
-            .expect("set timeout");
-        let deadline = Instant::now() + READ_TIMEOUT;
-        while Instant::now() < deadline {
-            match self.fill() {
-                Ok(n) if n > 0 => continue,
-                _ => break,
-            }
-        }
-        self.stream
-            .set_read_timeout(Some(READ_TIMEOUT))
-            .expect("set timeout");
-        std::mem::take(&mut self.buf)
-    }
-
-    /// Asserts nothing arrives within `wait`.
-    #[track_caller]
-    pub fn expect_nothing(&mut self, wait: Duration) {
-        let got = self.read_available(wait);
-        assert!(got.is_empty(), "expected no reply, got {}", escape(&got, 0));
     }
 
     /// `set key 0 0 len` with `value`, asserting `STORED`.

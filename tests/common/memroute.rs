@@ -65,6 +65,8 @@ pub struct Builder {
     routes: Vec<(String, Vec<String>, String)>,
     /// Extra lines of the `[listen]` table.
     listen: String,
+    /// `(address, extra lines)` per `[[listeners]]` entry, in order; `None`: TCP on a free port.
+    listeners: Vec<(Option<String>, String)>,
     /// Extra lines of the `[admin]` table, when there is one.
     admin: Option<String>,
     /// Raw TOML appended at the end (other tables).
@@ -112,6 +114,25 @@ impl Builder {
         self
     }
 
+    /// A `[[listeners]]` entry on a free TCP port (its port: [`Memroute::listener_ports`], in the
+    /// order of these calls), with extra lines (e.g. `pool = "b"`, `tls = false`).
+    pub fn listener(mut self, extra: &str) -> Builder {
+        self.listeners.push((None, extra.to_string()));
+        self
+    }
+
+    /// A `[[listeners]]` entry at `address` as written (e.g. `unix:/path`), with extra lines.
+    pub fn listener_at(mut self, address: &str, extra: &str) -> Builder {
+        self.listeners
+            .push((Some(address.to_string()), extra.to_string()));
+        self
+    }
+
+    /// How many `[[listeners]]` entries need a free TCP port.
+    fn tcp_listeners(&self) -> usize {
+        self.listeners.iter().filter(|(a, _)| a.is_none()).count()
+    }
+
     /// An `[admin]` table on a free port.
     pub fn admin(self) -> Builder {
         self.admin_with("")
@@ -138,7 +159,18 @@ impl Builder {
 
     /// The config text for a client port and, if the builder has `[admin]`, an admin port: the
     /// tables in order, one blank line between them, each table's extra lines after its own.
+    /// (A builder with [`Builder::listener`]s needs [`Builder::render_with`].)
     pub fn render(&self, port: u16, admin_port: Option<u16>) -> String {
+        self.render_with(port, admin_port, &[])
+    }
+
+    /// As [`Builder::render`], with the ports of the [`Builder::listener`] entries, in order.
+    pub fn render_with(
+        &self,
+        port: u16,
+        admin_port: Option<u16>,
+        listener_ports: &[u16],
+    ) -> String {
         fn table(head: &str, body: &str, extra: &str) -> String {
             let extra = extra.trim_end_matches('\n');
             let sep = if extra.is_empty() { "" } else { "\n" };
@@ -149,6 +181,20 @@ impl Builder {
             &format!("address = \"127.0.0.1:{port}\""),
             &self.listen,
         )];
+        let mut free = listener_ports.iter();
+        for (address, extra) in &self.listeners {
+            let address = match address {
+                Some(a) => a.clone(),
+                None => {
+                    let port = free
+                        .next()
+                        .expect("a port for each TCP [[listeners]] entry");
+                    format!("127.0.0.1:{port}")
+                }
+            };
+            let body = format!("address = {}", quoted(&address));
+            tables.push(table("[[listeners]]", &body, extra));
+        }
         if let (Some(extra), Some(admin)) = (&self.admin, admin_port) {
             let body = format!("address = \"127.0.0.1:{admin}\"");
             tables.push(table("[admin]", &body, extra));
@@ -181,9 +227,28 @@ impl Builder {
     /// any) accepts. If a port was taken meanwhile, retries with fresh ones.
     pub fn start(&self) -> Memroute {
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let ports = || (free_port(), self.admin.is_some().then(free_port));
-        Memroute::launch(|port, admin| self.render(port, admin), ports, &args)
+        let ports = || Ports {
+            client: free_port(),
+            admin: self.admin.is_some().then(free_port),
+            listeners: (0..self.tcp_listeners()).map(|_| free_port()).collect(),
+        };
+        Memroute::launch(
+            |p| self.render_with(p.client, p.admin, &p.listeners),
+            ports,
+            &args,
+        )
     }
+}
+
+/// The TCP ports memroute is started on.
+#[derive(Clone, Debug)]
+pub struct Ports {
+    /// `[listen] address`.
+    pub client: u16,
+    /// `[admin] address`, when there is one.
+    pub admin: Option<u16>,
+    /// The `[[listeners]]` entries on TCP ports, in order.
+    pub listeners: Vec<u16>,
 }
 
 /// A running memroute, with its config in a private file and its output captured. Killed on
@@ -193,6 +258,8 @@ pub struct Memroute {
     pub port: u16,
     /// The admin HTTP port, when the config has an `[admin]` table.
     pub admin_port: Option<u16>,
+    /// The ports of the builder's [`Builder::listener`] entries, in order.
+    pub listener_ports: Vec<u16>,
     /// The config file it was started with (tests may rewrite it to exercise reload).
     pub config_path: PathBuf,
     child: Child,
@@ -226,29 +293,39 @@ impl Memroute {
         // wrote into the text.
         let ports = move || {
             attempts += 1;
-            (if attempts == 1 { first } else { free_port() }, admin)
+            let client = if attempts == 1 { first } else { free_port() };
+            Ports {
+                client,
+                admin,
+                listeners: Vec::new(),
+            }
         };
         Memroute::launch(
-            |port, _| config_toml.replace(&at(first), &at(port)),
+            |p| config_toml.replace(&at(first), &at(p.client)),
             ports,
             &[],
         )
     }
 
-    /// Starts `memroute --config FILE ARGS…` with `config(port, admin_port)` written to FILE, on
-    /// the ports `ports()` gives (`admin_port` is `Some` when there is an `[admin]`), and waits
-    /// until they accept. When a port was taken meanwhile, retries with the next `ports()`.
+    /// Starts `memroute --config FILE ARGS…` with `config(ports)` written to FILE, on the ports
+    /// `ports()` gives, and waits until they accept. When a port was taken meanwhile, retries
+    /// with the next `ports()`.
     pub fn launch(
-        config: impl Fn(u16, Option<u16>) -> String,
-        mut ports: impl FnMut() -> (u16, Option<u16>),
+        config: impl Fn(&Ports) -> String,
+        mut ports: impl FnMut() -> Ports,
         args: &[&str],
     ) -> Memroute {
         let dir = scratch_dir("memroute");
         let config_path = dir.join("memroute.toml");
         let mut errors = Vec::new();
         for attempt in 1..=PORT_ATTEMPTS {
-            let (port, admin_port) = ports();
-            let text = config(port, admin_port);
+            let p = ports();
+            let text = config(&p);
+            let Ports {
+                client: port,
+                admin: admin_port,
+                listeners: listener_ports,
+            } = p;
             fs::write(&config_path, &text).expect("write config");
             let mut child = Command::new(env!("CARGO_BIN_EXE_memroute"))
                 .arg("--config")
@@ -270,6 +347,7 @@ impl Memroute {
                     return Memroute {
                         port,
                         admin_port,
+                        listener_ports,
                         config_path,
                         child,
                         dir,
@@ -322,7 +400,7 @@ impl Memroute {
 
     /// `builder`'s config text on this process's ports (what a reload to it must read).
     pub fn config_for(&self, builder: &Builder) -> String {
-        builder.render(self.port, self.admin_port)
+        builder.render_with(self.port, self.admin_port, &self.listener_ports)
     }
 
     /// [`Memroute::replace_config`] with `builder`'s config on this process's ports.

@@ -7,8 +7,8 @@ use std::fs::{self, File};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -90,6 +90,25 @@ pub fn wait_until_accepting(port: u16, child: &mut Child, require_pid: bool) -> 
     ))
 }
 
+/// Waits until `ready(port)` holds for `child`'s server, failing early if `child` exits; and,
+/// since the port may be another process's, checks it still runs a moment later.
+fn wait_until_ready(port: u16, child: &mut Child, ready: &ReadyCheck) -> Result<(), String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let exited = |child: &mut Child| match child.try_wait() {
+        Ok(Some(status)) => Err(format!("exited before serving on port {port}: {status}")),
+        _ => Ok(()),
+    };
+    while Instant::now() < deadline {
+        exited(child)?;
+        if ready(port) {
+            thread::sleep(Duration::from_millis(50));
+            return exited(child);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("not ready on port {port} within {START_TIMEOUT:?}"))
+}
+
 /// The `STAT pid` a memcached-like server reports, if it answers `stats` with one (memcached and
 /// memroute do; nutcracker does not, and then only the exit check guards the port).
 fn stats_pid(mut stream: TcpStream) -> Option<u32> {
@@ -144,12 +163,18 @@ pub fn read_log(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Whether a memcached on a port is up and serving (for one that does not speak plain text,
+/// e.g. TLS only).
+pub type ReadyCheck = Arc<dyn Fn(u16) -> bool + Send + Sync>;
+
 /// One memcached process on a free loopback port.
 pub struct Memcached {
     /// The TCP port it listens on (kept across `restart`).
     pub port: u16,
     child: Child,
     args: Vec<String>,
+    /// How it shows it is up: `None`, its `STAT pid` over plain text.
+    ready: Option<ReadyCheck>,
     dir: PathBuf,
 }
 
@@ -161,17 +186,24 @@ impl Memcached {
 
     /// As [`Memcached::start`] with extra arguments (e.g. `["-I", "2m"]`).
     pub fn start_with_args(args: &[&str]) -> Memcached {
+        Memcached::start_checked(args, None)
+    }
+
+    /// As [`Memcached::start_with_args`], up once `ready(port)` holds (and it still runs a
+    /// moment later) instead of once it reports its pid over plain text.
+    pub fn start_checked(args: &[&str], ready: Option<ReadyCheck>) -> Memcached {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let dir = scratch_dir("memcached");
         let mut errors = Vec::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
-            match Memcached::spawn(port, &args, &dir) {
+            match Memcached::spawn(port, &args, ready.as_ref(), &dir) {
                 Ok(child) => {
                     return Memcached {
                         port,
                         child,
                         args,
+                        ready,
                         dir,
                     };
                 }
@@ -182,7 +214,12 @@ impl Memcached {
         panic!("memcached did not start: {errors:#?}");
     }
 
-    fn spawn(port: u16, args: &[String], dir: &Path) -> Result<Child, String> {
+    fn spawn(
+        port: u16,
+        args: &[String],
+        ready: Option<&ReadyCheck>,
+        dir: &Path,
+    ) -> Result<Child, String> {
         let log = dir.join("stderr.log");
         let mut child = Command::new("memcached")
             .args(MEMCACHED_ARGS.split(' '))
@@ -194,7 +231,11 @@ impl Memcached {
             .stderr(File::create(&log).map_err(|e| e.to_string())?)
             .spawn()
             .map_err(|e| format!("cannot run memcached (scripts/deps.sh installs it): {e}"))?;
-        match wait_until_accepting(port, &mut child, true) {
+        let up = match ready {
+            None => wait_until_accepting(port, &mut child, true),
+            Some(ready) => wait_until_ready(port, &mut child, ready),
+        };
+        match up {
             Ok(()) => Ok(child),
             Err(e) => {
                 kill_and_wait(&mut child);
@@ -230,7 +271,7 @@ impl Memcached {
         let mut last = String::new();
         // The port was just ours; retry briefly in case the kernel has not released it yet.
         for _ in 0..20 {
-            match Memcached::spawn(self.port, &self.args, &self.dir) {
+            match Memcached::spawn(self.port, &self.args, self.ready.as_ref(), &self.dir) {
                 Ok(child) => {
                     self.child = child;
                     return;
