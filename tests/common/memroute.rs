@@ -232,7 +232,7 @@ impl Builder {
             admin: self.admin.is_some().then(free_port),
             listeners: (0..self.tcp_listeners()).map(|_| free_port()).collect(),
         };
-        Memroute::launch(
+        Memroute::launch_on(
             |p| self.render_with(p.client, p.admin, &p.listeners),
             ports,
             &args,
@@ -300,17 +300,34 @@ impl Memroute {
                 listeners: Vec::new(),
             }
         };
-        Memroute::launch(
+        Memroute::launch_on(
             |p| config_toml.replace(&at(first), &at(p.client)),
             ports,
             &[],
         )
     }
 
-    /// Starts `memroute --config FILE ARGS…` with `config(ports)` written to FILE, on the ports
-    /// `ports()` gives, and waits until they accept. When a port was taken meanwhile, retries
-    /// with the next `ports()`.
+    /// Starts `memroute --config FILE ARGS…` with `config(port, admin_port)` written to FILE, on
+    /// the ports `ports()` gives (`admin_port` is `Some` when there is an `[admin]`), and waits
+    /// until they accept. When a port was taken meanwhile, retries with the next `ports()`.
     pub fn launch(
+        config: impl Fn(u16, Option<u16>) -> String,
+        mut ports: impl FnMut() -> (u16, Option<u16>),
+        args: &[&str],
+    ) -> Memroute {
+        let ports = move || {
+            let (client, admin) = ports();
+            Ports {
+                client,
+                admin,
+                listeners: Vec::new(),
+            }
+        };
+        Memroute::launch_on(|p| config(p.client, p.admin), ports, args)
+    }
+
+    /// As [`Memroute::launch`], with `config(ports)` on all the [`Ports`] `ports()` gives.
+    pub fn launch_on(
         config: impl Fn(&Ports) -> String,
         mut ports: impl FnMut() -> Ports,
         args: &[&str],
