@@ -73,6 +73,25 @@ fn writes_reach_every_replica() {
     }
 }
 
+/// Seconds left on `key` in a backend, read with `mg <key> t`.
+fn ttl_on(m: &Memcached, key: &str) -> String {
+    let line = direct(m, &format!("mg {key} t\r\n"), b"");
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+#[test]
+fn gat_touches_every_replica() {
+    let (east, west) = (Memcached::start(), Memcached::start());
+    let m = replicated(&east, &west, "");
+    let mut c = m.client();
+    c.roundtrip(b"set t 0 0 1\r\nx\r\n", b"STORED\r\n");
+    c.roundtrip(b"gat 1000 t\r\n", b"VALUE t 0 1\r\nx\r\nEND\r\n");
+    for r in [&east, &west] {
+        let t = ttl_on(r, "t");
+        assert!(t == "HD t1000\r\n" || t == "HD t999\r\n", "{t:?}");
+    }
+}
+
 #[test]
 fn reads_go_to_the_home_replica_of_the_key() {
     let (east, west) = (Memcached::start(), Memcached::start());

@@ -22,9 +22,14 @@
 //!   meta line without its `C` token), so they follow the checked write. Such a request is a
 //!   barrier in its client's pipeline, so the client's next write cannot overtake that `set`.
 //!
-//! Known limits: `gat`/`gats` (and `mg` with `T`/`N`) touch only the replica that answered; a
-//! multi-key retrieval that mixes keys of a route with fallback tiers and of a replicated route reads the replicated keys
-//! from their first replica only (the tiered reader handles the whole request).
+//! `gat`/`gats` read like `get` and then `touch` the key on the other replicas, so the TTL
+//! stays the same everywhere. A read that fails over asks the next replica after the first
+//! answered, so a write the same client pipelined behind it may already have reached that
+//! replica (reads are not barriers: the common case, no failover, keeps the pipeline).
+//!
+//! Known limits: `mg` with `T`/`N` touches only the replica that answered; a multi-key
+//! retrieval that mixes keys of a route with fallback tiers and of a replicated route reads the
+//! replicated keys from their first replica only (the tiered reader handles the whole request).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -484,7 +489,8 @@ fn read(r: Arc<Replicas>, lane: usize, keyed: Keyed) -> ReplyFuture {
 /// What one key's lookup came to so far.
 enum Slot {
     Todo,
-    Hit(Value),
+    /// Found, in the round given (which names the replica through the key's plan).
+    Hit(Value, usize),
     Miss,
     Error(Reply),
 }
@@ -555,12 +561,15 @@ pub fn retrieve(
                 settle(&plans, &mut slots, &g.keys, answer, round);
             }
         }
+        if matches!(kind, Retrieval::Gat | Retrieval::Gats) {
+            touch_others(&plans, &keys, &slots, lane, exptime).await;
+        }
         let mut first_error = None;
         let mut blocks = Vec::new();
         let mut errors = 0;
         for slot in slots {
             match slot {
-                Slot::Hit(v) => blocks.push(v.block),
+                Slot::Hit(v, _) => blocks.push(v.block),
                 Slot::Error(e) => {
                     errors += 1;
                     first_error.get_or_insert(e);
@@ -575,6 +584,32 @@ pub fn retrieve(
         }
         Reply::Values(blocks)
     })
+}
+
+/// A `gat` changed the TTL of its hits on the replica that answered: the other replicas of each
+/// such key get the same `touch` (awaited in sync mode, in the background in async mode).
+async fn touch_others(plans: &[Plan], keys: &[Bytes], slots: &[Slot], lane: usize, exptime: i32) {
+    for ((plan, key), slot) in plans.iter().zip(keys).zip(slots) {
+        let (Slot::Hit(_, round), Some(r)) = (slot, &plan.route.replicas) else {
+            continue;
+        };
+        let touch = Keyed::Touch {
+            key: key.clone(),
+            exptime,
+        };
+        let sent = send_all(r, lane, &touch, plan.order.get(*round).copied());
+        match r.write_mode {
+            WriteMode::Sync => {
+                for (j, p, _) in sent {
+                    let a = wait(p).await;
+                    if let Some(t) = r.targets.get(j) {
+                        record_write(t, &a, None);
+                    }
+                }
+            }
+            WriteMode::Async => background(r.clone(), sent, None),
+        }
+    }
 }
 
 /// Sends round `round` for the keys in `todo`, grouped by server. A key whose server cannot be
@@ -687,7 +722,7 @@ fn settle(plans: &[Plan], slots: &mut [Slot], keys: &[usize], answer: Answer, ro
                         if let Some(t) = t {
                             t.m.read_hit.inc();
                         }
-                        slots[i] = Slot::Hit(v);
+                        slots[i] = Slot::Hit(v, round);
                     }
                     None => {
                         if let Some(t) = t {

@@ -32,14 +32,17 @@ pub fn start(pools: &[(&str, &[&Memcached], &str)], routes: &str) -> Memroute {
 }
 
 /// One request straight to a backend, its whole answer read up to `end` (a line ending the
-/// answer, e.g. `"END\r\n"`).
+/// answer, e.g. `"END\r\n"`; empty: the answer is one line).
 pub fn direct(m: &Memcached, request: &str, end: &[u8]) -> Vec<u8> {
     let mut c = Client::connect(m.port);
     c.send(request.as_bytes());
     let mut out = Vec::new();
     loop {
         let line = c.read_line();
-        let done = line == end || line.starts_with(b"SERVER_ERROR") || line.starts_with(b"ERROR");
+        let done = end.is_empty()
+            || line == end
+            || line.starts_with(b"SERVER_ERROR")
+            || line.starts_with(b"ERROR");
         out.extend(line);
         if done {
             return out;
