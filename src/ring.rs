@@ -409,8 +409,8 @@ mod tests {
         assert_eq!(checked, 55 * 83);
     }
 
-    /// Undoes the `\xNN` escapes of the golden file.
-    fn unescape(s: &str) -> Vec<u8> {
+    /// Undoes the `\xNN` escapes of the golden files.
+    pub(super) fn unescape(s: &str) -> Vec<u8> {
         let mut out = Vec::new();
         let mut rest = s.as_bytes();
         while let Some((&b, tail)) = rest.split_first() {

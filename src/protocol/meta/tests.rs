@@ -2,17 +2,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::protocol::command::Command;
-use crate::protocol::request::tests::drive;
-
-fn one(input: &[u8]) -> Result<Request, Invalid> {
-    let mut v = drive(&[input]);
-    assert_eq!(v.len(), 1, "{v:?}");
-    v.remove(0)
-}
-
-fn err(input: &[u8]) -> &'static [u8] {
-    one(input).unwrap_err().reply
-}
+use crate::protocol::request::tests::{check_cuts, corpus, drive, err, one};
 
 fn meta(input: &[u8]) -> MetaRequest {
     match one(input) {
@@ -131,8 +121,8 @@ fn quiet_hides_what_memcached_hides() {
     assert!(!q(b"mg k\r\n").hides(b"EN\r\n"));
 }
 
-fn corpus() -> impl Strategy<Value = Vec<u8>> {
-    let pieces = prop::sample::select(vec![
+fn meta_pieces() -> Vec<&'static [u8]> {
+    vec![
         &b"mg "[..],
         b"ms ",
         b"md ",
@@ -159,24 +149,13 @@ fn corpus() -> impl Strategy<Value = Vec<u8>> {
         b"\n",
         b"abc",
         b" ",
-    ]);
-    prop::collection::vec(
-        prop_oneof![
-            pieces.prop_map(|p| p.to_vec()),
-            prop::collection::vec(any::<u8>(), 0..6)
-        ],
-        0..40,
-    )
-    .prop_map(|v| v.concat())
+    ]
 }
 
 proptest! {
     #[test]
-    fn never_panics_and_split_points_do_not_matter(input in corpus(), cut in any::<prop::sample::Index>()) {
-        let whole = drive(&[&input]);
-        let at = cut.index(input.len() + 1);
-        let split = drive(&[&input[..at], &input[at..]]);
-        prop_assert_eq!(&whole, &split);
+    fn never_panics_and_split_points_do_not_matter(input in corpus(meta_pieces(), 6), cut in any::<prop::sample::Index>()) {
+        check_cuts(&input, Some(cut.index(input.len() + 1)));
     }
 
     #[test]
@@ -186,9 +165,7 @@ proptest! {
 }
 
 #[test]
-fn byte_by_byte_feeding_gives_the_same_outcome() {
+fn every_cut_and_byte_by_byte_feeding_give_the_same_outcome() {
     let input: &[u8] = b"mg k v q\r\nms k 3 T0\r\nabc\r\nms k 4 E\r\nxxxx\r\nmd Zm9v b q\r\nma k D2 MI v\r\nmn\r\nms k 2000\r\nme k\r\n";
-    let whole = drive(&[input]);
-    let bytes: Vec<&[u8]> = input.chunks(1).collect();
-    assert_eq!(drive(&bytes), whole);
+    check_cuts(input, None);
 }

@@ -24,13 +24,15 @@ pub(in crate::protocol) fn drive(chunks: &[&[u8]]) -> Vec<Result<Request, Invali
     out
 }
 
-fn one(input: &[u8]) -> Result<Request, Invalid> {
+/// The one request `input` holds.
+pub(in crate::protocol) fn one(input: &[u8]) -> Result<Request, Invalid> {
     let mut v = drive(&[input]);
     assert_eq!(v.len(), 1, "{v:?}");
     v.remove(0)
 }
 
-fn err(input: &[u8]) -> &'static [u8] {
+/// The error line of the one (invalid) request `input` holds.
+pub(in crate::protocol) fn err(input: &[u8]) -> &'static [u8] {
     one(input).unwrap_err().reply
 }
 
@@ -143,8 +145,36 @@ fn bare_newline_ends_a_line() {
     assert!(matches!(one(b"get a\n"), Ok(Request::Op { .. })));
 }
 
-fn corpus() -> impl Strategy<Value = Vec<u8>> {
-    let pieces = prop::sample::select(vec![
+/// Inputs made of `pieces` of the protocol with up to `noise` arbitrary bytes between them.
+pub(in crate::protocol) fn corpus(
+    pieces: Vec<&'static [u8]>,
+    noise: usize,
+) -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(
+        prop_oneof![
+            prop::sample::select(pieces).prop_map(|p| p.to_vec()),
+            prop::collection::vec(any::<u8>(), 0..noise)
+        ],
+        0..40,
+    )
+    .prop_map(|v| v.concat())
+}
+
+/// Cutting `input` at `at`, or at every byte, gives the decoder's outcome for the whole.
+pub(in crate::protocol) fn check_cuts(input: &[u8], at: Option<usize>) {
+    let whole = drive(&[input]);
+    let cuts: Vec<usize> = at.map_or_else(|| (0..=input.len()).collect(), |at| vec![at]);
+    for at in cuts {
+        assert_eq!(drive(&[&input[..at], &input[at..]]), whole, "cut at {at}");
+    }
+    if at.is_none() {
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(drive(&bytes), whole, "byte by byte");
+    }
+}
+
+fn text_pieces() -> Vec<&'static [u8]> {
+    vec![
         &b"get "[..],
         b"gets ",
         b"gat 10 ",
@@ -174,24 +204,13 @@ fn corpus() -> impl Strategy<Value = Vec<u8>> {
         b"verbosity 1",
         b"99999999999 ",
         b"HTTP/1.1",
-    ]);
-    prop::collection::vec(
-        prop_oneof![
-            pieces.prop_map(|p| p.to_vec()),
-            prop::collection::vec(any::<u8>(), 0..8)
-        ],
-        0..40,
-    )
-    .prop_map(|v| v.concat())
+    ]
 }
 
 proptest! {
     #[test]
-    fn never_panics_and_split_points_do_not_matter(input in corpus(), cut in any::<prop::sample::Index>()) {
-        let whole = drive(&[&input]);
-        let at = cut.index(input.len() + 1);
-        let split = drive(&[&input[..at], &input[at..]]);
-        prop_assert_eq!(&whole, &split);
+    fn never_panics_and_split_points_do_not_matter(input in corpus(text_pieces(), 8), cut in any::<prop::sample::Index>()) {
+        check_cuts(&input, Some(cut.index(input.len() + 1)));
     }
 
     #[test]
@@ -203,12 +222,7 @@ proptest! {
 #[test]
 fn a_request_cut_at_every_byte_gives_the_same_replies() {
     let input: &[u8] = b"set a 1 2 3\r\nabc\r\nget a b\r\ndelete a noreply\r\nincr n 5\r\nset k 0 0 2000\r\nbogus\r\ngat 1 a\r\ncas a 0 0 1 5\r\nx\r\nversion\r\n";
-    let whole = drive(&[input]);
-    for at in 0..=input.len() {
-        assert_eq!(drive(&[&input[..at], &input[at..]]), whole, "cut at {at}");
-    }
-    let bytes: Vec<&[u8]> = input.chunks(1).collect();
-    assert_eq!(drive(&bytes), whole);
+    check_cuts(input, None);
 }
 
 #[test]
