@@ -17,6 +17,7 @@
 //! - [`metrics`]: every Prometheus series, with handles resolved once.
 //! - [`state`]: the live state (config snapshot + pools + routes) behind an `ArcSwap`, and
 //!   what a reload changes in it.
+//! - [`watch`]: file and `SIGHUP` watching, debounced (config reload, certificates).
 //! - [`tls`]: TLS to clients and to backends (rustls): certificate loading with located errors,
 //!   acceptors and connectors that reload when their files change, handshake failure counting.
 #![forbid(unsafe_code)]
@@ -31,3 +32,4 @@ pub mod route;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod watch;

@@ -139,7 +139,7 @@ async fn run(path: PathBuf, drain_timeout: std::time::Duration) -> ExitCode {
         }
     };
     // Watch before the first load, so an edit made during it is not missed.
-    let triggers = match reload::spawn_watcher(&path, RELOAD_DEBOUNCE) {
+    let triggers = match memroute::watch::spawn_watcher(&path, RELOAD_DEBOUNCE) {
         Ok(t) => Some(t),
         Err(e) => {
             tracing::warn!(error = %e, "config watch unavailable; hot reload is off");

@@ -12,13 +12,16 @@ mod reload;
 mod routing;
 mod tiers;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use prometheus::core::Collector;
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 pub use backend::{BackendMetrics, ServerMetrics};
-pub use client::{ClientMetrics, CmdMetrics, Results};
+pub use client::{ClientMetrics, CmdMetrics, Results, TlsFailure};
 pub use reload::ReloadMetrics;
 pub use routing::RoutingMetrics;
 pub use tiers::{LowerWrites, TierMetrics, TiersMetrics};
@@ -26,59 +29,65 @@ pub use tiers::{LowerWrites, TierMetrics, TiersMetrics};
 use crate::protocol::command::{Command, Keyed, MetaRequest, Retrieval, Storage};
 use crate::protocol::meta::MetaVerb;
 
-/// Declares [`Cmd`] from one list of `Variant => "label"`: the enum, [`Cmd::ALL`] and
-/// [`Cmd::label`] cannot drift apart.
-macro_rules! commands {
-    ($($(#[$doc:meta])* $name:ident => $label:literal,)*) => {
-        /// Commands as metric labels (a bounded set).
+/// Declares a label enum from one list of `Variant => "label"`: the enum, its `ALL` (in label
+/// order, the index of per-label arrays) and `label()` cannot drift apart.
+macro_rules! labels {
+    ($(#[$enum_doc:meta])* $vis:vis enum $enum:ident {
+        $($(#[$doc:meta])* $name:ident => $label:literal,)*
+    }) => {
+        $(#[$enum_doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum Cmd {
+        $vis enum $enum {
             $($(#[$doc])* #[doc = concat!("`", $label, "`")] $name,)*
         }
 
-        impl Cmd {
-            /// Every command, in label order (the index of a per-command array).
-            pub const ALL: &'static [Cmd] = &[$(Cmd::$name,)*];
+        impl $enum {
+            /// Every value, in label order.
+            pub const ALL: &'static [$enum] = &[$($enum::$name,)*];
 
             /// The label value.
             pub fn label(self) -> &'static str {
                 match self {
-                    $(Cmd::$name => $label,)*
+                    $($enum::$name => $label,)*
                 }
             }
         }
     };
 }
+pub(crate) use labels;
 
-commands! {
-    Get => "get",
-    Gets => "gets",
-    Gat => "gat",
-    Gats => "gats",
-    Set => "set",
-    Add => "add",
-    Replace => "replace",
-    Append => "append",
-    Prepend => "prepend",
-    Cas => "cas",
-    Delete => "delete",
-    Incr => "incr",
-    Decr => "decr",
-    Touch => "touch",
-    Version => "version",
-    Verbosity => "verbosity",
-    Stats => "stats",
-    FlushAll => "flush_all",
-    CacheMemlimit => "cache_memlimit",
-    Quit => "quit",
-    MetaGet => "mg",
-    MetaSet => "ms",
-    MetaDelete => "md",
-    MetaArith => "ma",
-    MetaNoop => "mn",
-    MetaDebug => "me",
-    /// Unknown or malformed commands.
-    Invalid => "invalid",
+labels! {
+    /// Commands as metric labels (a bounded set).
+    pub enum Cmd {
+        Get => "get",
+        Gets => "gets",
+        Gat => "gat",
+        Gats => "gats",
+        Set => "set",
+        Add => "add",
+        Replace => "replace",
+        Append => "append",
+        Prepend => "prepend",
+        Cas => "cas",
+        Delete => "delete",
+        Incr => "incr",
+        Decr => "decr",
+        Touch => "touch",
+        Version => "version",
+        Verbosity => "verbosity",
+        Stats => "stats",
+        FlushAll => "flush_all",
+        CacheMemlimit => "cache_memlimit",
+        Quit => "quit",
+        MetaGet => "mg",
+        MetaSet => "ms",
+        MetaDelete => "md",
+        MetaArith => "ma",
+        MetaNoop => "mn",
+        MetaDebug => "me",
+        /// Unknown or malformed commands.
+        Invalid => "invalid",
+    }
 }
 
 impl From<Retrieval> for Cmd {
@@ -146,6 +155,8 @@ pub struct Metrics {
     pub reload: ReloadMetrics,
     /// Replicas, gutters, shadows.
     pub routing: RoutingMetrics,
+    /// What memcached's `stats` counts from (`stats reset`).
+    pub stats_baseline: StatsBaseline,
 }
 
 impl Metrics {
@@ -168,6 +179,7 @@ impl Metrics {
             tiers: TiersMetrics::register(r),
             reload: ReloadMetrics::register(r),
             routing: RoutingMetrics::register(r),
+            stats_baseline: StatsBaseline::default(),
             registry,
         }
     }
@@ -176,6 +188,23 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// The values of the resettable counters at the last `stats reset`: `stats` shows the
+/// difference, so memcached's semantics hold while the Prometheus counters stay monotonic.
+#[derive(Debug, Default)]
+pub struct StatsBaseline(Mutex<HashMap<&'static str, u64>>);
+
+impl StatsBaseline {
+    /// The values at the last reset.
+    pub fn get(&self) -> HashMap<&'static str, u64> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records `values` as the new zero.
+    pub fn set(&self, values: HashMap<&'static str, u64>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = values;
     }
 }
 

@@ -8,7 +8,6 @@
 //!   and `cache_memlimit` fan-out); [`connections`]: the open sockets `stats conns` lists.
 //! - [`stream`]: what a session runs on, plain TCP or TLS ([`crate::tls`]).
 
-pub mod connections;
 pub mod in_order;
 pub mod listener;
 pub mod local;

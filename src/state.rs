@@ -7,6 +7,8 @@
 //! [`Shared`] server table); servers that left are dropped with the last snapshot that uses
 //! them, and their connections drain and close.
 
+pub mod connections;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -21,8 +23,7 @@ use crate::config::{Config, ListenAddress, LowerOnWrite, RouteConfig};
 use crate::metrics::Metrics;
 use crate::protocol::exptime::unix_now;
 use crate::route::{Route, Router};
-use crate::server::connections::Connections;
-use crate::server::local::stats::Baseline;
+use connections::Connections;
 
 /// One immutable version of the running configuration.
 pub struct Snapshot {
@@ -65,8 +66,6 @@ pub struct Shared {
     pub connections: Connections,
     /// The generation of the last applied reload, for the listeners to follow.
     reloaded: tokio::sync::watch::Sender<u64>,
-    /// The counters at the last `stats reset`.
-    pub stats_baseline: Baseline,
 }
 
 impl Shared {
@@ -91,7 +90,6 @@ impl Shared {
             draining: AtomicBool::new(false),
             connections: Connections::default(),
             reloaded: tokio::sync::watch::Sender::new(0),
-            stats_baseline: Baseline::default(),
         })
     }
 

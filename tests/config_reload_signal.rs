@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use memroute::config::reload::{Trigger, spawn_watcher};
+use memroute::watch::{Trigger, spawn_watcher};
 
 #[tokio::test]
 async fn sighup_triggers_a_reload_at_once() {

@@ -2,8 +2,33 @@
 
 use prometheus::{Histogram, IntCounter, IntGauge, Registry};
 
-use super::{Cmd, counter, counter_vec, gauge, histogram_vec};
-use crate::tls::accept::Failure;
+use super::{Cmd, counter, counter_vec, gauge, histogram_vec, labels};
+
+labels! {
+    /// Why a client's TLS handshake failed: the `reason` label of
+    /// `memroute_client_tls_handshake_failures_total`.
+    pub enum TlsFailure {
+        /// No handshake within `handshake_timeout`.
+        Timeout => "timeout",
+        /// mTLS: the client sent no certificate.
+        NoClientCertificate => "no_client_certificate",
+        /// mTLS: the client's certificate does not chain to `client_ca` (or is expired, …).
+        BadClientCertificate => "bad_client_certificate",
+        /// The client refused the handshake with an alert (typically: it does not trust our
+        /// certificate).
+        ClientAlert => "client_alert",
+        /// No TLS version or cipher suite in common.
+        Incompatible => "incompatible",
+        /// Not TLS at all (e.g. a plain memcached client on the TLS port), or malformed TLS.
+        Protocol => "protocol",
+        /// The client closed or reset the connection during the handshake.
+        Closed => "closed",
+        /// The listener has no usable certificate (its files never loaded).
+        NoCertificate => "no_certificate",
+        /// Anything else.
+        Other => "other",
+    }
+}
 
 /// Per-command handles.
 pub struct CmdMetrics {
@@ -134,7 +159,7 @@ impl ClientMetrics {
             results: Results::register(r),
             get_hits: get_keys.with_label_values(&["hit"]),
             get_misses: get_keys.with_label_values(&["miss"]),
-            tls_failures: Failure::ALL
+            tls_failures: TlsFailure::ALL
                 .iter()
                 .map(|f| tls_failures.with_label_values(&[f.label()]))
                 .collect(),
@@ -147,7 +172,7 @@ impl ClientMetrics {
     }
 
     /// The counter of client TLS handshakes that failed for `why`.
-    pub fn tls_failure(&self, why: Failure) -> &IntCounter {
+    pub fn tls_failure(&self, why: TlsFailure) -> &IntCounter {
         &self.tls_failures[why as usize]
     }
 }

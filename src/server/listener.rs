@@ -27,12 +27,12 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::connections::{Entry, Registered};
 use super::session;
 use super::stream::ClientStream;
 use crate::config::{ListenAddress, ListenerConfig};
 use crate::protocol::reply::TOO_MANY_CONNECTIONS;
 use crate::state::Shared;
+use crate::state::connections::{Entry, Registered};
 
 /// A bound listening socket.
 pub enum Socket {

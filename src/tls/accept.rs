@@ -9,93 +9,37 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::reloadable::ListenCerts;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TlsFailure as Failure};
 
 /// The acceptor of a TLS listener (its certificates reload: see [`super::reloadable`]).
 pub type Acceptor = ListenCerts;
 
-/// Why a client's handshake failed: the `reason` label of
-/// `memroute_client_tls_handshake_failures_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// No handshake within `handshake_timeout`.
-    Timeout,
-    /// mTLS: the client sent no certificate.
-    NoClientCertificate,
-    /// mTLS: the client's certificate does not chain to `client_ca` (or is expired, …).
-    BadClientCertificate,
-    /// The client refused the handshake with an alert (typically: it does not trust our
-    /// certificate).
-    ClientAlert,
-    /// No TLS version or cipher suite in common.
-    Incompatible,
-    /// Not TLS at all (e.g. a plain memcached client on the TLS port), or malformed TLS.
-    Protocol,
-    /// The client closed or reset the connection during the handshake.
-    Closed,
-    /// The listener has no usable certificate (its files never loaded).
-    NoCertificate,
-    /// Anything else.
-    Other,
-}
-
-impl Failure {
-    /// Every reason, in label order.
-    pub const ALL: [Failure; 9] = [
-        Failure::Timeout,
-        Failure::NoClientCertificate,
-        Failure::BadClientCertificate,
-        Failure::ClientAlert,
-        Failure::Incompatible,
-        Failure::Protocol,
-        Failure::Closed,
-        Failure::NoCertificate,
-        Failure::Other,
-    ];
-
-    /// The label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            Failure::Timeout => "timeout",
-            Failure::NoClientCertificate => "no_client_certificate",
-            Failure::BadClientCertificate => "bad_client_certificate",
-            Failure::ClientAlert => "client_alert",
-            Failure::Incompatible => "incompatible",
-            Failure::Protocol => "protocol",
-            Failure::Closed => "closed",
-            Failure::NoCertificate => "no_certificate",
-            Failure::Other => "other",
-        }
-    }
-
-    /// The reason of a failed handshake's error.
-    pub fn of(e: &std::io::Error) -> Failure {
-        if let Some(tls) = e.get_ref().and_then(|r| r.downcast_ref::<rustls::Error>()) {
-            return match tls {
-                rustls::Error::NoCertificatesPresented => Failure::NoClientCertificate,
-                rustls::Error::InvalidCertificate(_) => Failure::BadClientCertificate,
-                rustls::Error::AlertReceived(_) => Failure::ClientAlert,
-                rustls::Error::PeerIncompatible(_) => Failure::Incompatible,
-                rustls::Error::InvalidMessage(_)
-                | rustls::Error::InappropriateMessage { .. }
-                | rustls::Error::InappropriateHandshakeMessage { .. }
-                | rustls::Error::PeerMisbehaved(_)
-                | rustls::Error::PeerSentOversizedRecord
-                | rustls::Error::DecryptError => Failure::Protocol,
-                _ => Failure::Other,
-            };
-        }
-        use std::io::ErrorKind as K;
-        match e.kind() {
-            K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
-                Failure::Closed
-            }
-            K::InvalidData => Failure::Protocol,
+/// The reason of a failed handshake's error.
+pub fn reason(e: &std::io::Error) -> Failure {
+    if let Some(tls) = e.get_ref().and_then(|r| r.downcast_ref::<rustls::Error>()) {
+        return match tls {
+            rustls::Error::NoCertificatesPresented => Failure::NoClientCertificate,
+            rustls::Error::InvalidCertificate(_) => Failure::BadClientCertificate,
+            rustls::Error::AlertReceived(_) => Failure::ClientAlert,
+            rustls::Error::PeerIncompatible(_) => Failure::Incompatible,
+            rustls::Error::InvalidMessage(_)
+            | rustls::Error::InappropriateMessage { .. }
+            | rustls::Error::InappropriateHandshakeMessage { .. }
+            | rustls::Error::PeerMisbehaved(_)
+            | rustls::Error::PeerSentOversizedRecord
+            | rustls::Error::DecryptError => Failure::Protocol,
             _ => Failure::Other,
+        };
+    }
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
+            Failure::Closed
         }
+        K::InvalidData => Failure::Protocol,
+        _ => Failure::Other,
     }
 }
-
 impl Acceptor {
     /// Runs the server side of the handshake on `stream`, at most `handshake_timeout`; `None`
     /// (counted and logged) if it fails: the caller then drops the connection, which frees its
@@ -119,7 +63,7 @@ impl Acceptor {
         match tokio::time::timeout(self.config().handshake_timeout, handshake).await {
             Ok(Ok(tls)) => Some(tls),
             Ok(Err(e)) => {
-                self.failed(metrics, peer, Failure::of(&e), &e.to_string());
+                self.failed(metrics, peer, reason(&e), &e.to_string());
                 None
             }
             Err(_) => {

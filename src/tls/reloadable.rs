@@ -7,7 +7,7 @@
 //! - when a config reload keeps the same setting ([`Registry`] hands out the existing one and
 //!   re-reads its files),
 //! - on `SIGHUP`, and when one of its files changes: each file is watched like the config file
-//!   ([`crate::config::reload::spawn_watcher`]: directories, so editors' renames, `cp` over the
+//!   ([`crate::watch::spawn_watcher`]: directories, so editors' renames, `cp` over the
 //!   file and Kubernetes Secret symlink swaps are all seen), debounced, so a certificate and key
 //!   written one after the other are read together.
 //!
@@ -167,7 +167,7 @@ where
 {
     let (tx, mut rx) = mpsc::channel::<()>(1);
     for file in files {
-        let mut triggers = match crate::config::reload::spawn_watcher(&file, DEBOUNCE) {
+        let mut triggers = match crate::watch::spawn_watcher(&file, DEBOUNCE) {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(file = %file.display(), error = %e, "cannot watch a TLS file; it is re-read on config reload and SIGHUP only");

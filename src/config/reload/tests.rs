@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 use super::*;
+use crate::watch::{resolution, spawn_watcher};
 
 const DEBOUNCE: Duration = Duration::from_millis(100);
 /// Long enough for any event of one file operation to arrive and be debounced.

@@ -17,7 +17,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 
 use bytes::Bytes;
 
@@ -41,21 +40,6 @@ const DETAIL_USAGE: &[u8] = b"CLIENT_ERROR usage: stats detail on|off|dump\r\n";
 /// `stats detail on`: memroute does not keep per-prefix counters, so it says so.
 const DETAIL_UNSUPPORTED: &[u8] = b"SERVER_ERROR stats detail is not collected by memroute\r\n";
 
-/// The values of the resettable counters at the last `stats reset`: `stats` shows the
-/// difference, so memcached's semantics hold while the Prometheus counters stay monotonic.
-#[derive(Debug, Default)]
-pub struct Baseline(Mutex<HashMap<&'static str, u64>>);
-
-impl Baseline {
-    fn get(&self) -> HashMap<&'static str, u64> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn set(&self, values: HashMap<&'static str, u64>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = values;
-    }
-}
-
 /// `stats [group args…]`.
 pub fn stats(shared: &Shared, group: Option<&[u8]>) -> Reply {
     let Some(group) = group else {
@@ -72,7 +56,7 @@ pub fn stats(shared: &Shared, group: Option<&[u8]>) -> Reply {
         b"cachedump" => cachedump(&args),
         b"detail" => detail(&args),
         b"reset" => {
-            shared.stats_baseline.set(counters(&shared.metrics));
+            shared.metrics.stats_baseline.set(counters(&shared.metrics));
             Reply::Static(reply::RESET)
         }
         _ => Reply::Static(reply::ERROR),
@@ -142,7 +126,7 @@ fn general(shared: &Shared) -> Reply {
     let m: &Metrics = &shared.metrics;
     let snapshot = shared.snapshot();
     let now = counters(m);
-    let base = shared.stats_baseline.get();
+    let base = shared.metrics.stats_baseline.get();
     let counter = |name: &'static str| {
         let v = now.get(name).copied().unwrap_or(0);
         v.saturating_sub(base.get(name).copied().unwrap_or(0))
