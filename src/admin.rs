@@ -47,7 +47,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A response with its whole body in memory (every admin answer is small).
-pub type Reply = Response<Full<Bytes>>;
+pub type Page = Response<Full<Bytes>>;
 
 /// Binds `address` and serves the admin endpoints on a background task. Returns the bound
 /// address (useful with port 0). Must run inside the tokio runtime.
@@ -89,7 +89,7 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// Answers one request. (hyper leaves the body out of `HEAD` answers by itself.)
-pub fn handle(shared: &Shared, method: &Method, uri: &hyper::Uri) -> Reply {
+pub fn handle(shared: &Shared, method: &Method, uri: &hyper::Uri) -> Page {
     let path = uri.path();
     if !matches!(
         path,
@@ -120,7 +120,7 @@ pub fn handle(shared: &Shared, method: &Method, uri: &hyper::Uri) -> Reply {
 }
 
 /// `/metrics`: the registry in the text exposition format.
-fn metrics(shared: &Shared) -> Reply {
+fn metrics(shared: &Shared) -> Page {
     use prometheus::Encoder;
     let mut body = Vec::with_capacity(16 * 1024);
     if let Err(e) =
@@ -132,18 +132,18 @@ fn metrics(shared: &Shared) -> Reply {
     reply(StatusCode::OK, METRICS_CONTENT_TYPE, body.into())
 }
 
-fn text(status: StatusCode, body: &str) -> Reply {
+fn text(status: StatusCode, body: &str) -> Page {
     reply(status, TEXT, Bytes::copy_from_slice(body.as_bytes()))
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Reply {
+fn json(status: StatusCode, value: &serde_json::Value) -> Page {
     // Pretty: these answers are read by people (`curl …/config`) far more often than by programs.
     let mut body = serde_json::to_string_pretty(value).unwrap_or_default();
     body.push('\n');
     reply(status, JSON, body.into())
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Reply {
+fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Page {
     let mut reply = Response::new(Full::new(body));
     *reply.status_mut() = status;
     reply
