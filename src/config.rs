@@ -42,6 +42,10 @@ pub const DEFAULT_FAILURE_LIMIT: u32 = 3;
 pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default cap on the TTL of items written to a gutter pool (`failover_ttl`).
 pub const DEFAULT_FAILOVER_TTL: Duration = Duration::from_secs(10);
+/// How long a resized pool's previous ring stays behind it as an implicit lower tier.
+pub const DEFAULT_RESHARD_WARMUP: Duration = Duration::from_secs(600);
+/// How long a tombstone (a lower-tier invalidation that could not be made) lives in tier 0.
+pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
 
 /// Default permissions of a Unix socket listener: owner only, as memcached's `-a 0700`.
 pub const DEFAULT_UNIX_MODE: u32 = 0o700;
@@ -156,6 +160,9 @@ pub struct PoolConfig {
     pub failover: Option<String>,
     /// Longest TTL of an item written to the gutter pool.
     pub failover_ttl: Duration,
+    /// After a reload changes this pool's ring, the previous ring is asked for keys that moved
+    /// for this long (zero: off). See [`crate::route::tiers::reshard`].
+    pub reshard_warmup: Duration,
 }
 
 /// One server of a pool.
@@ -198,6 +205,9 @@ pub struct RouteConfig {
     pub warm_ttl: Option<Duration>,
     /// What writes do to the lower tiers.
     pub lower_on_write: LowerOnWrite,
+    /// Life of a tombstone written into tier 0 when an explicit lower tier could not take an
+    /// invalidation (see [`crate::route::tiers::tombstone`]).
+    pub tombstone_ttl: Duration,
     /// `replicas = [...]`: every pool holds every key (see [`crate::route::replicas`]); empty
     /// for a route with `tiers`, whose `tiers` is then the first replica alone.
     pub replicas: Vec<String>,

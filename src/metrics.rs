@@ -279,6 +279,12 @@ mod tests {
         rm.replica_disagreements.with_label_values(&["main"]);
         rm.gutter_serves.with_label_values(&["main", "read"]);
         rm.shadow_requests.with_label_values(&["main", "same"]);
+        let _ = m.tiers.reshard_tier("main");
+        m.tiers.reshard_copies.with_label_values(&["main", "ok"]);
+        m.tiers.reshard_rings.with_label_values(&["main"]);
+        m.tiers.tombstones.with_label_values(&["written"]);
+        m.tiers.replays.with_label_values(&["queued"]);
+        m.tiers.lower_unknown.with_label_values(&["delete"]);
         m
     }
 

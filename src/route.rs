@@ -55,6 +55,13 @@ pub struct Route {
     pub gutter: Option<gutter::Gutter>,
     /// `shadow = { ... }`: copies of some keys' requests for a candidate pool.
     pub shadow: Option<shadow::Shadow>,
+    /// Previous rings of resized pools among `tiers` ([`tiers::reshard`]); `None` (the common
+    /// case) when no window is open.
+    pub reshard: Option<Box<tiers::reshard::Windows>>,
+    /// Life of a tombstone for an explicit lower tier ([`tiers::tombstone`]).
+    pub tombstone_ttl: Duration,
+    /// Failed lower-tier deletes to send again ([`tiers::replay`]); shared by the process.
+    pub replay: Arc<tiers::replay::Replay>,
 }
 
 impl Route {
@@ -88,6 +95,9 @@ impl Route {
             replicas: replicas::Replicas::new(config, pools, metrics).map(Arc::new),
             gutter,
             shadow: shadow::Shadow::new(config, pools, metrics),
+            reshard: None,
+            tombstone_ttl: config.tombstone_ttl,
+            replay: Arc::new(tiers::replay::Replay::new(metrics)),
         })
     }
 
@@ -185,7 +195,7 @@ pub fn dispatch(command: Command, router: &Router, lane: usize) -> (ReplyFuture,
             let (fut, barrier) = if router.any_tiered()
                 && keys
                     .iter()
-                    .any(|k| router.route(k).is_some_and(|r| r.is_tiered()))
+                    .any(|k| router.route(k).is_some_and(|r| r.tiered_for(k)))
             {
                 (tiers::retrieve(router, lane, kind, exptime, keys), true)
             } else if router.any_replicated
@@ -212,7 +222,7 @@ pub fn dispatch(command: Command, router: &Router, lane: usize) -> (ReplyFuture,
                 .shadow
                 .as_ref()
                 .and_then(|s| s.offer_keyed(lane, &keyed));
-            let (fut, barrier) = if route.is_tiered() {
+            let (fut, barrier) = if route.tiered_for(keyed.key()) {
                 (tiers::dispatch(route.clone(), lane, keyed), true)
             } else if let Some(r) = &route.replicas {
                 replicas::dispatch(r, lane, keyed)

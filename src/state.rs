@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Instant, SystemTime};
 
+use crate::route::tiers::replay::Replay;
+use crate::route::tiers::reshard::{self, MAX_PREVIOUS_RINGS, PreviousRing};
+
 use arc_swap::ArcSwap;
 
 use crate::backend::server::ServerKey;
@@ -66,20 +69,41 @@ pub struct Shared {
     pub connections: Connections,
     /// The generation of the last applied reload, for the listeners to follow.
     reloaded: tokio::sync::watch::Sender<u64>,
+    /// Failed lower-tier deletes waiting to be sent again: one queue per process, kept across
+    /// reloads.
+    pub replay: Arc<Replay>,
+    /// Open reshard windows: each resized pool's previous rings, newest first. Held while a
+    /// snapshot is built and stored, so reloads and window ends never interleave.
+    previous: Mutex<Previous>,
+    /// This, for the tasks that close reshard windows.
+    me: Weak<Shared>,
 }
+
+/// Previous rings by pool name.
+type Previous = BTreeMap<String, Vec<PreviousRing>>;
 
 impl Shared {
     /// Builds the first snapshot. Must run inside the tokio runtime (it opens connections).
     pub fn new(config: Config, source_hash: String, metrics: Arc<Metrics>) -> Arc<Shared> {
         let servers = Mutex::new(HashMap::new());
         let tls = crate::tls::Registry::new();
-        let snapshot = build(config, source_hash, 0, &metrics, &servers, &tls);
+        let replay = Arc::new(Replay::new(&metrics));
+        let state = State {
+            metrics: &metrics,
+            servers: &servers,
+            tls: &tls,
+            replay: &replay,
+        };
+        let snapshot = build(config, source_hash, 0, &state, &Previous::new());
         metrics.reload.last_success.set(unix_now());
         metrics
             .client
             .connections_max
             .set(snapshot.config.listen.max_connections as i64);
-        Arc::new(Shared {
+        Arc::new_cyclic(|me| Shared {
+            replay,
+            previous: Mutex::default(),
+            me: me.clone(),
             current: ArcSwap::from_pointee(snapshot),
             metrics,
             servers,
@@ -104,23 +128,18 @@ impl Shared {
         self.current.load()
     }
 
-    /// Swaps in a new config. In-flight requests keep the snapshot they started with.
+    /// Swaps in a new config. In-flight requests keep the snapshot they started with. A pool
+    /// whose ring changed keeps its previous ring for `reshard_warmup` (see
+    /// [`crate::route::tiers::reshard`]).
     pub fn apply(&self, config: Config, source_hash: String) {
+        let mut previous = lock(&self.previous);
+        let old = self.current.load_full();
+        let before = servers_of(&old, &previous);
+        let opened = open_windows(&mut previous, &old, &config);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let snapshot = build(
-            config,
-            source_hash,
-            generation,
-            &self.metrics,
-            &self.servers,
-            &self.tls,
-        );
-        let in_use: HashSet<String> = snapshot
-            .pools
-            .values()
-            .flat_map(|p| p.servers.iter().map(|s| s.address.clone()))
-            .collect();
-        let old = self.current.swap(Arc::new(snapshot));
+        let snapshot = build(config, source_hash, generation, &self.state(), &previous);
+        self.install(snapshot, &before, &previous);
+        drop(previous);
         let new = self.current.load();
         // Listeners follow: added ones are bound, removed ones stop and drain.
         self.reloaded.send_replace(generation);
@@ -136,21 +155,96 @@ impl Shared {
             .client
             .connections_max
             .set(new.config.listen.max_connections as i64);
-        for pool in old.pools.values() {
-            for s in &pool.servers {
-                if !in_use.contains(&s.address) {
-                    self.metrics.backend.forget_server(&s.address);
-                    tracing::info!(server = %s.address, "server removed; draining its connections");
-                }
+        for (pool, ring) in opened {
+            let warmup = new.config.pools.get(&pool).map(|p| p.reshard_warmup);
+            tracing::info!(pool = %pool, warmup = ?warmup, previous = ?addresses(&ring.pool), "reshard window opened: keys that moved are read through from the previous ring");
+            self.close_at(ring.until);
+        }
+    }
+
+    /// Stores `snapshot`, forgets the servers no snapshot uses any more (in `before`, not in
+    /// the new one or its previous rings) and shows the previous rings held.
+    fn install(&self, snapshot: Snapshot, before: &HashSet<String>, previous: &Previous) {
+        let in_use = servers_of(&snapshot, previous);
+        for name in snapshot.config.pools.keys() {
+            let held = previous.get(name).map_or(0, Vec::len);
+            self.metrics
+                .tiers
+                .reshard_rings
+                .with_label_values(&[name])
+                .set(held as i64);
+        }
+        let old = self.current.swap(Arc::new(snapshot));
+        for name in old.config.pools.keys() {
+            if !self.current.load().config.pools.contains_key(name) {
+                let _ = self
+                    .metrics
+                    .tiers
+                    .reshard_rings
+                    .remove_label_values(&[name]);
             }
+        }
+        for address in before.difference(&in_use) {
+            self.metrics.backend.forget_server(address);
+            tracing::info!(server = %address, "server removed; draining its connections");
         }
         // A removed server is never reused, even while requests still hold it: its series are
         // gone from the registry, and a later config that lists it again must start a server
         // with fresh handles (reusing the old one left it counting into detached series).
-        self.servers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|key, w| w.strong_count() > 0 && in_use.contains(&key.address));
+        lock(&self.servers).retain(|key, w| w.strong_count() > 0 && in_use.contains(&key.address));
+    }
+
+    /// Closes the reshard windows that end at `until` (a task sleeps until then).
+    fn close_at(&self, until: Instant) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(until.into()).await;
+            if let Some(shared) = me.upgrade() {
+                shared.close_windows();
+            }
+        });
+    }
+
+    /// Drops the previous rings whose window has ended and stores a snapshot without them
+    /// (same config); servers only they used are closed once no request holds them.
+    fn close_windows(&self) {
+        let mut previous = lock(&self.previous);
+        let old = self.current.load_full();
+        let before = servers_of(&old, &previous);
+        let now = Instant::now();
+        let mut closed = false;
+        for (pool, rings) in previous.iter_mut() {
+            rings.retain(|r| {
+                let open = r.until > now;
+                if !open {
+                    tracing::info!(pool = %pool, previous = ?addresses(&r.pool), "reshard window closed: the previous ring is no longer asked");
+                    closed = true;
+                }
+                open
+            });
+        }
+        previous.retain(|_, rings| !rings.is_empty());
+        if !closed {
+            return;
+        }
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let snapshot = build(
+            (*old.config).clone(),
+            old.source_hash.clone(),
+            generation,
+            &self.state(),
+            &previous,
+        );
+        self.install(snapshot, &before, &previous);
+    }
+
+    fn state(&self) -> State<'_> {
+        State {
+            metrics: &self.metrics,
+            servers: &self.servers,
+            tls: &self.tls,
+            replay: &self.replay,
+        }
     }
 
     /// Counts what a reload attempt did ([`Shared::apply`] counts the applied ones).
@@ -183,14 +277,83 @@ impl Shared {
     }
 }
 
+/// What snapshots are built from besides the config.
+struct State<'a> {
+    metrics: &'a Arc<Metrics>,
+    servers: &'a Mutex<HashMap<ServerKey, Weak<Server>>>,
+    tls: &'a crate::tls::Registry,
+    replay: &'a Arc<Replay>,
+}
+
+/// Updates the reshard windows for a reload from `old` to `config`: a pool whose ring changed
+/// gets the previous ring in front of its list (at most [`MAX_PREVIOUS_RINGS`], oldest dropped);
+/// ended windows, rings the pool is back to, pools that are gone and pools with
+/// `reshard_warmup = "0s"` lose theirs. Returns the windows opened.
+fn open_windows(
+    previous: &mut Previous,
+    old: &Snapshot,
+    config: &Config,
+) -> Vec<(String, PreviousRing)> {
+    let now = Instant::now();
+    let mut opened = Vec::new();
+    previous.retain(|name, _| config.pools.contains_key(name));
+    for (name, new) in &config.pools {
+        let rings = previous.entry(name.clone()).or_default();
+        rings.retain(|r| r.until > now);
+        if let Some(before) = old.pools.get(name) {
+            if reshard::ring_changed(&before.config, new)
+                && reshard::reshardable(&before.config, new)
+            {
+                let ring = PreviousRing {
+                    pool: before.clone(),
+                    until: now + new.reshard_warmup,
+                };
+                rings.insert(0, ring.clone());
+                opened.push((name.clone(), ring));
+            }
+        }
+        if new.reshard_warmup.is_zero() {
+            rings.clear();
+        }
+        rings.retain(|r| reshard::ring_changed(&r.pool.config, new));
+        rings.truncate(MAX_PREVIOUS_RINGS);
+    }
+    previous.retain(|_, rings| !rings.is_empty());
+    opened
+}
+
+/// Addresses of the servers a snapshot and the previous rings use.
+fn servers_of(snapshot: &Snapshot, previous: &Previous) -> HashSet<String> {
+    snapshot
+        .pools
+        .values()
+        .chain(previous.values().flatten().map(|r| &r.pool))
+        .flat_map(|p| p.servers.iter().map(|s| s.address.clone()))
+        .collect()
+}
+
+fn addresses(pool: &Pool) -> Vec<&str> {
+    pool.servers.iter().map(|s| s.address.as_str()).collect()
+}
+
+/// A poisoned lock still guards valid data.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn build(
     config: Config,
     source_hash: String,
     generation: u64,
-    metrics: &Arc<Metrics>,
-    servers: &Mutex<HashMap<ServerKey, Weak<Server>>>,
-    tls: &crate::tls::Registry,
+    state: &State<'_>,
+    previous: &Previous,
 ) -> Snapshot {
+    let State {
+        metrics,
+        servers,
+        tls,
+        replay,
+    } = *state;
     let mut table = servers.lock().unwrap_or_else(|e| e.into_inner());
     let mut pools = BTreeMap::new();
     let listen_tls = config
@@ -228,10 +391,19 @@ fn build(
             .collect();
         pools.insert(name.clone(), Arc::new(Pool::new(pc.clone(), pool_servers)));
     }
+    // Each route gets the process's replay queue and the previous rings of its pools.
+    let bind = |route: Route| {
+        let mut route = route.with_previous(
+            |name| previous.get(name).map_or(&[][..], Vec::as_slice),
+            metrics,
+        );
+        route.replay = replay.clone();
+        Arc::new(route)
+    };
     let routes = config
         .routes
         .iter()
-        .filter_map(|rc| Route::new(rc, &pools, metrics).map(Arc::new))
+        .filter_map(|rc| Route::new(rc, &pools, metrics).map(bind))
         .collect();
     let listener_routers = config
         .listeners
@@ -245,10 +417,11 @@ fn build(
                 warm: false,
                 warm_ttl: None,
                 lower_on_write: LowerOnWrite::Ignore,
+                tombstone_ttl: crate::config::DEFAULT_TOMBSTONE_TTL,
                 ..RouteConfig::default()
             };
-            let route = Route::new(&rc, &pools, metrics)?;
-            Some((l.address.clone(), Router::new(vec![Arc::new(route)])))
+            let route = Route::new(&rc, &pools, metrics).map(bind)?;
+            Some((l.address.clone(), Router::new(vec![route])))
         })
         .collect();
     Snapshot {

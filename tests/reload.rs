@@ -15,7 +15,7 @@ use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
 use common::process::scratch_dir;
-use common::{Client, Memcached, Memroute};
+use common::{Builder, Client, Memcached, Memroute};
 use config_support::{
     get, holders_of, md5_owner, one_pool, poll, running_hash, set_all, wait_for_config,
 };
@@ -269,14 +269,24 @@ fn reload_under_load_by_rename_in_place_configmap_and_sighup_fails_no_request() 
     assert!(!log.contains("config rejected"), "{log}");
 }
 
+/// [`one_pool`] with `reshard_warmup = "0s"`: a changed ring is a cold event, and a removed server
+/// is closed at once (no reshard window keeps the previous ring; see tests/reshard.rs for it).
+fn cold_pool(backends: &[&Memcached]) -> Builder {
+    Memroute::builder().admin().pool_with(
+        "main",
+        backends,
+        "hash = \"md5\"\ntimeout = \"2s\"\nreshard_warmup = \"0s\"",
+    )
+}
+
 #[test]
 fn adding_a_fourth_server_moves_only_the_keys_ketama_gives_it() {
     const KEYS: usize = 2_000;
     let backends: Vec<Memcached> = (0..4).map(|_| Memcached::start()).collect();
     let all: Vec<&Memcached> = backends.iter().collect();
-    let proxy = one_pool(&all[..3]).start();
+    let proxy = cold_pool(&all[..3]).start();
     let admin = proxy.admin();
-    let text = |n: usize| proxy.config_for(&one_pool(&all[..n]));
+    let text = |n: usize| proxy.config_for(&cold_pool(&all[..n]));
     let keys: Vec<String> = (0..KEYS).map(|i| format!("user:{i}")).collect();
     let v1: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), format!("{k}=1"))).collect();
     let mut c = Client::connect(proxy.port);
@@ -616,9 +626,9 @@ fn stat(backend: &Memcached, name: &str) -> u64 {
 fn a_reload_keeps_connections_to_kept_servers_and_closes_removed_ones() {
     let backends: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
     let all: Vec<&Memcached> = backends.iter().collect();
-    let proxy = one_pool(&all).start();
+    let proxy = cold_pool(&all).start();
     let admin = proxy.admin();
-    let text = |n: usize| proxy.config_for(&one_pool(&all[..n]));
+    let text = |n: usize| proxy.config_for(&cold_pool(&all[..n]));
     // Traffic to every server, so memroute has connected to each.
     let mut c = Client::connect(proxy.port);
     let spread = assert_routed_by(&proxy, &all, 3, "warm-up", 60);
@@ -668,9 +678,11 @@ fn a_server_removed_and_added_back_while_a_request_holds_it_keeps_its_series() {
     let (a, b) = (Memcached::start(), Memcached::start());
     // A long timeout: a request to a paused `b` stays in flight across two reloads.
     let long = |m: &Memcached| {
-        Memroute::builder()
-            .admin()
-            .pool_with("main", [m], "hash = \"md5\"\ntimeout = \"20s\"")
+        Memroute::builder().admin().pool_with(
+            "main",
+            [m],
+            "hash = \"md5\"\ntimeout = \"20s\"\nreshard_warmup = \"0s\"",
+        )
     };
     let proxy = long(&b).start();
     let admin = proxy.admin();

@@ -125,7 +125,12 @@ fn cache_aside_reads_of_10000_old_keys_all_hit_and_warm_the_new_pool() {
 
 // ---- a lower tier that is down or hung -----------------------------------------------------
 
-/// Commands on a route whose old pool fails: every answer comes from tier 0, in bounded time.
+/// What memroute answers when the outcome depends on a lower tier it cannot ask.
+const UNREACHABLE: &[u8] = b"SERVER_ERROR lower tier unreachable\r\n";
+
+/// Commands on a route whose old pool fails, in bounded time: reads of keys only old could hold
+/// miss; commands whose answer depends on old answer `SERVER_ERROR` (never a `NOT_FOUND` or
+/// `STORED` that may be false); what tier 0 decides alone is answered by tier 0.
 fn exercise_with_failing_old(m: &Migration) {
     let mut c = m.client();
     for _ in 0..5 {
@@ -141,7 +146,12 @@ fn exercise_with_failing_old(m: &Migration) {
         c.roundtrip(b"get only-old in-new nowhere\r\n", &hit("in-new", 1, b"n"))
     });
     timed("gets only-old", || {
-        c.roundtrip(b"gets only-old\r\n", b"END\r\n")
+        c.roundtrip(b"gets only-old\r\n", UNREACHABLE)
+    });
+    timed("gets in-new", || {
+        c.send(b"gets in-new\r\n");
+        let (flags, _, value) = read_cas_hit(&mut c, "in-new");
+        assert_eq!((flags, &value[..]), (1, &b"n"[..]));
     });
     timed("set", || {
         c.roundtrip(&storage("set", "fresh", 2, 0, b"f", ""), b"STORED\r\n")
@@ -154,25 +164,45 @@ fn exercise_with_failing_old(m: &Migration) {
             value: b"f".to_vec()
         })
     );
+    // Old may hold "added": storing it could hide old's value, NOT_STORED may be false.
     timed("add", || {
-        c.roundtrip(&storage("add", "added", 0, 0, b"a", ""), b"STORED\r\n")
+        c.roundtrip(&storage("add", "added", 0, 0, b"a", ""), UNREACHABLE)
     });
-    timed("incr", || {
-        c.roundtrip(b"incr nocounter 1\r\n", b"NOT_FOUND\r\n")
+    // Tier 0 holds "fresh": NOT_STORED is certain whatever old holds.
+    timed("add of a tier-0 key", || {
+        c.roundtrip(&storage("add", "fresh", 0, 0, b"a", ""), b"NOT_STORED\r\n")
+    });
+    timed("incr", || c.roundtrip(b"incr nocounter 1\r\n", UNREACHABLE));
+    timed("replace", || {
+        c.roundtrip(&storage("replace", "only-old", 0, 0, b"r", ""), UNREACHABLE)
     });
     timed("append", || {
         c.roundtrip(&storage("append", "in-new", 0, 0, b"+", ""), b"STORED\r\n")
     });
     timed("touch", || {
-        c.roundtrip(b"touch only-old 10\r\n", b"NOT_FOUND\r\n")
+        c.roundtrip(b"touch only-old 10\r\n", UNREACHABLE)
     });
     timed("delete in-new", || {
         c.roundtrip(b"delete in-new\r\n", b"DELETED\r\n")
     });
+    // Whether old held it is unknown; the delete itself is kept by a tombstone.
     timed("delete only-old", || {
+        c.roundtrip(b"delete only-old\r\n", UNREACHABLE)
+    });
+    // The tombstone makes the second answer certain.
+    timed("delete only-old again", || {
         c.roundtrip(b"delete only-old\r\n", b"NOT_FOUND\r\n")
     });
     assert_eq!(get(&mut c, "in-new"), b"END\r\n");
+    // The meta commands keep the same rules.
+    timed("ma only-old", || {
+        c.roundtrip(b"ma mcounter\r\n", UNREACHABLE)
+    });
+    timed("mg only-old", || c.roundtrip(b"mg mkey v\r\n", b"EN\r\n"));
+    timed("mg only-old with c", || {
+        c.roundtrip(b"mg mkey c v\r\n", UNREACHABLE)
+    });
+    timed("md only-old", || c.roundtrip(b"md mkey\r\n", UNREACHABLE));
 }
 
 /// Lower-tier failures are counted: lookups as errors, writes below as failed.
@@ -423,35 +453,179 @@ fn lower_tier_without_meta_commands_and_no_warm_ttl_serves_reads_but_copies_noth
     assert_eq!(get(&mut c, "legacy"), hit("legacy", 5, b"old-value"));
 }
 
-/// Known gap, kept as a marker (run with `--ignored`): DESIGN §4 treats lower-tier errors as
-/// misses, so a delete (or the delete step of `lower_on_write`) that cannot reach a lower tier
-/// still succeeds. While old is marked down those deletes are not even sent; when a hung old
-/// comes back with its data, the deleted key is served again from it. Closing this needs
-/// memory of failed lower deletes (tombstones that reads respect and a retry loop), which is
-/// a design change, not a fix.
+/// A delete old could not take (old marked down, so it is not even sent) stays a delete when old
+/// comes back with its data: for this memroute (replay queue, tombstone) and for a memroute
+/// started afterwards that never saw the delete (tombstone in tier 0).
 #[test]
-#[ignore = "known gap: deletes that fail on a lower tier are not retried (DESIGN §4 decision)"]
 fn delete_while_old_is_marked_down_stays_deleted_when_old_comes_back() {
     let new: Vec<Memcached> = (0..2).map(|_| Memcached::start()).collect();
     let old = Memcached::start();
-    let proxy = Memroute::builder()
+    let setup = Memroute::builder()
         .pool_with("new", &new, "hash = \"md5\"\ntimeout = \"500ms\"")
         .pool_with(
             "old",
             [&old],
             "hash = \"md5\"\ntimeout = \"500ms\"\nfailure_limit = 1\nretry_timeout = \"1s\"",
         )
-        .route("", &["new", "old"])
-        .start();
+        .route("", &["new", "old"]);
+    let proxy = setup.start();
     tiers_support::put(old.port, "gone", 0, 0, b"old");
     old.pause();
     let mut c = Client::connect(proxy.port);
     // One timeout marks old down (failure_limit = 1); the delete is then not sent to it.
     assert_eq!(get(&mut c, "other"), b"END\r\n");
-    c.roundtrip(b"delete gone\r\n", b"NOT_FOUND\r\n");
+    c.roundtrip(b"delete gone\r\n", UNREACHABLE);
+    let later = setup.start();
     old.resume();
+    let mut d = Client::connect(later.port);
     for _ in 0..40 {
         assert_eq!(get(&mut c, "gone"), b"END\r\n", "the deleted key came back");
+        assert_eq!(
+            get(&mut d, "gone"),
+            b"END\r\n",
+            "came back in the later memroute"
+        );
         sleep(Duration::from_millis(100));
+    }
+    // The replay queue deleted it in old once old was back.
+    assert_eq!(tiers_support::meta_get(old.port, "gone"), None);
+}
+
+/// Acceptance 3 and 4 of the issue: while old is marked down, 1,000 deletes and 1,000 sets of
+/// keys old holds, and the usual counter pattern (`incr`, on `NOT_FOUND` `add 1`) on 500
+/// counters only old holds. No counter restarts; once old is back with its data, no deleted or
+/// overwritten key reads its old value, through this memroute and through one started after the
+/// deletes, also after tier 0 lost everything (flushed) once the replay has cleaned old.
+#[test]
+fn invalidations_while_old_is_down_win_over_its_data_everywhere() {
+    let new: Vec<Memcached> = (0..2).map(|_| Memcached::start()).collect();
+    let old = Memcached::start();
+    let setup = Memroute::builder()
+        .pool_with("new", &new, "hash = \"md5\"\ntimeout = \"500ms\"")
+        .pool_with(
+            "old",
+            [&old],
+            "hash = \"md5\"\ntimeout = \"500ms\"\nfailure_limit = 2\nretry_timeout = \"1s\"",
+        )
+        .route("", &["new", "old"])
+        .admin();
+    let proxy = setup.start();
+    const N: usize = 1000;
+    const COUNTERS: usize = 500;
+    {
+        let mut direct = Client::connect(old.port);
+        let mut batch = Vec::new();
+        for i in 0..N {
+            batch.extend(storage("set", &format!("del:{i}"), 0, 0, b"old", "noreply"));
+            batch.extend(storage("set", &format!("set:{i}"), 0, 0, b"old", "noreply"));
+        }
+        for i in 0..COUNTERS {
+            batch.extend(storage("set", &format!("ctr:{i}"), 0, 0, b"10", "noreply"));
+        }
+        batch.extend_from_slice(b"mn\r\n");
+        direct.roundtrip(&batch, b"MN\r\n");
+    }
+    old.pause();
+    let mut c = Client::connect(proxy.port);
+    // Two timeouts mark old down.
+    for _ in 0..2 {
+        assert_eq!(get(&mut c, "warmup"), b"END\r\n");
+    }
+    for i in 0..N {
+        c.roundtrip(format!("delete del:{i}\r\n").as_bytes(), UNREACHABLE);
+        c.roundtrip(
+            &storage("set", &format!("set:{i}"), 0, 0, b"new", ""),
+            b"STORED\r\n",
+        );
+    }
+    let mut restarted = 0;
+    for i in 0..COUNTERS {
+        c.send(format!("incr ctr:{i} 1\r\n").as_bytes());
+        let answer = c.read_line();
+        assert_ne!(answer, b"NOT_FOUND\r\n", "incr of an existing counter");
+        if answer == b"NOT_FOUND\r\n" {
+            c.roundtrip(
+                format!("add ctr:{i} 0 0 1\r\n1\r\n").as_bytes(),
+                b"STORED\r\n",
+            );
+            restarted += 1;
+        } else {
+            assert_eq!(answer, UNREACHABLE);
+            // The app's fallback is refused too: an add over a counter that may exist.
+            c.roundtrip(
+                format!("add ctr:{i} 0 0 1\r\n1\r\n").as_bytes(),
+                UNREACHABLE,
+            );
+        }
+    }
+    assert_eq!(restarted, 0);
+    let metrics = proxy.metrics();
+    let tombs = counter(
+        &metrics,
+        "memroute_tombstones_total",
+        &[("result", "written")],
+    );
+    assert_eq!(
+        tombs,
+        (2 * N) as f64,
+        "one tombstone per delete and per set"
+    );
+    let queued = counter(
+        &metrics,
+        "memroute_invalidation_replays_total",
+        &[("result", "queued")],
+    );
+    assert_eq!(queued, (2 * N) as f64);
+
+    // A memroute that never saw any of it, then old comes back with all its data.
+    let later = setup.start();
+    old.resume();
+    let mut d = Client::connect(later.port);
+    let check = |c: &mut Client, who: &str| {
+        for i in 0..N {
+            assert_eq!(
+                get(c, &format!("del:{i}")),
+                b"END\r\n",
+                "{who}: del:{i} came back"
+            );
+            assert_eq!(
+                get(c, &format!("set:{i}")),
+                hit(&format!("set:{i}"), 0, b"new"),
+                "{who}: set:{i}"
+            );
+        }
+    };
+    check(&mut d, "later memroute");
+    check(&mut c, "same memroute");
+    // Counters continue from old's value once old is back.
+    poll("old marked up again", || {
+        c.send(b"incr ctr:0 1\r\n");
+        (c.read_line() == b"11\r\n").then_some(())
+    });
+    // The replay queue cleans old.
+    poll("old cleaned by the replays", || {
+        let keys: Vec<String> = (0..N)
+            .flat_map(|i| [format!("del:{i}"), format!("set:{i}")])
+            .collect();
+        let left: usize = keys.chunks(100).map(|k| direct_hits(old.port, k)).sum();
+        (left == 0).then_some(())
+    });
+    // Tier 0 loses everything (values and tombstones): old has nothing to give back.
+    for n in &new {
+        Client::connect(n.port).roundtrip(b"flush_all\r\n", b"OK\r\n");
+    }
+    for (client, who) in [(&mut c, "same"), (&mut d, "later")] {
+        for i in 0..N {
+            assert_eq!(
+                get(client, &format!("del:{i}")),
+                b"END\r\n",
+                "{who}: del:{i}"
+            );
+            assert_eq!(
+                get(client, &format!("set:{i}")),
+                b"END\r\n",
+                "{who}: set:{i}"
+            );
+        }
     }
 }

@@ -64,6 +64,7 @@ fn pool(p: &PoolConfig) -> Value {
         "retry_timeout": duration(p.retry_timeout),
         "eject": p.eject,
         "merge_gets": p.merge_gets,
+        "reshard_warmup": duration(p.reshard_warmup),
         "tls": p.tls.as_ref().map(|t| json!({
             "ca": t.ca.as_ref().map(|p| p.display().to_string()),
             "server_name": t.server_name,
@@ -94,6 +95,7 @@ fn route(r: &RouteConfig) -> Value {
             LowerOnWrite::Ignore => "ignore",
             LowerOnWrite::Set => "set",
         },
+        "tombstone_ttl": duration(r.tombstone_ttl),
     });
     let Some(o) = v.as_object_mut() else {
         return v;
@@ -157,7 +159,7 @@ tiers = ["main"]
         assert_eq!(main["servers"][0]["name"], "127.0.0.1");
         assert_eq!(
             v["routes"][0],
-            json!({"prefix": "", "tiers": ["main"], "warm": true, "warm_ttl": null, "lower_on_write": "delete"})
+            json!({"prefix": "", "tiers": ["main"], "warm": true, "warm_ttl": null, "lower_on_write": "delete", "tombstone_ttl": "1h"})
         );
     }
 }

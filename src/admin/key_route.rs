@@ -8,7 +8,9 @@
 //!
 //! The key is percent-decoded (`%20` → space); `+` stays a plus sign, since memcached keys have
 //! no spaces and `+` is a common key character. With `distribution = "random"` the server shown
-//! is one random pick. No matching route gives `"route": null`.
+//! is one random pick. No matching route gives `"route": null`. While a reshard window is open
+//! the pool's previous rings are listed after it, each with `previous_ring` (1 = newest),
+//! `moved` (the key's owner changed, so the previous owner is asked) and `window_left_s`.
 
 use serde_json::{Value, json};
 
@@ -30,12 +32,29 @@ pub fn render(snapshot: &Snapshot, query: Option<&str>) -> Result<Value, String>
     let Some(route) = snapshot.router.route(&key) else {
         return Ok(json!({ "key": shown, "route": null, "tiers": [] }));
     };
-    let tiers: Vec<Value> = route
-        .tiers
-        .iter()
-        .enumerate()
-        .map(|(i, pool)| tier(i, pool, &key))
-        .collect();
+    // While a resized pool's reshard window is open its previous rings follow it: shown with
+    // the pool's tier number, `previous_ring` (1 = newest) and whether the key moved (only then
+    // is the previous owner asked).
+    let mut tiers: Vec<Value> = Vec::new();
+    let (mut explicit, mut nth) = (0, 0);
+    for (i, pool) in route.tiers.iter().enumerate() {
+        match route.previous(i) {
+            None => {
+                tiers.push(tier(explicit, pool, &key));
+                explicit += 1;
+                nth = 0;
+            }
+            Some(p) => {
+                nth += 1;
+                let mut t = tier(explicit.saturating_sub(1), pool, &key);
+                t["previous_ring"] = json!(nth);
+                t["moved"] = json!(route.asks(i, &key));
+                let left = p.until.saturating_duration_since(std::time::Instant::now());
+                t["window_left_s"] = json!(left.as_secs());
+                tiers.push(t);
+            }
+        }
+    }
     let mut answer = json!({ "key": shown, "route": route.prefix, "tiers": tiers });
     crate::route::describe::key(route, &key, &mut answer);
     Ok(answer)

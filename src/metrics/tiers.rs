@@ -1,8 +1,8 @@
 //! Fallback tiers: lookups per tier, copies into tier 0, writes to the lower tiers.
 
-use prometheus::{IntCounter, IntCounterVec, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Registry};
 
-use super::counter_vec;
+use super::{counter_vec, gauge_vec};
 
 /// Per (pool, tier) lookup counters.
 #[derive(Clone)]
@@ -45,6 +45,21 @@ pub struct TiersMetrics {
     pub lower_sets: LowerWrites,
     /// `memroute_lower_tier_writes_total{action="double_delete"}`: the delayed second delete.
     pub double_deletes: LowerWrites,
+    reshard_lookups: IntCounterVec,
+    /// `memroute_reshard_copies_total{pool,result}`: copies from a resized pool's previous ring
+    /// into its new one (ok / not_stored / failed).
+    pub reshard_copies: IntCounterVec,
+    /// `memroute_reshard_previous_rings{pool}`: previous rings a resized pool still asks.
+    pub reshard_rings: IntGaugeVec,
+    /// `memroute_tombstones_total{result}`: tombstones written into tier 0 for invalidations a
+    /// lower tier could not take (written / existing / failed), and reads they stopped (honored).
+    pub tombstones: IntCounterVec,
+    /// `memroute_invalidation_replays_total{result}`: the per-server replay queue of failed
+    /// lower-tier deletes (queued / replayed / retried / overflow / dropped).
+    pub replays: IntCounterVec,
+    /// `memroute_lower_tier_unknown_total{command}`: `SERVER_ERROR` answers because the outcome
+    /// depended on a lower tier that could not be asked.
+    pub lower_unknown: IntCounterVec,
 }
 
 impl TiersMetrics {
@@ -78,6 +93,52 @@ impl TiersMetrics {
             lower_deletes: writes("delete"),
             lower_sets: writes("set"),
             double_deletes: writes("double_delete"),
+            reshard_lookups: counter_vec(
+                r,
+                "memroute_reshard_lookups_total",
+                "Lookups of moved keys in a resized pool's previous ring, by result.",
+                &["pool", "result"],
+            ),
+            reshard_copies: counter_vec(
+                r,
+                "memroute_reshard_copies_total",
+                "Items copied from a resized pool's previous ring into its new ring, by result.",
+                &["pool", "result"],
+            ),
+            reshard_rings: gauge_vec(
+                r,
+                "memroute_reshard_previous_rings",
+                "Previous rings of a resized pool still asked for moved keys.",
+                &["pool"],
+            ),
+            tombstones: counter_vec(
+                r,
+                "memroute_tombstones_total",
+                "Tier-0 tombstones for lower-tier invalidations that failed, and reads they stopped.",
+                &["result"],
+            ),
+            replays: counter_vec(
+                r,
+                "memroute_invalidation_replays_total",
+                "Failed lower-tier deletes queued and replayed when the server is back, by result.",
+                &["result"],
+            ),
+            lower_unknown: counter_vec(
+                r,
+                "memroute_lower_tier_unknown_total",
+                "SERVER_ERROR answers whose outcome depended on an unreachable lower tier.",
+                &["command"],
+            ),
+        }
+    }
+
+    /// Lookup counters for the previous rings of a resized pool.
+    pub fn reshard_tier(&self, pool: &str) -> TierMetrics {
+        let get = |result| self.reshard_lookups.with_label_values(&[pool, result]);
+        TierMetrics {
+            hits: get("hit"),
+            misses: get("miss"),
+            errors: get("error"),
         }
     }
 

@@ -23,6 +23,9 @@ pub const FLUSH_DISABLED: &[u8] = b"SERVER_ERROR flush_all disabled\r\n";
 pub const TOO_MANY_CONNECTIONS: &[u8] = b"SERVER_ERROR too many open connections\r\n";
 /// A key with no matching route (only possible without a default route).
 pub const NO_ROUTE: &[u8] = b"SERVER_ERROR no route for key\r\n";
+/// The outcome depends on a lower tier that cannot be asked (DESIGN §4): "could not be done",
+/// never a `NOT_FOUND` for a key that may exist.
+pub const LOWER_TIER_UNREACHABLE: &[u8] = b"SERVER_ERROR lower tier unreachable\r\n";
 /// Reply to `verbosity` and a successful `flush_all`.
 pub const OK: &[u8] = b"OK\r\n";
 /// End of a retrieval answer.

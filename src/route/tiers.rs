@@ -9,6 +9,14 @@
 //! - [`copy`]: copying one item up with its remaining TTL (`mg <key> v f t`).
 //! - [`meta`]: the meta commands (`mg ms md ma`) under the same rules.
 //! - [`keylock`]: keeps a copy-up and a delete of the same key from interleaving.
+//! - [`tombstone`] and [`replay`]: invalidations a lower tier could not take still win over
+//!   its old data, for every memroute process (tombstones in tier 0) and once the server is
+//!   back (the replay queue).
+//! - [`reshard`]: a resized pool's previous ring as an implicit lower tier of the pool.
+//!
+//! While a lower tier cannot be asked, reads treat it as a miss, but a command whose answer
+//! depends on it (see the outcome table in DESIGN §4 and `docs/tiers.md`) answers
+//! [`reply::LOWER_TIER_UNREACHABLE`] instead of a `NOT_FOUND` that may be false.
 //!
 //! A request on a tiered route is a barrier in its client's pipeline (see the session), so the
 //! several round trips here cannot be overtaken by the same client's next request.
@@ -17,6 +25,9 @@ pub mod copy;
 pub mod keylock;
 pub mod meta;
 pub mod read;
+pub mod replay;
+pub mod reshard;
+pub mod tombstone;
 pub mod write;
 
 pub use read::retrieve;
@@ -25,6 +36,8 @@ pub use write::dispatch;
 use crate::backend::{BackendError, Pool};
 use crate::protocol::backend::Response;
 use crate::protocol::command::{Keyed, Op};
+use crate::protocol::reply;
+use crate::route::Route;
 
 /// Sends `op` to the server of `pool` that owns its key and waits for the answer.
 pub async fn call(pool: &Pool, lane: usize, op: Keyed) -> Result<Response, BackendError> {
@@ -35,4 +48,44 @@ pub async fn call(pool: &Pool, lane: usize, op: Keyed) -> Result<Response, Backe
 /// True when the answer is exactly `line` (e.g. `STORED\r\n`).
 pub fn is_line(answer: &Result<Response, BackendError>, line: &[u8]) -> bool {
     matches!(answer, Ok(Response::Line(l)) if &l[..] == line)
+}
+
+/// The answer of a command whose outcome depends on a lower tier that could not be asked
+/// (counted by `command`).
+pub fn unknown(route: &Route, command: &str) -> Result<Response, BackendError> {
+    route
+        .metrics
+        .tiers
+        .lower_unknown
+        .with_label_values(&[command])
+        .inc();
+    Ok(Response::Line(bytes::Bytes::from_static(
+        reply::LOWER_TIER_UNREACHABLE,
+    )))
+}
+
+/// True when a lower tier's answer to a `delete` means it no longer holds the key.
+pub fn deleted_or_absent(answer: &Result<Response, BackendError>) -> bool {
+    is_line(answer, reply::DELETED) || is_line(answer, reply::NOT_FOUND)
+}
+
+/// An invalidation the lower tiers at `failed` could not take: queue it for each of their
+/// servers and write a tombstone into tier 0 that lives as long as the longest of them needs.
+pub async fn invalidation_failed(
+    route: &Route,
+    lane: usize,
+    key: &bytes::Bytes,
+    failed: &[usize],
+) -> tombstone::Written {
+    for &tier in failed {
+        if let Ok(server) = route.tiers[tier].locate(key) {
+            route.replay.push(server, key);
+        }
+    }
+    let ttl = failed
+        .iter()
+        .map(|&t| route.tombstone_ttl_for(t))
+        .max()
+        .unwrap_or(route.tombstone_ttl);
+    tombstone::write(route, lane, key, ttl).await
 }

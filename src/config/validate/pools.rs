@@ -8,8 +8,8 @@ use super::address::{MAX_WEIGHT, check_name, parse_address, parse_server_entry, 
 use super::fields::{Fields, array, string, suggest};
 use crate::config::raw::{Entry, Node, Span, Table, Value};
 use crate::config::{
-    DEFAULT_CONNECTIONS, DEFAULT_FAILOVER_TTL, DEFAULT_FAILURE_LIMIT, DEFAULT_RETRY_TIMEOUT,
-    DEFAULT_TIMEOUT, PoolConfig, ServerConfig,
+    DEFAULT_CONNECTIONS, DEFAULT_FAILOVER_TTL, DEFAULT_FAILURE_LIMIT, DEFAULT_RESHARD_WARMUP,
+    DEFAULT_RETRY_TIMEOUT, DEFAULT_TIMEOUT, PoolConfig, ServerConfig,
 };
 
 pub(super) const POOL_KEYS: &[&str] = &[
@@ -26,6 +26,7 @@ pub(super) const POOL_KEYS: &[&str] = &[
     "tls",
     "failover",
     "failover_ttl",
+    "reshard_warmup",
 ];
 /// twemproxy users will type their old key names: point them at ours.
 const TWEMPROXY_KEYS: &[(&str, &str)] = &[
@@ -150,6 +151,9 @@ fn pool(ctx: &mut Ctx<'_>, name: &str, node: &Node, t: &Table) -> PoolConfig {
         failover_ttl: f
             .duration(ctx, "failover_ttl")
             .unwrap_or(DEFAULT_FAILOVER_TTL),
+        reshard_warmup: f
+            .duration(ctx, "reshard_warmup")
+            .unwrap_or(DEFAULT_RESHARD_WARMUP),
     }
 }
 

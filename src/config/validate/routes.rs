@@ -7,7 +7,7 @@ use super::Ctx;
 use super::fields::{Fields, array, string};
 use super::pools::known_pool;
 use crate::config::raw::{Entry, Node, Span, Table, Value};
-use crate::config::{LowerOnWrite, PoolConfig, RouteConfig};
+use crate::config::{DEFAULT_TOMBSTONE_TTL, LowerOnWrite, PoolConfig, RouteConfig};
 use crate::protocol::KEY_MAX_LENGTH;
 
 pub(super) const ROUTE_KEYS: &[&str] = &[
@@ -20,6 +20,7 @@ pub(super) const ROUTE_KEYS: &[&str] = &[
     "write_mode",
     "read_miss_failover",
     "shadow",
+    "tombstone_ttl",
 ];
 
 /// All routes. Without `[[routes]]`, a single pool gets the implied default route.
@@ -38,6 +39,7 @@ pub(super) fn routes(
                 warm: true,
                 warm_ttl: None,
                 lower_on_write: LowerOnWrite::default(),
+                tombstone_ttl: DEFAULT_TOMBSTONE_TTL,
                 ..RouteConfig::default()
             }],
             names => {
@@ -142,6 +144,18 @@ fn route(
                 None
             }
         });
+    let tombstone_ttl = f.duration(ctx, "tombstone_ttl").and_then(|ttl| {
+        // A memcached TTL in whole seconds; 0 would mean "never expires".
+        if ttl < Duration::from_secs(1) || ttl.subsec_nanos() != 0 {
+            let span = &f.entry("tombstone_ttl")?.node.span;
+            ctx.error(
+                span,
+                "`tombstone_ttl` must be a whole number of seconds, at least 1s",
+            );
+            return None;
+        }
+        Some(ttl)
+    });
     let replication = super::replication::route(ctx, &f, pools);
     // A replicated route has no `tiers`: its first replica stands in as tier 0 for the code that
     // names one owner pool (`/route`, stats).
@@ -156,6 +170,7 @@ fn route(
         warm: f.boolean(ctx, "warm").unwrap_or(true),
         warm_ttl,
         lower_on_write: lower_on_write.unwrap_or_default(),
+        tombstone_ttl: tombstone_ttl.unwrap_or(DEFAULT_TOMBSTONE_TTL),
         ..replication
     }
 }

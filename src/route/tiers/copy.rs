@@ -27,6 +27,8 @@ pub enum Copy {
     LowerError,
     /// The item was found but could not be written to tier 0.
     Failed,
+    /// Tier 0 holds a tombstone for the key: it is deleted, the lower tiers are not asked.
+    Tombstoned,
 }
 
 /// Copies `key` from tier `from` into tier 0.
@@ -34,6 +36,12 @@ pub async fn copy_up(route: &Route, lane: usize, key: &Bytes, from: usize) -> Co
     // From the read below to the `add`: a delete of this key must not run in between.
     let _held = route.key_locks.shared(key).await;
     let lower = &route.tiers[from];
+    if let Ok(server) = lower.locate(key) {
+        if route.replay.pending(&server.address, key) {
+            // A delete for it waits to be replayed there: whatever it holds is gone.
+            return Copy::Missing;
+        }
+    }
     let (flags, exptime, data) = match call(lower, lane, Keyed::CopyRead { key: key.clone() }).await
     {
         Ok(Response::Meta { flags, ttl, data }) => match for_remaining_ttl(ttl, unix_now()) {
@@ -59,20 +67,24 @@ pub async fn copy_up(route: &Route, lane: usize, key: &Bytes, from: usize) -> Co
         cas: 0,
     };
     let m = &route.metrics.tiers;
-    match call(route.owner(), lane, add).await {
+    let (copy, result) = match call(route.owner(), lane, add).await {
         Ok(Response::Line(l)) if &l[..] == reply::STORED => {
             m.copies_ok.inc();
-            Copy::Copied
+            (Copy::Copied, 0)
         }
         Ok(Response::Line(l)) if &l[..] == reply::NOT_STORED => {
             m.copies_not_stored.inc();
-            Copy::NotStored
+            (Copy::NotStored, 1)
         }
         _ => {
             m.copies_failed.inc();
-            Copy::Failed
+            (Copy::Failed, 2)
         }
+    };
+    if let Some(p) = route.previous(from) {
+        p.copies[result].inc();
     }
+    copy
 }
 
 async fn get_with_warm_ttl(
@@ -103,18 +115,38 @@ async fn get_with_warm_ttl(
     Some((value.flags, exptime, value.data))
 }
 
-/// Looks for `key` in the lower tiers in order and copies the first hit into tier 0.
+/// Looks for `key` in the lower tiers in order and copies the first hit into tier 0. Answers
+/// `Tombstoned` when tier 0 has a tombstone for the key (nothing below is asked), and
+/// `LowerError` when no tier had it but one could not be asked (the key may exist).
 pub async fn find_and_copy(route: &Route, lane: usize, key: &Bytes) -> Copy {
-    for tier in 1..route.tiers.len() {
+    let asked: Vec<usize> = (1..route.tiers.len())
+        .filter(|&t| route.asks(t, key))
+        .collect();
+    if asked.is_empty() {
+        return Copy::Missing;
+    }
+    // A tier-0 failure here shows in the command's own tier-0 call.
+    if let Ok(true) = super::tombstone::present_one(route, lane, key).await {
+        return Copy::Tombstoned;
+    }
+    let mut error = false;
+    for tier in asked {
         let m = &route.tier_metrics[tier];
         match copy_up(route, lane, key, tier).await {
             Copy::Missing => m.misses.inc(),
-            Copy::LowerError => m.errors.inc(),
+            Copy::LowerError => {
+                m.errors.inc();
+                error = true;
+            }
             found => {
                 m.hits.inc();
                 return found;
             }
         }
     }
-    Copy::Missing
+    if error {
+        Copy::LowerError
+    } else {
+        Copy::Missing
+    }
 }

@@ -10,6 +10,11 @@
 //! | `ma` | tier 0; on `NF` copy up and retry once (with `N`, copy up first so a lower counter continues instead of a new one); then `lower_on_write` |
 //! | `me` | tier 0 |
 //!
+//! While a lower tier cannot be asked: `mg` with `c`, `T` or `N`, `ms` in modes `E`/`A`/`P`/`R`,
+//! `ma`, and an `md` that no reachable tier held answer `SERVER_ERROR lower tier unreachable`
+//! for a key tier 0 lacks (a plain `mg` is a read: `EN`); `md` and `lower_on_write` leave
+//! tombstones as [`super::write`] does.
+//!
 //! The copier speaks classic commands, so a `b` key whose bytes a text line cannot carry (space,
 //! `\r`, `\n`) is served by tier 0 alone.
 
@@ -18,9 +23,10 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
 
-use super::call;
 use super::copy::{Copy, find_and_copy};
+use super::tombstone::Written;
 use super::write::lower_on_write;
+use super::{call, deleted_or_absent, invalidation_failed, unknown};
 use crate::backend::BackendError;
 use crate::protocol::backend::Response;
 use crate::protocol::command::{Keyed, MetaRequest};
@@ -53,8 +59,8 @@ async fn get(route: &Arc<Route>, lane: usize, m: MetaRequest, key: Bytes) -> Rep
     if m.has(b'N') {
         // Vivify on tier 0 would hide a lower tier's item behind a new empty stub.
         let probe = call(route.owner(), lane, Keyed::Meta(probe(&key))).await;
-        if is_code(&probe, b"EN") {
-            find_and_copy(route, lane, &key).await;
+        if is_code(&probe, b"EN") && find_and_copy(route, lane, &key).await == Copy::LowerError {
+            return to_reply(unknown(route, "mg"));
         }
         return to_reply(tier0(route, lane, &m).await);
     }
@@ -64,6 +70,8 @@ async fn get(route: &Arc<Route>, lane: usize, m: MetaRequest, key: Bytes) -> Rep
     }
     match find_and_copy(route, lane, &key).await {
         Copy::Copied | Copy::NotStored => to_reply(tier0(route, lane, &m).await),
+        // As gets/gat: a CAS token or a touch asked for a key that may exist below.
+        Copy::LowerError if m.has(b'c') || m.has(b'T') => to_reply(unknown(route, "mg")),
         _ => to_reply(first),
     }
 }
@@ -72,7 +80,15 @@ async fn set(route: &Arc<Route>, lane: usize, m: MetaRequest, key: Bytes) -> Rep
     let answer = match m.mode {
         Some(b'E') => {
             // A key only a lower tier holds exists for the client: add must fail.
-            find_and_copy(route, lane, &key).await;
+            if find_and_copy(route, lane, &key).await == Copy::LowerError
+                && is_code(
+                    &call(route.owner(), lane, Keyed::Meta(probe(&key))).await,
+                    b"EN",
+                )
+            {
+                // Whether it exists depends on a tier that cannot be asked.
+                return to_reply(unknown(route, "ms"));
+            }
             tier0(route, lane, &m).await
         }
         Some(b'A' | b'P' | b'R') => retry_after_copy(route, lane, &m, &key, b"NS").await,
@@ -87,7 +103,14 @@ async fn set(route: &Arc<Route>, lane: usize, m: MetaRequest, key: Bytes) -> Rep
 async fn arith(route: &Arc<Route>, lane: usize, m: MetaRequest, key: Bytes) -> Reply {
     let answer = if m.has(b'N') {
         // Vivify would start a new counter where a lower tier's one should continue.
-        find_and_copy(route, lane, &key).await;
+        if find_and_copy(route, lane, &key).await == Copy::LowerError
+            && is_code(
+                &call(route.owner(), lane, Keyed::Meta(probe(&key))).await,
+                b"EN",
+            )
+        {
+            return to_reply(unknown(route, "ma"));
+        }
         tier0(route, lane, &m).await
     } else {
         retry_after_copy(route, lane, &m, &key, b"NF").await
@@ -111,7 +134,15 @@ async fn retry_after_copy(
     if !is_code(&answer, absent) {
         return answer;
     }
-    find_and_copy(route, lane, key).await;
+    if find_and_copy(route, lane, key).await == Copy::LowerError {
+        // The key may exist in the tier that cannot be asked.
+        let name = if m.verb == MetaVerb::Arith {
+            "ma"
+        } else {
+            "ms"
+        };
+        return unknown(route, name);
+    }
     tier0(route, lane, m).await
 }
 
@@ -127,18 +158,30 @@ async fn delete(route: &Arc<Route>, lane: usize, m: MetaRequest, key: Bytes) -> 
         // The CAS did not match: nothing changes anywhere.
         return to_reply(first);
     }
+    let asked: Vec<usize> = (1..route.tiers.len())
+        .filter(|&t| route.asks(t, &key))
+        .collect();
     let lower = join_all(
-        route.tiers[1..]
+        asked
             .iter()
-            .map(|pool| call(pool, lane, Keyed::Delete { key: key.clone() })),
+            .map(|&t| call(&route.tiers[t], lane, Keyed::Delete { key: key.clone() })),
     )
     .await;
     drop(held);
-    for (tier, answer) in lower.iter().enumerate() {
-        if answer.is_err() {
-            route.tier_metrics[tier + 1].errors.inc();
-        }
+    let failed: Vec<usize> = asked
+        .iter()
+        .zip(&lower)
+        .filter(|(_, a)| !deleted_or_absent(a))
+        .map(|(&t, _)| t)
+        .collect();
+    for &t in &failed {
+        route.tier_metrics[t].errors.inc();
     }
+    let tomb = if failed.is_empty() || first.is_err() {
+        None
+    } else {
+        Some(invalidation_failed(route, lane, &key, &failed).await)
+    };
     if !stale {
         // The delayed double delete (see `delete` in super::write). A stale item stays.
         let delayed = route.clone();
@@ -159,6 +202,13 @@ async fn delete(route: &Arc<Route>, lane: usize, m: MetaRequest, key: Bytes) -> 
             hd.extend_from_slice(b"HD");
             hd.extend_from_slice(&l[2..]);
             Reply::Line(hd.freeze())
+        }
+        // Not in tier 0, and a tier that may hold it could not be asked (no earlier tombstone
+        // makes NF certain).
+        Ok(Response::Line(l))
+            if code_is(&l, b"NF") && !matches!(tomb, None | Some(Written::Existing)) =>
+        {
+            to_reply(unknown(route, "md"))
         }
         other => to_reply(other),
     }

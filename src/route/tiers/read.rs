@@ -17,7 +17,7 @@ use crate::backend::{BackendError, ErrorKind, Pool, Server};
 use crate::protocol::backend::{Response, Value, pair};
 use crate::protocol::command::{Op, Retrieval};
 use crate::protocol::reply::{NO_ROUTE, Reply};
-use crate::route::{ReplyFuture, ready};
+use crate::route::{ReplyFuture, ready, to_reply};
 use crate::route::{Route, Router};
 
 /// What one tier said about one key.
@@ -48,22 +48,71 @@ pub fn retrieve(
                 return Reply::Static(e.reply());
             }
         }
-        // Fall through, tier by tier, for the keys still missing.
+        // Fall through, tier by tier, for the keys still missing. A key tier 0 has a tombstone
+        // for is deleted (nothing below is asked again or served); a key some lower tier could
+        // not answer for is `unsure`.
         let depth = routes.iter().map(|r| r.tiers.len()).max().unwrap_or(1);
         let mut served_by: Vec<usize> = vec![0; keys.len()];
+        let mut deleted = vec![false; keys.len()];
+        let mut unsure = vec![false; keys.len()];
+        let mut tombstones_checked = false;
         for tier in 1..depth {
             let missing: Vec<usize> = (0..keys.len())
-                .filter(|&i| matches!(slots[i], Slot::Miss) && routes[i].tiers.len() > tier)
+                .filter(|&i| {
+                    matches!(slots[i], Slot::Miss)
+                        && !deleted[i]
+                        && routes[i].tiers.len() > tier
+                        && routes[i].asks(tier, &keys[i])
+                })
                 .collect();
             if missing.is_empty() {
-                break;
+                continue;
             }
-            let found = lookup(lane, Retrieval::Get, 0, &keys, &routes, &missing, tier).await;
-            for i in missing {
-                if let Slot::Hit(_) = found[i] {
-                    slots[i] = found[i].clone();
-                    served_by[i] = tier;
+            let below = lookup(lane, Retrieval::Get, 0, &keys, &routes, &missing, tier);
+            let found = if tombstones_checked {
+                below.await
+            } else {
+                // Once, for every key that will be looked up below, at the same time as the
+                // first lower tier.
+                tombstones_checked = true;
+                let (found, tombs) =
+                    tokio::join!(below, tombstones(lane, &keys, &routes, &slots, tier));
+                for i in tombs {
+                    deleted[i] = true;
+                    routes[i]
+                        .metrics
+                        .tiers
+                        .tombstones
+                        .with_label_values(&["honored"])
+                        .inc();
                 }
+                found
+            };
+            for i in missing {
+                if deleted[i] {
+                    continue;
+                }
+                match &found[i] {
+                    Slot::Hit(_) => {
+                        slots[i] = found[i].clone();
+                        served_by[i] = tier;
+                    }
+                    Slot::Error(_) => unsure[i] = true,
+                    Slot::Miss => {}
+                }
+            }
+        }
+        if kind != Retrieval::Get {
+            // gets/gat/gats of a key tier 0 lacks while a lower tier that may hold it cannot be
+            // asked: a miss here would lead to an add or set over a value that exists.
+            if let Some(i) = (0..keys.len()).find(|&i| unsure[i] && matches!(slots[i], Slot::Miss))
+            {
+                let name = match kind {
+                    Retrieval::Gets => "gets",
+                    Retrieval::Gat => "gat",
+                    _ => "gats",
+                };
+                return to_reply(super::unknown(&routes[i], name));
             }
         }
         let from_below: Vec<usize> = (0..keys.len()).filter(|&i| served_by[i] > 0).collect();
@@ -105,7 +154,7 @@ fn warm_in_background(
 ) {
     let mut seen: Vec<&Bytes> = Vec::new();
     for &i in idx {
-        if !routes[i].warm || seen.contains(&&keys[i]) {
+        if !routes[i].warms(served_by[i]) || seen.contains(&&keys[i]) {
             continue;
         }
         seen.push(&keys[i]);
@@ -151,6 +200,38 @@ async fn copy_then_reread(
     }
 }
 
+/// The keys still missing after tier 0 that will be looked up from tier `from` on and have a
+/// tombstone in tier 0 (asked of each key's tier-0 server).
+async fn tombstones(
+    lane: usize,
+    keys: &[Bytes],
+    routes: &[Arc<Route>],
+    slots: &[Slot],
+    from: usize,
+) -> Vec<usize> {
+    let mut asked: Vec<usize> = Vec::new();
+    let mut owners = Vec::new();
+    for i in 0..keys.len() {
+        let r = &routes[i];
+        if !matches!(slots[i], Slot::Miss) || !(from..r.tiers.len()).any(|t| r.asks(t, &keys[i])) {
+            continue;
+        }
+        if let Ok(server) = r.owner().locate(&keys[i]) {
+            asked.push(i);
+            owners.push((server, &keys[i]));
+        }
+    }
+    if asked.is_empty() {
+        return asked;
+    }
+    let found = super::tombstone::present_many(lane, &owners).await;
+    asked
+        .into_iter()
+        .zip(found)
+        .filter_map(|(i, f)| f.then_some(i))
+        .collect()
+}
+
 /// Asks tier `tier` of each key's route for the keys at `idx`, one request per server. The result
 /// has a slot for every key of the request (`Miss` for those not asked).
 async fn lookup(
@@ -168,6 +249,8 @@ async fn lookup(
     for &i in idx {
         let pool: &Pool = &routes[i].tiers[tier];
         match pool.locate(&keys[i]) {
+            // A delete for it waits to be replayed there: whatever that server holds is gone.
+            Ok(server) if tier > 0 && routes[i].replay.pending(&server.address, &keys[i]) => {}
             Ok(server) => match groups.iter_mut().find(|(s, _)| Arc::ptr_eq(s, server)) {
                 Some((_, members)) => members.push(i),
                 None => groups.push((server.clone(), vec![i])),

@@ -7,6 +7,11 @@
 //! | `replace`, `append`, `prepend`, `incr`, `decr`, `touch` | tier 0; on `NOT_STORED`/`NOT_FOUND` copy up (if a lower tier has it) and retry once |
 //! | `delete` | every tier (after copies of the key in progress); `DELETED` if any held it; tier 0 again one `timeout` later |
 //!
+//! While a lower tier cannot be asked, `add`, `replace`, `append`, `prepend`, `incr`, `decr`
+//! and `touch` of a key tier 0 lacks, and a `delete` that no reachable tier held, answer
+//! `SERVER_ERROR lower tier unreachable` (unless a tombstone makes the outcome certain), and
+//! a delete a lower tier could not take leaves a tombstone in tier 0 (see [`super::tombstone`]).
+//!
 //! `lower_on_write` follows every command that changed a value in tier 0: `delete` removes the
 //! key from the lower tiers so an old value can never come back if tier 0 loses the item,
 //! `set` writes the new value to every tier, `ignore` leaves them alone.
@@ -16,8 +21,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::join_all;
 
-use super::copy::find_and_copy;
-use super::{call, is_line};
+use super::copy::{Copy, find_and_copy};
+use super::tombstone::Written;
+use super::{call, deleted_or_absent, invalidation_failed, is_line, unknown};
 use crate::backend::BackendError;
 use crate::config::LowerOnWrite;
 use crate::protocol::backend::Response;
@@ -49,7 +55,17 @@ pub fn dispatch(route: Arc<Route>, lane: usize, op: Keyed) -> ReplyFuture {
             } => {
                 // A key that only a lower tier holds exists for the client: copy it up so tier 0
                 // answers NOT_STORED as a single cache would.
-                find_and_copy(&route, lane, &key).await;
+                if find_and_copy(&route, lane, &key).await == Copy::LowerError {
+                    // Whether the key exists depends on a tier that cannot be asked, unless
+                    // tier 0 holds it anyway (then NOT_STORED is certain).
+                    return match call(route.owner(), lane, Keyed::CopyRead { key }).await {
+                        Ok(Response::Meta { .. }) => Reply::Static(reply::NOT_STORED),
+                        Ok(Response::Line(l)) if l.starts_with(b"EN") => {
+                            to_reply(unknown(&route, "add"))
+                        }
+                        other => to_reply(other),
+                    };
+                }
                 let answer = call(route.owner(), lane, op.clone()).await;
                 if is_line(&answer, reply::STORED) {
                     lower_on_write(&route, lane, &key, Some(&op)).await;
@@ -65,7 +81,10 @@ pub fn dispatch(route: Arc<Route>, lane: usize, op: Keyed) -> ReplyFuture {
                     // copied it up, changed it and deleted it below between our two reads
                     // (tier 0, then the lower tier). Without the retry a counter that exists
                     // answers NOT_FOUND, and an app that then re-creates it loses its count.
-                    find_and_copy(&route, lane, &key).await;
+                    if find_and_copy(&route, lane, &key).await == Copy::LowerError {
+                        // The key may exist in the tier that cannot be asked: not a NOT_FOUND.
+                        return to_reply(unknown(&route, command_name(&op)));
+                    }
                     answer = call(route.owner(), lane, op.clone()).await;
                 }
                 if changed_value(&op, &answer) {
@@ -79,6 +98,25 @@ pub fn dispatch(route: Arc<Route>, lane: usize, op: Keyed) -> ReplyFuture {
     })
 }
 
+/// The command's name for the metrics.
+fn command_name(op: &Keyed) -> &'static str {
+    match op {
+        Keyed::Store { kind, .. } => match kind {
+            Storage::Set => "set",
+            Storage::Add => "add",
+            Storage::Replace => "replace",
+            Storage::Append => "append",
+            Storage::Prepend => "prepend",
+            Storage::Cas => "cas",
+        },
+        Keyed::Arith { incr: true, .. } => "incr",
+        Keyed::Arith { incr: false, .. } => "decr",
+        Keyed::Touch { .. } => "touch",
+        Keyed::Delete { .. } => "delete",
+        Keyed::Meta(_) | Keyed::CopyRead { .. } => "meta",
+    }
+}
+
 /// True when `answer` says tier 0's value changed (touch changes only the TTL).
 fn changed_value(op: &Keyed, answer: &Result<Response, BackendError>) -> bool {
     match (op, answer) {
@@ -88,17 +126,23 @@ fn changed_value(op: &Keyed, answer: &Result<Response, BackendError>) -> bool {
     }
 }
 
-/// `delete`: every tier at once; then tier 0 again after one `timeout`, in case a read that
-/// raced this delete copied the old value up in between (the delayed double delete).
+/// `delete`: every tier that may hold the key, at once; then tier 0 again after one `timeout`,
+/// in case a read that raced this delete copied the old value up in between (the delayed
+/// double delete). A lower tier that cannot take the delete gets a tombstone in tier 0 and a
+/// replayed delete later; the answer is `DELETED` if any tier held the key, `NOT_FOUND` when
+/// that is certain, and [`reply::LOWER_TIER_UNREACHABLE`] when it depends on a tier that could
+/// not be asked.
 async fn delete_everywhere(route: &Arc<Route>, lane: usize, key: Bytes) -> Reply {
+    let asked: Vec<usize> = (0..route.tiers.len())
+        .filter(|&t| route.asks(t, &key))
+        .collect();
     // Copies of this key already running in this process finish first (their `add` is then
     // deleted below); copies that start later find nothing in the lower tiers.
     let held = route.key_locks.exclusive(&key).await;
     let answers = join_all(
-        route
-            .tiers
+        asked
             .iter()
-            .map(|pool| call(pool, lane, Keyed::Delete { key: key.clone() })),
+            .map(|&t| call(&route.tiers[t], lane, Keyed::Delete { key: key.clone() })),
     )
     .await;
     drop(held);
@@ -110,72 +154,105 @@ async fn delete_everywhere(route: &Arc<Route>, lane: usize, key: Bytes) -> Reply
         let answer = call(delayed.owner(), lane, Keyed::Delete { key: double }).await;
         delayed.metrics.tiers.double_deletes.count(answer.is_ok());
     });
-    for (tier, answer) in answers.iter().enumerate().skip(1) {
-        if answer.is_err() {
-            route.tier_metrics[tier].errors.inc();
-        }
+    let failed: Vec<usize> = asked
+        .iter()
+        .zip(&answers)
+        .skip(1)
+        .filter(|(_, a)| !deleted_or_absent(a))
+        .map(|(&t, _)| t)
+        .collect();
+    for &t in &failed {
+        route.tier_metrics[t].errors.inc();
     }
+    let tomb = if failed.is_empty() || !deleted_or_absent(&answers[0]) {
+        // Nothing missed, or tier 0 failed too (then no tombstone can be written there).
+        None
+    } else {
+        Some(invalidation_failed(route, lane, &key, &failed).await)
+    };
     if answers.iter().any(|a| is_line(a, reply::DELETED)) {
         return Reply::Static(reply::DELETED);
     }
     match answers.into_iter().next() {
         Some(first) if !is_line(&first, reply::NOT_FOUND) => to_reply(first),
-        _ => Reply::Static(reply::NOT_FOUND),
+        // An earlier tombstone: the key was already deleted for everyone.
+        _ if matches!(tomb, None | Some(Written::Existing)) => Reply::Static(reply::NOT_FOUND),
+        _ => to_reply(unknown(route, "delete")),
     }
 }
 
 /// The `lower_on_write` step after tier 0 changed. `op` is the client's storage op when it
-/// carries the whole new value (`set`, `cas`, `add`); otherwise `set` mode reads tier 0.
+/// carries the whole new value (`set`, `cas`, `add`); otherwise `set` mode reads tier 0. A
+/// lower tier that cannot take its delete (or set) gets a tombstone and a replayed delete.
 pub(super) async fn lower_on_write(route: &Route, lane: usize, key: &Bytes, op: Option<&Keyed>) {
-    let lower = &route.tiers[1..];
-    match route.lower_on_write {
-        LowerOnWrite::Ignore => {}
-        LowerOnWrite::Delete => {
-            let answers = join_all(
-                lower
-                    .iter()
-                    .map(|pool| call(pool, lane, Keyed::Delete { key: key.clone() })),
-            )
-            .await;
-            for answer in answers {
-                route.metrics.tiers.lower_deletes.count(answer.is_ok());
-            }
-        }
-        LowerOnWrite::Set => {
-            let value = match op {
-                Some(Keyed::Store {
-                    flags,
-                    exptime,
-                    data,
-                    ..
-                }) => Some((*flags, *exptime, data.clone())),
-                _ => match call(route.owner(), lane, Keyed::CopyRead { key: key.clone() }).await {
-                    Ok(Response::Meta { flags, ttl, data }) => {
-                        for_remaining_ttl(ttl, unix_now()).map(|exptime| (flags, exptime, data))
-                    }
-                    _ => None,
-                },
-            };
-            let Some((flags, exptime, data)) = value else {
-                route.metrics.tiers.lower_sets.count(false);
-                return;
-            };
-            let set = Keyed::Store {
-                kind: Storage::Set,
-                key: key.clone(),
+    let lower: Vec<(usize, LowerOnWrite)> = (1..route.tiers.len())
+        .map(|t| (t, route.lower_mode(t)))
+        .filter(|&(t, mode)| mode != LowerOnWrite::Ignore && route.asks(t, key))
+        .collect();
+    if lower.is_empty() {
+        return;
+    }
+    let value = if lower.iter().any(|&(_, m)| m == LowerOnWrite::Set) {
+        match op {
+            Some(Keyed::Store {
                 flags,
                 exptime,
                 data,
-                cas: 0,
-            };
-            let answers = join_all(lower.iter().map(|pool| call(pool, lane, set.clone()))).await;
-            for answer in answers {
-                route
-                    .metrics
-                    .tiers
-                    .lower_sets
-                    .count(is_line(&answer, reply::STORED));
+                ..
+            }) => Some((*flags, *exptime, data.clone())),
+            _ => match call(route.owner(), lane, Keyed::CopyRead { key: key.clone() }).await {
+                Ok(Response::Meta { flags, ttl, data }) => {
+                    for_remaining_ttl(ttl, unix_now()).map(|exptime| (flags, exptime, data))
+                }
+                _ => None,
+            },
+        }
+    } else {
+        None
+    };
+    let answers = join_all(lower.iter().map(|&(t, mode)| {
+        let pool = &route.tiers[t];
+        let value = value.clone();
+        async move {
+            match (mode, value) {
+                (LowerOnWrite::Set, Some((flags, exptime, data))) => {
+                    let set = Keyed::Store {
+                        kind: Storage::Set,
+                        key: key.clone(),
+                        flags,
+                        exptime,
+                        data,
+                        cas: 0,
+                    };
+                    let answer = call(pool, lane, set).await;
+                    route
+                        .metrics
+                        .tiers
+                        .lower_sets
+                        .count(is_line(&answer, reply::STORED));
+                    is_line(&answer, reply::STORED)
+                }
+                (LowerOnWrite::Set, None) => {
+                    route.metrics.tiers.lower_sets.count(false);
+                    false
+                }
+                _ => {
+                    let answer = call(pool, lane, Keyed::Delete { key: key.clone() }).await;
+                    let ok = deleted_or_absent(&answer);
+                    route.metrics.tiers.lower_deletes.count(ok);
+                    ok
+                }
             }
         }
+    }))
+    .await;
+    let failed: Vec<usize> = lower
+        .iter()
+        .zip(answers)
+        .filter(|(_, ok)| !ok)
+        .map(|(&(t, _), _)| t)
+        .collect();
+    if !failed.is_empty() {
+        invalidation_failed(route, lane, key, &failed).await;
     }
 }
