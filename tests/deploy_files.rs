@@ -541,7 +541,10 @@ fn exported_metric_names() -> BTreeSet<String> {
     let _ = metrics.backend.server("memcached-0.memcached:11211");
     let _ = metrics.tiers.tier("main", 0);
     let _ = metrics.tiers.reshard_tier("main");
-    metrics.tiers.reshard_copies.with_label_values(&["main", "ok"]);
+    metrics
+        .tiers
+        .reshard_copies
+        .with_label_values(&["main", "ok"]);
     metrics.tiers.reshard_rings.with_label_values(&["main"]);
     metrics.tiers.tombstones.with_label_values(&["written"]);
     metrics.tiers.replays.with_label_values(&["queued"]);
