@@ -6,7 +6,7 @@
 mod common;
 mod replicas_support;
 
-use common::{Client, Memcached, Memroute, counter, poll};
+use common::{Client, Memcached, Memroute, counter, poll, poll_for};
 use replicas_support::{direct_get, direct_set, get, hit, start};
 
 fn shadowed(
@@ -130,4 +130,48 @@ fn a_stopped_candidate_only_drops_copies() {
     let dropped = shadow_count(&m, "dropped");
     assert!(dropped >= (n - 1024 - 256) as f64, "{dropped} dropped");
     candidate.resume();
+}
+
+#[test]
+fn a_reload_adds_and_removes_the_shadow() {
+    let (main, candidate) = (Memcached::start(), Memcached::start());
+    let m = start(
+        &[("main", &[&main], ""), ("candidate", &[&candidate], "")],
+        "[[routes]]\nprefix = \"\"\ntiers = [\"main\"]\n",
+    );
+    let plain = std::fs::read_to_string(&m.config_path).expect("config");
+    let reloads = |m: &Memroute| {
+        counter(
+            &m.metrics(),
+            "memroute_config_reloads_total",
+            &[("result", "success")],
+        )
+    };
+    let reload_to = |text: &str, count: f64| {
+        m.replace_config(text);
+        m.signal("HUP");
+        poll("the reload", || (reloads(&m) >= count).then_some(()));
+    };
+    let mut c = m.client();
+    c.roundtrip(b"set before 0 0 1\r\nb\r\n", b"STORED\r\n");
+    reload_to(
+        &format!("{plain}shadow = {{ pool = \"candidate\", fraction = 1.0 }}\n"),
+        1.0,
+    );
+    c.roundtrip(b"set during 0 0 1\r\nd\r\n", b"STORED\r\n");
+    poll("the copy reached the candidate", || {
+        (direct_get(&candidate, "during") == hit("during", "d")).then_some(())
+    });
+    assert_eq!(direct_get(&candidate, "before"), b"END\r\n");
+    reload_to(&plain, 2.0);
+    c.roundtrip(b"set after 0 0 1\r\na\r\n", b"STORED\r\n");
+    assert_eq!(get(&mut c, "after"), hit("after", "a"));
+    // A copy would arrive within milliseconds; none does.
+    let copied = poll_for(std::time::Duration::from_millis(300), || {
+        (direct_get(&candidate, "after") != b"END\r\n").then_some(())
+    });
+    assert!(
+        copied.is_none(),
+        "the shadow outlived the reload that removed it"
+    );
 }
