@@ -93,7 +93,8 @@ async fn load(spec: LoadSpec) -> LoadResult {
         result: LoadResult::default(),
         per_conn: Vec::new(),
     }));
-    let streams = connect_all(&spec.addrs, spec.conns).await;
+    let tls = spec.tls_ca.as_deref().map(tls_connector);
+    let streams = connect_all(&spec.addrs, spec.conns, tls).await;
     let start = Instant::now() + Duration::from_millis(spec.warmup_ms);
     let end = start + Duration::from_millis(spec.measure_ms);
 
@@ -185,8 +186,11 @@ struct Conn {
 }
 
 impl Conn {
-    async fn run(mut self, stream: TcpStream) {
-        self.drive(stream).await;
+    async fn run(mut self, stream: Stream) {
+        match stream {
+            Stream::Tcp(s) => self.drive(s).await,
+            Stream::Tls(s) => self.drive(s).await,
+        }
         self.stats.borrow_mut().per_conn.push(self.done);
     }
 
@@ -206,7 +210,8 @@ impl Conn {
                 expects.push(e);
             }
             let sent = Instant::now();
-            if let Err(e) = stream.write_all(&wbuf).await {
+            // The flush is free on TCP; a TLS stream sends its buffered record then.
+            if let Err(e) = stream.write_all(&wbuf).await.and(stream.flush().await) {
                 return self.fail(format!("write: {e}"));
             }
             for &expect in &expects {
@@ -323,17 +328,55 @@ impl Conn {
     }
 }
 
-/// Opens `n` connections, `i` to `addrs[i % len]`, a bounded number at a time; `None` for
-/// those that could not be opened.
-async fn connect_all(addrs: &[String], n: usize) -> Vec<Option<TcpStream>> {
+/// A load connection: plain, or TLS (workload k).
+enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// A TLS client that trusts only the CA in `ca` (PEM).
+fn tls_connector(ca: &std::path::Path) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("CA file") {
+        roots.add(cert.expect("CA PEM")).expect("CA certificate");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// Opens `n` connections, `i` to `addrs[i % len]`, a bounded number at a time, with a TLS
+/// handshake when `tls` is given (before the warm-up, so the window measures requests only);
+/// `None` for those that could not be opened.
+async fn connect_all(
+    addrs: &[String],
+    n: usize,
+    tls: Option<tokio_rustls::TlsConnector>,
+) -> Vec<Option<Stream>> {
     let gate = Rc::new(Semaphore::new(CONNECT_PARALLEL));
     let handles: Vec<_> = (0..n)
         .map(|i| {
             let addr = addrs[i % addrs.len()].clone();
             let gate = gate.clone();
+            let tls = tls.clone();
             tokio::task::spawn_local(async move {
                 let _permit = gate.acquire().await.expect("never closed");
-                connect(&addr).await
+                let tcp = connect(&addr).await?;
+                let Some(tls) = tls else {
+                    return Some(Stream::Tcp(tcp));
+                };
+                let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+                let handshake = tls.connect(name, tcp);
+                match tokio::time::timeout(Duration::from_secs(5), handshake).await {
+                    Ok(Ok(s)) => Some(Stream::Tls(Box::new(s))),
+                    _ => None,
+                }
             })
         })
         .collect();

@@ -33,7 +33,7 @@ use clap::Parser;
 
 use procs::Proc;
 use report::{MemoryRow, Row};
-use setup::{Layout, Server};
+use setup::{Certs, Layout, MemrouteOpts, Server};
 use workload::{FillResult, Job, LoadResult, LoadSpec, Proto, Target, Watch, Workload};
 
 /// Benchmark memroute against nutcracker and direct memcached (see bench/README.md).
@@ -58,8 +58,8 @@ struct Cli {
     /// Warm-up seconds per run (after the connections are open, not measured).
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
-    /// Which workloads to run, e.g. `ab` (all: abcdefghit).
-    #[arg(long, default_value = "abcdefghit")]
+    /// Which workloads to run, e.g. `ab` (all: abcdefghikt).
+    #[arg(long, default_value = "abcdefghikt")]
     workloads: String,
     /// Keyspace size (every key is stored before measuring).
     #[arg(long, default_value_t = 10_000)]
@@ -114,6 +114,8 @@ struct Bench {
     clk_tck: u64,
     /// What the `main` servers hold now: (keys, value size, gap).
     main_filled: std::cell::Cell<(u32, usize, u32)>,
+    /// Made on first use, for workload k.
+    certs: std::cell::OnceCell<Certs>,
 }
 
 /// The four memcached servers: `main` (tier 0, and the only pool of workloads a–d) and `old`
@@ -181,6 +183,7 @@ impl Bench {
             dir: procs::scratch_dir(),
             clk_tck,
             main_filled: std::cell::Cell::new((0, 0, 0)),
+            certs: std::cell::OnceCell::new(),
         }
     }
 
@@ -303,7 +306,7 @@ impl Bench {
             Target::Nutcracker,
             setup::nutcracker(&self.dir, "nutcracker", &main, self.layout),
         )];
-        base.extend(self.memroutes(&main, None, self.layout, None, ""));
+        base.extend(self.memroutes(&main, MemrouteOpts::default(), self.layout, ""));
         if let Some(exe) = &self.cli.mcproxy {
             let p = setup::mcproxy(exe, &self.dir, "mcproxy", &main, 1, self.layout);
             // Every server holds every key, so placement does not change what is measured; but
@@ -329,8 +332,19 @@ impl Bench {
             let mut layout = self.layout;
             if w.gap > 0 {
                 let old = Backends::addrs(&backends.old);
-                own.extend(self.memroutes(&main, Some(&old), self.layout, None, "-tiered"));
+                let opts = MemrouteOpts {
+                    old: Some(&old),
+                    ..MemrouteOpts::default()
+                };
+                own.extend(self.memroutes(&main, opts, self.layout, "-tiered"));
                 watch_backends.extend(Backends::pids(&backends.old));
+            }
+            if w.tls {
+                let opts = MemrouteOpts {
+                    tls: Some(self.certs()),
+                    ..MemrouteOpts::default()
+                };
+                own.extend(self.memroutes(&main, opts, self.layout, "-tls"));
             }
             if w.unpinned {
                 layout = Layout { pinned: false };
@@ -346,9 +360,11 @@ impl Bench {
                         &self.dir,
                         "memroute-t1",
                         &main,
-                        None,
                         layout,
-                        Some(1),
+                        MemrouteOpts {
+                            threads: Some(1),
+                            ..MemrouteOpts::default()
+                        },
                     ),
                 ));
                 own.push((
@@ -358,9 +374,11 @@ impl Bench {
                         &self.dir,
                         "memroute-t2",
                         &main,
-                        None,
                         layout,
-                        Some(2),
+                        MemrouteOpts {
+                            threads: Some(2),
+                            ..MemrouteOpts::default()
+                        },
                     ),
                 ));
                 if let Some(exe) = &self.cli.mcproxy {
@@ -435,7 +453,9 @@ impl Bench {
                         }
                         _ => None,
                     };
-                    let r = self.load(w, keys, size, addrs, watch, seed, layout);
+                    // Workload k: clients speak TLS to the proxy; memcached itself stays plain.
+                    let tls_ca = (w.tls && proxy.is_some()).then(|| self.certs().ca.clone());
+                    let r = self.load(w, keys, size, addrs, watch, seed, layout, tls_ca);
                     if let Some(p) = perf {
                         let _ = p.finish(Duration::from_secs(120));
                     }
@@ -475,14 +495,18 @@ impl Bench {
         }
     }
 
+    /// The TLS certificates of workload k.
+    fn certs(&self) -> &Certs {
+        self.certs.get_or_init(|| Certs::new(&self.dir))
+    }
+
     /// memroute (and memroute B if asked for) over pool `main`, with `old` as a fallback tier
     /// if given.
     fn memroutes(
         &self,
         main: &[String],
-        old: Option<&[String]>,
+        opts: MemrouteOpts<'_>,
         layout: Layout,
-        threads: Option<usize>,
         suffix: &str,
     ) -> Vec<(Target, Server)> {
         let mut list = vec![(Target::Memroute, &self.memroute)];
@@ -494,7 +518,7 @@ impl Bench {
                 let name = format!("{}{suffix}", t.name());
                 (
                     t,
-                    setup::memroute(exe, &self.dir, &name, main, old, layout, threads),
+                    setup::memroute(exe, &self.dir, &name, main, layout, opts),
                 )
             })
             .collect()
@@ -543,6 +567,7 @@ impl Bench {
         watch: Vec<Watch>,
         seed: u64,
         layout: Layout,
+        tls_ca: Option<PathBuf>,
     ) -> LoadResult {
         let spec = LoadSpec {
             addrs,
@@ -559,6 +584,7 @@ impl Bench {
             watch,
             clk_tck: self.clk_tck,
             seed,
+            tls_ca,
         };
         let limit = Duration::from_secs_f64(self.cli.warmup + self.cli.duration + 60.0);
         let out = self
@@ -605,9 +631,8 @@ impl Bench {
                     &self.dir,
                     "memroute-mem",
                     &main,
-                    None,
                     self.layout,
-                    None,
+                    MemrouteOpts::default(),
                 ),
             ),
             (

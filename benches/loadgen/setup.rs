@@ -110,17 +110,58 @@ pub fn nutcracker(dir: &Path, name: &str, backends: &[String], layout: Layout) -
     start(dir, name, &argv, port, layout)
 }
 
-/// Starts memroute with pool `main` (and `old` as a fallback tier when given; `warm = false` so
-/// tier 0 keeps missing the same keys for the whole run), with `threads` worker threads (`None`:
-/// as the layout says).
+/// What a memroute of the benchmark has beyond pool `main`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemrouteOpts<'a> {
+    /// `old` as a fallback tier (`warm = false`, so tier 0 keeps missing the same keys for the
+    /// whole run).
+    pub old: Option<&'a [String]>,
+    /// Worker threads (`None`: as the layout says).
+    pub threads: Option<usize>,
+    /// Clients connect over TLS with this certificate and key (workload k).
+    pub tls: Option<&'a Certs>,
+}
+
+/// A CA and a certificate it signed for `localhost` and `127.0.0.1`, written to files.
+#[derive(Debug, Clone)]
+pub struct Certs {
+    /// The CA certificate (PEM): what the load generator trusts.
+    pub ca: PathBuf,
+    /// The server certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+}
+
+impl Certs {
+    /// Makes a fresh CA and server certificate with rcgen in `dir`.
+    pub fn new(dir: &Path) -> Certs {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).expect("self-signed CA");
+        let key = KeyPair::generate().expect("server key");
+        let leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("server params")
+            .signed_by(&key, &ca, &ca_key)
+            .expect("signed server certificate");
+        Certs {
+            ca: write(dir, "bench-ca.pem", &ca.pem()),
+            cert: write(dir, "bench-server.pem", &leaf.pem()),
+            key: write(dir, "bench-server.key", &key.serialize_pem()),
+        }
+    }
+}
+
+/// Starts memroute with pool `main` and `opts`.
 pub fn memroute(
     exe: &Path,
     dir: &Path,
     name: &str,
     main: &[String],
-    old: Option<&[String]>,
     layout: Layout,
-    threads: Option<usize>,
+    opts: MemrouteOpts<'_>,
 ) -> Server {
     let port = procs::free_port();
     let list = |s: &[String]| {
@@ -129,12 +170,19 @@ pub fn memroute(
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let tls = opts.tls.map_or_else(String::new, |c| {
+        format!(
+            "tls = {{ cert = {:?}, key = {:?} }}\n",
+            c.cert.display().to_string(),
+            c.key.display().to_string()
+        )
+    });
     let mut toml = format!(
-        "[listen]\naddress = \"127.0.0.1:{port}\"\nmax_connections = 20000\n\n\
+        "[listen]\naddress = \"127.0.0.1:{port}\"\nmax_connections = 20000\n{tls}\n\
          [pools.main]\nservers = [{}]\nconnections = {BENCH_CONNECTIONS}\n\n",
         list(main)
     );
-    match old {
+    match opts.old {
         None => toml.push_str("[[routes]]\nprefix = \"\"\ntiers = [\"main\"]\n"),
         Some(old) => toml.push_str(&format!(
             "[pools.old]\nservers = [{}]\nconnections = {BENCH_CONNECTIONS}\n\n[[routes]]\nprefix = \"\"\ntiers = [\"main\", \"old\"]\nwarm = false\n",
@@ -147,7 +195,7 @@ pub fn memroute(
         "--config".into(),
         conf.display().to_string(),
     ];
-    if let Some(n) = threads.or(layout.memroute_threads()) {
+    if let Some(n) = opts.threads.or(layout.memroute_threads()) {
         argv.extend(["--threads".into(), n.to_string()]);
     }
     start(dir, name, &argv, port, layout)

@@ -2,6 +2,8 @@
 //! be checked byte for byte), the workloads, and the messages exchanged with the worker process
 //! that generates the load.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 /// Key `i` is `bench:<i>`.
@@ -109,6 +111,9 @@ pub struct Workload {
     pub value_size: Option<usize>,
     /// At most this many keys (`--keys` otherwise), so big values fit the servers' memory.
     pub max_keys: Option<u32>,
+    /// Clients connect to the proxies over TLS (direct memcached stays plain: its TLS is a
+    /// build and command-line option of the whole server).
+    pub tls: bool,
     /// Unpinned: every process may run on every CPU, and proxies also run with two worker
     /// threads (workload t).
     pub unpinned: bool,
@@ -126,8 +131,6 @@ const ALL: &[Target] = &[
 
 /// The workloads, in the order they run.
 ///
-/// Slot `k` is kept for the client-side TLS variant of (a): a `tls` flag here, and a TLS
-/// stream where `client::connect` opens the TCP one (`Conn::drive` takes any async stream).
 pub fn workloads() -> Vec<Workload> {
     let plain = |id, title, conns, depth, mget, set_percent| Workload {
         id,
@@ -140,6 +143,7 @@ pub fn workloads() -> Vec<Workload> {
         proto: Proto::Classic,
         value_size: None,
         max_keys: None,
+        tls: false,
         unpinned: false,
         targets: ALL,
     };
@@ -170,6 +174,12 @@ pub fn workloads() -> Vec<Workload> {
             value_size: Some(100 * 1024),
             max_keys: Some(1000),
             ..plain('i', "as (a), 100 KiB, 1000 keys", 50, 1, 1, 10)
+        },
+        Workload {
+            tls: true,
+            // nutcracker has no TLS; memcached's proxy here is built without it.
+            targets: &[Target::Direct, Target::Memroute],
+            ..plain('k', "as (a), clients over TLS", 50, 1, 1, 10)
         },
         Workload {
             unpinned: true,
@@ -247,6 +257,8 @@ pub struct LoadSpec {
     pub clk_tck: u64,
     /// RNG seed (differs per round).
     pub seed: u64,
+    /// Connect over TLS, trusting this CA (PEM), with the server name `localhost`.
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// A group of processes whose CPU time is summed.
