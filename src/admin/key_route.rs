@@ -1,6 +1,6 @@
 //! `/route?key=K`: where a key goes: the route its prefix matches and, for each tier, the pool
 //! and the server that owns the key there (computed exactly as a request would, with
-//! [`Pool::locate_index`], so an ejecting pool shows the server after ejections).
+//! [`crate::backend::Pool::locate_index`], so an ejecting pool shows the server after ejections).
 //!
 //! ```json
 //! {"key": "foo", "route": "", "tiers": [{"tier": 0, "pool": "main", "server": "127.0.0.1:11211", "down": false}]}
@@ -14,7 +14,7 @@
 
 use serde_json::{Value, json};
 
-use crate::backend::Pool;
+use crate::route::describe::tier;
 use crate::state::Snapshot;
 
 /// The JSON answer for the query string, or what is wrong with it (a `400`).
@@ -58,24 +58,6 @@ pub fn render(snapshot: &Snapshot, query: Option<&str>) -> Result<Value, String>
     let mut answer = json!({ "key": shown, "route": route.prefix, "tiers": tiers });
     crate::route::describe::key(route, &key, &mut answer);
     Ok(answer)
-}
-
-/// One tier: its pool and the server that owns `key` there.
-pub fn tier(index: usize, pool: &Pool, key: &[u8]) -> Value {
-    match pool.locate_index(key) {
-        Ok(i) => {
-            let server = &pool.servers[i];
-            json!({
-                "tier": index,
-                "pool": pool.name(),
-                "server": server.address,
-                "down": server.health.is_down(),
-            })
-        }
-        Err(e) => {
-            json!({ "tier": index, "pool": pool.name(), "server": null, "error": e.to_string() })
-        }
-    }
 }
 
 /// Decodes `%XX` escapes; `None` for a `%` not followed by two hex digits.

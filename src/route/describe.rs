@@ -1,5 +1,5 @@
-//! What `/route?key=K` adds for replicated routes, gutters and shadows (see
-//! [`crate::admin::key_route`]):
+//! What `/route?key=K` shows of a route (see [`crate::admin::key_route`]): each tier's pool and
+//! owner ([`tier`]), and for replicated routes, gutters and shadows:
 //!
 //! ```json
 //! {"replicas": [{"replica": 0, "pool": "east", "server": "…", "down": false, "home": true,
@@ -16,7 +16,6 @@ use serde_json::{Value, json};
 
 use super::Route;
 use super::gutter::Gutter;
-use crate::admin::key_route::tier;
 use crate::backend::Pool;
 
 /// Adds `replicas`, `gutter` and `shadow` to `answer` (a JSON object) where the route has them.
@@ -84,4 +83,22 @@ fn gutter(pool: &Pool, gutter: Option<&Gutter>, key: &[u8]) -> Value {
         "serving": serving,
         "failover_ttl": g.ttl,
     })
+}
+
+/// One tier: its pool and the server that owns `key` there.
+pub fn tier(index: usize, pool: &Pool, key: &[u8]) -> Value {
+    match pool.locate_index(key) {
+        Ok(i) => {
+            let server = &pool.servers[i];
+            json!({
+                "tier": index,
+                "pool": pool.name(),
+                "server": server.address,
+                "down": server.health.is_down(),
+            })
+        }
+        Err(e) => {
+            json!({ "tier": index, "pool": pool.name(), "server": null, "error": e.to_string() })
+        }
+    }
 }
