@@ -25,11 +25,12 @@ use tokio::sync::Notify;
 use crate::metrics::ServerMetrics;
 
 /// Bumped whenever any server goes down or up, so ejecting pools know to rebuild their ring.
-static GENERATION: AtomicU64 = AtomicU64::new(0);
+static HEALTH_CHANGES: AtomicU64 = AtomicU64::new(0);
 
-/// The current health generation.
-pub fn generation() -> u64 {
-    GENERATION.load(Ordering::Acquire)
+/// How many times any server has gone down or up (not a snapshot generation: those count
+/// config reloads).
+pub fn health_changes() -> u64 {
+    HEALTH_CHANGES.load(Ordering::Acquire)
 }
 
 /// Milliseconds on a monotonic clock (never 0, so 0 can mean "not down").
@@ -112,7 +113,7 @@ impl Health {
             metrics.up.set(0);
             metrics.marked_down.inc();
             tracing::warn!(server = %self.address, failures, retry_in = ?self.retry_timeout, "server marked down");
-            GENERATION.fetch_add(1, Ordering::AcqRel);
+            HEALTH_CHANGES.fetch_add(1, Ordering::AcqRel);
             self.marked_down.notify_waiters();
         }
     }
@@ -126,7 +127,7 @@ impl Health {
         if self.down_until.swap(0, Ordering::AcqRel) != 0 {
             metrics.up.set(1);
             tracing::info!(server = %self.address, "server up");
-            GENERATION.fetch_add(1, Ordering::AcqRel);
+            HEALTH_CHANGES.fetch_add(1, Ordering::AcqRel);
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use super::health::generation;
+use super::health::health_changes;
 use super::{BackendError, ErrorKind, Origin, Server};
 use crate::config::PoolConfig;
 use crate::ring::{Ring, RingServer, hash_key};
@@ -32,7 +32,7 @@ struct LiveRing {
 }
 
 struct LiveState {
-    generation: u64,
+    health_changes: u64,
     /// Which servers this ring leaves out.
     ejected: Vec<bool>,
     ring: Ring,
@@ -83,7 +83,7 @@ impl Pool {
 
     fn live_ring(&self, live: &LiveRing) -> arc_swap::Guard<Arc<LiveState>> {
         let state = live.current.load();
-        if state.generation == generation() {
+        if state.health_changes == health_changes() {
             return state;
         }
         let _guard = live.rebuild.lock().unwrap_or_else(|e| e.into_inner());
@@ -104,7 +104,7 @@ impl Pool {
 
 /// The ring over `servers`; with `skip_down`, down servers get no points.
 fn build_ring(config: &PoolConfig, servers: &[Arc<Server>], skip_down: bool) -> LiveState {
-    let generation = generation();
+    let changes = health_changes();
     let mut ejected = Vec::with_capacity(servers.len());
     let ring_servers: Vec<RingServer<'_>> = config
         .servers
@@ -112,7 +112,7 @@ fn build_ring(config: &PoolConfig, servers: &[Arc<Server>], skip_down: bool) -> 
         .zip(servers)
         .map(|(c, s)| {
             // Down or being probed: a probe is one request, so the ring keeps it out until the
-            // probe's answer marks it up (which bumps the generation).
+            // probe's answer marks it up (which counts as a health change).
             let down = skip_down && s.health.is_down();
             ejected.push(down);
             RingServer {
@@ -124,7 +124,7 @@ fn build_ring(config: &PoolConfig, servers: &[Arc<Server>], skip_down: bool) -> 
         .collect();
     let ring = Ring::build(config.distribution, &ring_servers);
     LiveState {
-        generation,
+        health_changes: changes,
         ejected,
         ring,
     }

@@ -16,7 +16,7 @@ use crate::route::Route;
 
 /// How a copy went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Copy {
+pub enum CopyUp {
     /// Tier 0 has the lower tier's item now.
     Copied,
     /// Tier 0 already had the key (someone wrote it meanwhile): it is not overwritten.
@@ -32,31 +32,31 @@ pub enum Copy {
 }
 
 /// Copies `key` from tier `from` into tier 0.
-pub async fn copy_up(route: &Route, lane: usize, key: &Bytes, from: usize) -> Copy {
+pub async fn copy_up(route: &Route, lane: usize, key: &Bytes, from: usize) -> CopyUp {
     // From the read below to the `add`: a delete of this key must not run in between.
     let _held = route.key_locks.shared(key).await;
     let lower = &route.tiers[from];
     if let Ok(server) = lower.locate(key) {
         if route.replay.pending(&server.address, key) {
             // A delete for it waits to be replayed there: whatever it holds is gone.
-            return Copy::Missing;
+            return CopyUp::Missing;
         }
     }
     let (flags, exptime, data) = match call(lower, lane, Keyed::CopyRead { key: key.clone() }).await
     {
         Ok(Response::Meta { flags, ttl, data }) => match for_remaining_ttl(ttl, unix_now()) {
             Some(exptime) => (flags, exptime, data),
-            None => return Copy::Missing,
+            None => return CopyUp::Missing,
         },
-        Ok(Response::Line(line)) if line.starts_with(b"EN") => return Copy::Missing,
+        Ok(Response::Line(line)) if line.starts_with(b"EN") => return CopyUp::Missing,
         Ok(Response::Line(line)) if line.starts_with(reply::ERROR) => {
             // No meta commands on this tier: plain get, and warm_ttl for the copy.
             match get_with_warm_ttl(route, lane, key, from).await {
                 Some(found) => found,
-                None => return Copy::Missing,
+                None => return CopyUp::Missing,
             }
         }
-        _ => return Copy::LowerError,
+        _ => return CopyUp::LowerError,
     };
     let add = Keyed::Store {
         kind: Storage::Add,
@@ -70,15 +70,15 @@ pub async fn copy_up(route: &Route, lane: usize, key: &Bytes, from: usize) -> Co
     let (copy, result) = match call(route.owner(), lane, add).await {
         Ok(Response::Line(l)) if &l[..] == reply::STORED => {
             m.copies_ok.inc();
-            (Copy::Copied, 0)
+            (CopyUp::Copied, 0)
         }
         Ok(Response::Line(l)) if &l[..] == reply::NOT_STORED => {
             m.copies_not_stored.inc();
-            (Copy::NotStored, 1)
+            (CopyUp::NotStored, 1)
         }
         _ => {
             m.copies_failed.inc();
-            (Copy::Failed, 2)
+            (CopyUp::Failed, 2)
         }
     };
     if let Some(p) = route.previous(from) {
@@ -118,12 +118,12 @@ async fn get_with_warm_ttl(
 /// Looks for `key` in the lower tiers in order and copies the first hit into tier 0. Answers
 /// `Tombstoned` when tier 0 has a tombstone for the key (nothing below is asked), and
 /// `LowerError` when no tier had it but one could not be asked (the key may exist).
-pub async fn find_and_copy(route: &Route, lane: usize, key: &Bytes) -> Copy {
+pub async fn find_and_copy(route: &Route, lane: usize, key: &Bytes) -> CopyUp {
     let asked: Vec<usize> = (1..route.tiers.len())
         .filter(|&t| route.asks(t, key))
         .collect();
     if asked.is_empty() {
-        return Copy::Missing;
+        return CopyUp::Missing;
     }
     // A tier-0 failure here shows in the command's own tier-0 call.
     if let Ok(true) = super::tombstone::present_one(route, lane, key).await {
@@ -133,8 +133,8 @@ pub async fn find_and_copy(route: &Route, lane: usize, key: &Bytes) -> Copy {
     for tier in asked {
         let m = &route.tier_metrics[tier];
         match copy_up(route, lane, key, tier).await {
-            Copy::Missing => m.misses.inc(),
-            Copy::LowerError => {
+            CopyUp::Missing => m.misses.inc(),
+            CopyUp::LowerError => {
                 m.errors.inc();
                 error = true;
             }
@@ -145,8 +145,8 @@ pub async fn find_and_copy(route: &Route, lane: usize, key: &Bytes) -> Copy {
         }
     }
     if error {
-        Copy::LowerError
+        CopyUp::LowerError
     } else {
-        Copy::Missing
+        CopyUp::Missing
     }
 }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
 
-use super::copy::{Copy, find_and_copy};
+use super::copy::{CopyUp, find_and_copy};
 use super::tombstone::Written;
 use super::write::lower_on_write;
 use super::{call, deleted_or_absent, invalidation_failed, unknown};
@@ -59,7 +59,7 @@ async fn get(route: &Arc<Route>, lane: usize, m: MetaRequest, key: Bytes) -> Rep
     if m.has(b'N') {
         // Vivify on tier 0 would hide a lower tier's item behind a new empty stub.
         let probe = call(route.owner(), lane, Keyed::Meta(probe(&key))).await;
-        if is_code(&probe, b"EN") && find_and_copy(route, lane, &key).await == Copy::LowerError {
+        if is_code(&probe, b"EN") && find_and_copy(route, lane, &key).await == CopyUp::LowerError {
             return to_reply(unknown(route, "mg"));
         }
         return to_reply(tier0(route, lane, &m).await);
@@ -69,9 +69,9 @@ async fn get(route: &Arc<Route>, lane: usize, m: MetaRequest, key: Bytes) -> Rep
         return to_reply(first);
     }
     match find_and_copy(route, lane, &key).await {
-        Copy::Copied | Copy::NotStored => to_reply(tier0(route, lane, &m).await),
+        CopyUp::Copied | CopyUp::NotStored => to_reply(tier0(route, lane, &m).await),
         // As gets/gat: a CAS token or a touch asked for a key that may exist below.
-        Copy::LowerError if m.has(b'c') || m.has(b'T') => to_reply(unknown(route, "mg")),
+        CopyUp::LowerError if m.has(b'c') || m.has(b'T') => to_reply(unknown(route, "mg")),
         _ => to_reply(first),
     }
 }
@@ -80,7 +80,7 @@ async fn set(route: &Arc<Route>, lane: usize, m: MetaRequest, key: Bytes) -> Rep
     let answer = match m.mode {
         Some(b'E') => {
             // A key only a lower tier holds exists for the client: add must fail.
-            if find_and_copy(route, lane, &key).await == Copy::LowerError
+            if find_and_copy(route, lane, &key).await == CopyUp::LowerError
                 && is_code(
                     &call(route.owner(), lane, Keyed::Meta(probe(&key))).await,
                     b"EN",
@@ -103,7 +103,7 @@ async fn set(route: &Arc<Route>, lane: usize, m: MetaRequest, key: Bytes) -> Rep
 async fn arith(route: &Arc<Route>, lane: usize, m: MetaRequest, key: Bytes) -> Reply {
     let answer = if m.has(b'N') {
         // Vivify would start a new counter where a lower tier's one should continue.
-        if find_and_copy(route, lane, &key).await == Copy::LowerError
+        if find_and_copy(route, lane, &key).await == CopyUp::LowerError
             && is_code(
                 &call(route.owner(), lane, Keyed::Meta(probe(&key))).await,
                 b"EN",
@@ -134,7 +134,7 @@ async fn retry_after_copy(
     if !is_code(&answer, absent) {
         return answer;
     }
-    if find_and_copy(route, lane, key).await == Copy::LowerError {
+    if find_and_copy(route, lane, key).await == CopyUp::LowerError {
         // The key may exist in the tier that cannot be asked.
         let name = if m.verb == MetaVerb::Arith {
             "ma"

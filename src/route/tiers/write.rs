@@ -21,7 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::join_all;
 
-use super::copy::{Copy, find_and_copy};
+use super::copy::{CopyUp, find_and_copy};
 use super::tombstone::Written;
 use super::{call, deleted_or_absent, invalidation_failed, is_line, unknown};
 use crate::backend::BackendError;
@@ -55,7 +55,7 @@ pub fn dispatch(route: Arc<Route>, lane: usize, op: Keyed) -> ReplyFuture {
             } => {
                 // A key that only a lower tier holds exists for the client: copy it up so tier 0
                 // answers NOT_STORED as a single cache would.
-                if find_and_copy(&route, lane, &key).await == Copy::LowerError {
+                if find_and_copy(&route, lane, &key).await == CopyUp::LowerError {
                     // Whether the key exists depends on a tier that cannot be asked, unless
                     // tier 0 holds it anyway (then NOT_STORED is certain).
                     return match call(route.owner(), lane, Keyed::CopyRead { key }).await {
@@ -81,7 +81,7 @@ pub fn dispatch(route: Arc<Route>, lane: usize, op: Keyed) -> ReplyFuture {
                     // copied it up, changed it and deleted it below between our two reads
                     // (tier 0, then the lower tier). Without the retry a counter that exists
                     // answers NOT_FOUND, and an app that then re-creates it loses its count.
-                    if find_and_copy(&route, lane, &key).await == Copy::LowerError {
+                    if find_and_copy(&route, lane, &key).await == CopyUp::LowerError {
                         // The key may exist in the tier that cannot be asked: not a NOT_FOUND.
                         return to_reply(unknown(&route, command_name(&op)));
                     }
