@@ -127,7 +127,7 @@ pub async fn find_and_copy(route: &Route, lane: usize, key: &Bytes) -> CopyUp {
     }
     // A tier-0 failure here shows in the command's own tier-0 call.
     if let Ok(true) = super::tombstone::present_one(route, lane, key).await {
-        return Copy::Tombstoned;
+        return CopyUp::Tombstoned;
     }
     let mut error = false;
     for tier in asked {
