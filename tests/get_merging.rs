@@ -10,18 +10,20 @@ use std::thread;
 use common::{Client, Memcached, Memroute, sample, value_reply};
 
 /// One memcached that logs every command it receives (`-vv`), behind memroute with one
-/// connection, so pipelined requests from a client all reach the same backend connection.
-fn setup() -> (Memcached, Memroute) {
+/// connection, so pipelined requests from a client all reach the same backend connection; and
+/// a client of memroute.
+fn setup() -> (Memcached, Memroute, Client) {
     setup_with("")
 }
 
 /// As [`setup`], with more `[pools.main]` lines.
-fn setup_with(pool_extra: &str) -> (Memcached, Memroute) {
+fn setup_with(pool_extra: &str) -> (Memcached, Memroute, Client) {
     let mc = Memcached::start_with_args(&["-vv"]);
     let proxy = Memroute::builder()
         .pool_with("main", [&mc], &format!("connections = 1\n{pool_extra}"))
         .start();
-    (mc, proxy)
+    let client = proxy.client();
+    (mc, proxy, client)
 }
 
 /// Sends `request` in one write until memcached's log shows `merged` (the proxy had every
@@ -48,8 +50,7 @@ fn set(c: &mut Client, key: &str, value: &str) {
 
 #[test]
 fn pipelined_gets_are_merged_and_each_gets_its_own_answer() {
-    let (mc, proxy) = setup();
-    let mut c = Client::connect(proxy.port);
+    let (mc, _proxy, mut c) = setup();
     set(&mut c, "a", "1");
     set(&mut c, "b", "22");
     let expected = [
@@ -77,8 +78,7 @@ fn pipelined_gets_are_merged_and_each_gets_its_own_answer() {
 
 #[test]
 fn gets_merge_with_gets_only_and_keep_their_cas() {
-    let (mc, proxy) = setup();
-    let mut c = Client::connect(proxy.port);
+    let (mc, _proxy, mut c) = setup();
     set(&mut c, "x", "v");
     set(&mut c, "y", "w");
     let (cx, cy) = (c.gets_cas("x"), c.gets_cas("y"));
@@ -102,8 +102,7 @@ fn gets_merge_with_gets_only_and_keep_their_cas() {
 
 #[test]
 fn gat_with_different_times_is_not_merged() {
-    let (_mc, proxy) = setup();
-    let mut c = Client::connect(proxy.port);
+    let (_mc, _proxy, mut c) = setup();
     for _ in 0..20 {
         set(&mut c, "t", "v");
         // `gat -1` expires the item after answering; merged into `gat 0 t t` it would not.
@@ -121,8 +120,7 @@ fn gat_with_different_times_is_not_merged() {
 
 #[test]
 fn a_write_between_gets_keeps_its_place() {
-    let (_mc, proxy) = setup();
-    let mut c = Client::connect(proxy.port);
+    let (_mc, _proxy, mut c) = setup();
     for i in 0..20 {
         let request = format!(
             "get w\r\nset w 0 0 1\r\n{}\r\nget w\r\ndelete w\r\nget w\r\n",
@@ -140,8 +138,7 @@ fn a_write_between_gets_keeps_its_place() {
 
 #[test]
 fn long_keys_are_split_over_several_commands() {
-    let (mc, proxy) = setup();
-    let mut c = Client::connect(proxy.port);
+    let (mc, _proxy, mut c) = setup();
     let keys: Vec<String> = (0..30)
         .map(|i| format!("{i:03}{}", "k".repeat(247)))
         .collect();
@@ -169,8 +166,7 @@ fn long_keys_are_split_over_several_commands() {
 
 #[test]
 fn concurrent_clients_each_get_their_own_values() {
-    let (_mc, proxy) = setup();
-    let mut c = Client::connect(proxy.port);
+    let (_mc, proxy, mut c) = setup();
     // Keys 0..400 hold their own number; 400..500 are never set.
     for i in 0..400 {
         set(&mut c, &format!("c{i}"), &format!("value-{i}"));
@@ -246,8 +242,7 @@ fn merged_commands_are_counted_apart_from_requests() {
 
 #[test]
 fn merge_gets_false_sends_every_get_alone() {
-    let (mc, proxy) = setup_with("merge_gets = false");
-    let mut c = Client::connect(proxy.port);
+    let (mc, _proxy, mut c) = setup_with("merge_gets = false");
     for _ in 0..20 {
         c.roundtrip(b"get s1\r\nget s2\r\nget s3\r\n", b"END\r\nEND\r\nEND\r\n");
     }
@@ -261,8 +256,7 @@ fn merge_gets_false_sends_every_get_alone() {
 
 #[test]
 fn a_merged_get_that_times_out_fails_every_request_and_its_late_answer_is_dropped_whole() {
-    let (mc, proxy) = setup_with("timeout = \"300ms\"\nfailure_limit = 1000");
-    let mut c = Client::connect(proxy.port);
+    let (mc, _proxy, mut c) = setup_with("timeout = \"300ms\"\nfailure_limit = 1000");
     set(&mut c, "late1", "one");
     set(&mut c, "late2", "two");
     // Until memcached's log shows the three went out merged (each try takes one timeout).

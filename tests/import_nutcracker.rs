@@ -9,7 +9,7 @@ mod config_support;
 use std::path::Path;
 use std::process::Output;
 
-use common::memroute::{check_config, command};
+use common::memroute::{check_config_ok, command};
 use common::process::{scratch_dir, write_file as write};
 use common::{Client, Memcached, Memroute, Nutcracker, free_port};
 
@@ -20,6 +20,12 @@ fn import(yaml: &Path, pool: Option<&str>) -> Output {
         cmd.args(["--pool", pool]);
     }
     cmd.output().expect("run memroute import-nutcracker")
+}
+
+/// [`import`], asserting it exits 0: the TOML it printed.
+#[track_caller]
+fn import_ok(yaml: &Path, pool: Option<&str>) -> String {
+    common::assert_success("memroute import-nutcracker", &import(yaml, pool)).0
 }
 
 /// Number of items a memcached holds (`STAT curr_items`).
@@ -82,13 +88,7 @@ fn an_imported_pool_passes_check_config_and_finds_every_key_nutcracker_wrote() {
     // Import the pool, check it, run it.
     let dir = scratch_dir("import");
     let yaml_file = write(&dir, "nutcracker.yml", &yaml);
-    let out = import(&yaml_file, Some("sessions/eu"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let toml = String::from_utf8(out.stdout).unwrap();
+    let toml = import_ok(&yaml_file, Some("sessions/eu"));
     for expected in [
         "cache-a\"",
         ":2 cache-b\"",
@@ -113,13 +113,7 @@ fn an_imported_pool_passes_check_config_and_finds_every_key_nutcracker_wrote() {
         "ignored settings are noted:\n{toml}"
     );
     let toml_file = write(&dir, "memroute.toml", &toml);
-    let check = check_config(&toml_file);
-    assert_eq!(
-        check.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    check_config_ok(&toml_file);
 
     // nutcracker still holds the pool's port: memroute gets another one.
     let proxy = Memroute::start(&relisten(&toml, free_port()));
@@ -329,13 +323,7 @@ fn a_whole_three_pool_file_with_a_unix_socket_serves_every_pool_on_its_address()
     }
 
     let yaml_file = write(&dir, "nutcracker.yml", &yaml);
-    let out = import(&yaml_file, None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let toml = String::from_utf8(out.stdout).unwrap();
+    let toml = import_ok(&yaml_file, None);
     for expected in [
         format!("address = \"{web_address}\""),
         format!("address = \"{sessions_address}\""),
@@ -349,13 +337,7 @@ fn a_whole_three_pool_file_with_a_unix_socket_serves_every_pool_on_its_address()
         assert!(toml.contains(&expected), "{expected:?} in:\n{toml}");
     }
     let toml_file = write(&dir, "memroute.toml", &toml);
-    let check = check_config(&toml_file);
-    assert_eq!(
-        check.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    check_config_ok(&toml_file);
 
     // nutcracker is gone (its socket file stays behind, as after a crash): memroute takes
     // the same addresses, and every key is found where nutcracker put it.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use common::{Client, Memcached, Memroute, free_port, poll};
+use common::{Builder, Client, Memcached, Memroute, poll};
 
 /// A blocking client over a Unix socket, exact bytes like [`Client`].
 struct UnixClient(UnixStream);
@@ -57,30 +57,27 @@ fn socket_path(tag: &str) -> PathBuf {
     dir.join("memroute.sock")
 }
 
-fn pools(a: &Memcached, b: &Memcached, c: &Memcached) -> String {
-    format!(
-        "[pools.a]\nservers = [\"{}\"]\n\n[pools.b]\nservers = [\"{}\"]\n\n\
-         [pools.c]\nservers = [\"{}\"]\n\n[[routes]]\nprefix = \"\"\ntiers = [\"a\"]\n",
-        a.addr(),
-        b.addr(),
-        c.addr()
-    )
+/// Pools `a`, `b`, `c` of one server each; `[listen]` routes every key to `a`.
+fn pools(a: &Memcached, b: &Memcached, c: &Memcached) -> Builder {
+    Memroute::builder()
+        .pool("a", [a])
+        .pool("b", [b])
+        .pool("c", [c])
+        .route("", &["a"])
 }
 
 #[test]
 fn three_listeners_route_each_to_its_own_pool() {
     let (a, b, c) = (Memcached::start(), Memcached::start(), Memcached::start());
-    let second = free_port();
     let sock = socket_path("listeners3");
-    let config = format!(
-        "[listen]\naddress = \"127.0.0.1:{}\"\n\n\
-         [[listeners]]\naddress = \"127.0.0.1:{second}\"\npool = \"b\"\n\n\
-         [[listeners]]\naddress = \"unix:{}\"\nmode = 0o660\npool = \"c\"\nmax_connections = 2\n\n{}",
-        free_port(),
-        sock.display(),
-        pools(&a, &b, &c)
-    );
-    let proxy = Memroute::start(&config);
+    let proxy = pools(&a, &b, &c)
+        .listener("pool = \"b\"")
+        .listener_at(
+            &format!("unix:{}", sock.display()),
+            "mode = 0o660\npool = \"c\"\nmax_connections = 2",
+        )
+        .start();
+    let second = proxy.listener_ports[0];
     let backends = [&a, &b, &c];
 
     let mut first = Client::connect(proxy.port);
@@ -124,16 +121,10 @@ fn three_listeners_route_each_to_its_own_pool() {
 #[test]
 fn reload_adds_and_removes_listeners_without_failing_the_others() {
     let (a, b, c) = (Memcached::start(), Memcached::start(), Memcached::start());
-    let main_port = free_port();
-    let removed = free_port();
     let sock = socket_path("listeners-reload");
-    let base = format!("[listen]\naddress = \"127.0.0.1:{main_port}\"\n\n");
-    let before = format!(
-        "{base}[[listeners]]\naddress = \"127.0.0.1:{removed}\"\npool = \"b\"\n\n{}",
-        pools(&a, &b, &c)
-    );
-    let proxy = Memroute::start(&before);
-    let port = proxy.port;
+    let before = pools(&a, &b, &c).listener("pool = \"b\"");
+    let proxy = before.start();
+    let (port, removed) = (proxy.port, proxy.listener_ports[0]);
 
     // Load on the listener that stays: set then get, every reply checked.
     let stop = Arc::new(AtomicBool::new(false));
@@ -170,12 +161,8 @@ fn reload_adds_and_removes_listeners_without_failing_the_others() {
     });
 
     // Reload: the TCP listener with pool b goes, a Unix one with pool c comes.
-    let after = format!(
-        "{base}[[listeners]]\naddress = \"unix:{}\"\npool = \"c\"\n\n{}",
-        sock.display(),
-        pools(&a, &b, &c)
-    );
-    proxy.replace_config(&after);
+    let after = pools(&a, &b, &c).listener_at(&format!("unix:{}", sock.display()), "pool = \"c\"");
+    proxy.replace_config_with(&after);
     let mut unix = poll("the added Unix listener serves", || {
         let s = UnixStream::connect(&sock).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -193,7 +180,7 @@ fn reload_adds_and_removes_listeners_without_failing_the_others() {
 
     // And back: the TCP listener returns, the Unix one goes (its socket file with it).
     let at_start = done.load(Ordering::Relaxed);
-    proxy.replace_config(&before);
+    proxy.replace_config_with(&before);
     let mut again = poll("the re-added TCP listener serves", || {
         std::net::TcpStream::connect(("127.0.0.1", removed)).ok()?;
         Some(Client::connect(removed))

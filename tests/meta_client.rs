@@ -7,21 +7,15 @@ mod common;
 
 use std::process::Command;
 
-use common::Target;
+use common::{Target, run_ok};
 
 #[test]
 fn meta_memcache_client_works_through_memroute() {
     let t = Target::new(3);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/meta_client.py");
-    let out = Command::new("python3")
-        .args([script, "127.0.0.1", &t.port().to_string(), "mc"])
-        .output()
-        .expect("run python3 (scripts/deps.sh installs meta-memcache)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "meta_client.py failed: {stdout}{stderr}"
+    let (stdout, stderr) = run_ok(
+        "meta_client.py (scripts/deps.sh installs meta-memcache)",
+        Command::new("python3").args([script, "127.0.0.1", &t.port().to_string(), "mc"]),
     );
     assert_eq!(stdout.trim(), "ok 36", "{stderr}");
 }

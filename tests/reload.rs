@@ -11,11 +11,11 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::{self, sleep};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use common::process::scratch_dir;
-use common::{Builder, Client, Memcached, Memroute};
+use common::{Builder, Client, Memcached, Memroute, poll_for};
 use config_support::{
     get, holders_of, md5_owner, one_pool, poll, running_hash, set_all, wait_for_config,
 };
@@ -233,10 +233,12 @@ fn reload_under_load_by_rename_in_place_configmap_and_sighup_fails_no_request() 
         let unseen = text(2);
         let running = running_hash(admin);
         write_in_place(&hard, &unseen);
-        sleep(Duration::from_millis(1000)); // five debounce times: a watcher would have fired
+        // Five debounce times: a watcher would have fired.
+        let reloaded = poll_for(Duration::from_millis(1000), || {
+            (running_hash(admin) != running).then_some(())
+        });
         assert_eq!(
-            running_hash(admin),
-            running,
+            reloaded, None,
             "a change no watch sees is not reloaded before SIGHUP"
         );
         step("sighup-alone", 2, &|_| proxy.signal("HUP"));
@@ -515,8 +517,11 @@ fn edits_through_a_symlink_into_another_directory_are_picked_up() {
     wait_for_config(admin, &v(6));
     // …and the old release no longer matters.
     write_in_place(&release(1).join("memroute.toml"), &v(7));
-    sleep(Duration::from_millis(1000));
-    assert_eq!(running_hash(admin), memroute::config::reload::digest(&v(6)));
+    let six = memroute::config::reload::digest(&v(6));
+    let reloaded = poll_for(Duration::from_millis(1000), || {
+        (running_hash(admin) != six).then_some(())
+    });
+    assert_eq!(reloaded, None, "the old release is no longer watched");
     let _ = fs::remove_dir_all(&elsewhere);
 }
 

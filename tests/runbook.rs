@@ -1,25 +1,23 @@
 //! `scripts/runbook.sh` runs deploy/README.md's migration runbook end to end against local
 //! memcacheds and this build of memroute; it exits 0 only if every step's check passed.
 
+mod common;
+
 use std::process::Command;
+
+use common::run_ok;
 
 /// Runs the script with `env` on top of the test's environment; panics with its output unless
 /// it exits 0. The script bounds itself (`RUNBOOK_TIME_LIMIT`) and stops what it started.
 fn run_runbook(env: &[(&str, &str)]) {
-    let out = Command::new("bash")
-        .arg("scripts/runbook.sh")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("MEMROUTE", env!("CARGO_BIN_EXE_memroute"))
-        .env("RUNBOOK_TIME_LIMIT", "150")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run bash scripts/runbook.sh");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "scripts/runbook.sh: {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
-        out.status
+    let (stdout, _) = run_ok(
+        "bash scripts/runbook.sh",
+        Command::new("bash")
+            .arg("scripts/runbook.sh")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("MEMROUTE", env!("CARGO_BIN_EXE_memroute"))
+            .env("RUNBOOK_TIME_LIMIT", "150")
+            .envs(env.iter().copied()),
     );
     assert!(stdout.contains("every step passed"), "{stdout}");
     eprintln!("{stdout}");

@@ -15,7 +15,7 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
-use common::{Client, Memcached, Memroute, Target, config_one_pool_with, free_port};
+use common::{Client, Memcached, Memroute, Target};
 
 /// One `stats …` answer, read line by line until `END`; `Err` with the line gomemcache would
 /// fail on (a `CLIENT_ERROR` first line; any line that is neither `STAT …` nor `END`, on which
@@ -445,13 +445,10 @@ fn stats_settings_reports_the_running_config() {
         return;
     }
     let backend = Memcached::start();
-    let port = free_port();
-    let proxy = Memroute::start(&config_one_pool_with(
-        port,
-        &[backend.addr()],
-        "max_connections = 77\nmax_value_size = 4096\nallow_flush_all = true",
-        "",
-    ));
+    let proxy = Memroute::builder()
+        .listen("max_connections = 77\nmax_value_size = 4096\nallow_flush_all = true")
+        .pool("main", [&backend])
+        .start();
     let mut c = Client::connect(proxy.port);
     let threads = thread::available_parallelism().map_or(1, |n| n.get());
     let want = format!(

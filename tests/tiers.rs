@@ -8,9 +8,7 @@
 mod common;
 mod tiers_support;
 
-use std::thread::sleep;
-
-use common::{Memcached, Memroute, counter, poll, storage, value_reply};
+use common::{Memcached, Memroute, counter, poll, poll_for, storage, value_reply};
 use tiers_support::{
     Migration, TIMEOUT, assert_ttl_close, get, hit, item, meta_cas, read_cas_hit, read_retrieval,
     unix_now,
@@ -74,8 +72,7 @@ fn get_fallback_does_not_copy_when_warm_is_false() {
     m.put_old("cold", 0, 0, b"x");
     let mut c = m.client();
     assert_eq!(get(&mut c, "cold"), hit("cold", 0, b"x"));
-    sleep(TIMEOUT);
-    assert_eq!(m.in_new("cold"), None);
+    assert_eq!(poll_for(TIMEOUT, || m.in_new("cold")), None);
     assert_eq!(get(&mut c, "cold"), hit("cold", 0, b"x"));
 }
 

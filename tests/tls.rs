@@ -20,7 +20,7 @@ use certs::Ca;
 use client::{ClientTls, TlsClient};
 use common::memroute::check_config;
 use common::process::scratch_dir;
-use common::{Builder, Memcached, Memroute, counter, poll, sample};
+use common::{Builder, Memcached, Memroute, counter, poll, run_ok, sample};
 
 /// A CA, a server certificate for localhost/127.0.0.1, and the files, in a scratch directory.
 struct Pki {
@@ -538,23 +538,15 @@ assert c.delete("py") is True
 assert c.get("py") is None
 print("ok", c.version().decode())
 "#;
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(s.memroute.port.to_string())
-        .arg(&s.pki.ca_file)
-        .output()
-        .expect("python3 (scripts/deps.sh installs pymemcache)");
-    assert!(
-        out.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (stdout, _) = run_ok(
+        "python3 (scripts/deps.sh installs pymemcache)",
+        Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(s.memroute.port.to_string())
+            .arg(&s.pki.ca_file),
     );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("ok {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(stdout.trim(), format!("ok {}", env!("CARGO_PKG_VERSION")));
 }
 
 #[test]

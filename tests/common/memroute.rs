@@ -53,6 +53,13 @@ pub fn check_config(file: &Path) -> Output {
         .expect("run memroute --check-config")
 }
 
+/// [`check_config`], asserting it exits 0 (else its status and output): its stdout.
+#[track_caller]
+pub fn check_config_ok(file: &Path) -> String {
+    let out = check_config(file);
+    super::process::assert_success(&format!("memroute --check-config {}", file.display()), &out).0
+}
+
 /// A memroute config and command line, built up call by call; [`Builder::start`] runs it.
 ///
 /// Without a [`Builder::route`], the config has one catch-all route to the first pool.

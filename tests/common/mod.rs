@@ -33,7 +33,7 @@ pub use client::{Client, exchange};
 pub use http::{HttpReply, counter, http, sample, try_http};
 pub use memroute::{Builder, Memroute};
 pub use nutcracker::{Nutcracker, nutcracker_config};
-pub use process::{Memcached, free_port, send_signal};
+pub use process::{Memcached, assert_success, free_port, run_ok, send_signal};
 pub use target::{
     Target, TargetKind, config_one_pool, config_one_pool_with, run_exchanges, skip_unless_memroute,
     target,

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -126,6 +126,28 @@ fn stats_pid(mut stream: TcpStream) -> Option<u32> {
         }
     }
     None
+}
+
+/// `out`'s stdout and stderr as text, asserting it exited 0 (else its status and both streams,
+/// under `what`).
+#[track_caller]
+pub fn assert_success(what: &str, out: &Output) -> (String, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{what}: {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        out.status
+    );
+    (stdout, stderr)
+}
+
+/// Runs `cmd` to completion (`what` names it, and what installs it) and asserts it exits 0:
+/// its stdout and stderr.
+#[track_caller]
+pub fn run_ok(what: &str, cmd: &mut Command) -> (String, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {what}: {e}"));
+    assert_success(what, &out)
 }
 
 /// Sends a signal with `kill -SIG pid` (the crate forbids `unsafe`, so no `libc::kill`).
