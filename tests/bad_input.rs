@@ -508,9 +508,7 @@ fn bad_data_chunk_resyncs_right_after_bytes_plus_two() {
             b"CLIENT_ERROR bad data chunk\r\nERROR\r\n",
         ),
     ];
-    for (req, reply) in cases {
-        c.roundtrip(req, reply);
-    }
+    c.roundtrips(&cases);
     assert_kept(&mut c);
 }
 

@@ -7,15 +7,16 @@ use std::time::Duration;
 
 use common::{Client, Memcached, Memroute, poll_for};
 
-/// memroute with one pool over `backends` and extra pool lines, and a client of it. md5 spreads
-/// the tests' short, similar keys evenly (fnv1a_64, twemproxy's default, clusters keys that
-/// differ only at the end).
-fn start(backends: &[Memcached], pool_extra: &str) -> (Memroute, Client) {
+/// `n` memcacheds, memroute with one pool over them and extra pool lines, and a client of it.
+/// md5 spreads the tests' short, similar keys evenly (fnv1a_64, twemproxy's default, clusters
+/// keys that differ only at the end).
+fn start(n: usize, pool_extra: &str) -> (Vec<Memcached>, Memroute, Client) {
+    let backends: Vec<Memcached> = (0..n).map(|_| Memcached::start()).collect();
     let proxy = Memroute::builder()
-        .pool_with("main", backends, &format!("hash = \"md5\"\n{pool_extra}"))
+        .pool_with("main", &backends, &format!("hash = \"md5\"\n{pool_extra}"))
         .start();
     let client = proxy.client();
-    (proxy, client)
+    (backends, proxy, client)
 }
 
 /// Which backend holds `key`, asked directly.
@@ -66,9 +67,8 @@ fn eventually(tries: u32, mut f: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn killed_backend_fails_only_its_keys_is_marked_down_and_serves_again_after_restart() {
-    let mut backends: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
-    let (_proxy, mut c) = start(
-        &backends,
+    let (mut backends, _proxy, mut c) = start(
+        3,
         "timeout = \"300ms\"\nfailure_limit = 2\nretry_timeout = \"1s\"",
     );
     let (keys, owner) = set_keys(&mut c, &backends, "fk", "ok");
@@ -126,11 +126,10 @@ fn killed_backend_fails_only_its_keys_is_marked_down_and_serves_again_after_rest
 
 #[test]
 fn stopped_backend_times_out_and_the_shared_connection_keeps_working() {
-    let backends: Vec<Memcached> = (0..2).map(|_| Memcached::start()).collect();
     // connections = 1: every client shares one connection per server, so a late answer that
     // was not skipped correctly would be handed to the next request.
-    let (proxy, mut c) = start(
-        &backends,
+    let (backends, proxy, mut c) = start(
+        2,
         "timeout = \"300ms\"\nconnections = 1\nfailure_limit = 1000",
     );
     let keys: Vec<String> = (0..20).map(|i| format!("sk{i}")).collect();
@@ -175,9 +174,8 @@ fn stopped_backend_times_out_and_the_shared_connection_keeps_working() {
 
 #[test]
 fn with_eject_a_dead_servers_keys_move_to_the_others() {
-    let mut backends: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
-    let (_proxy, mut c) = start(
-        &backends,
+    let (mut backends, _proxy, mut c) = start(
+        3,
         "timeout = \"300ms\"\nfailure_limit = 1\nretry_timeout = \"60s\"\neject = true",
     );
     let (keys, owner) = set_keys(&mut c, &backends, "ek", "a");

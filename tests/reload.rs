@@ -93,6 +93,18 @@ fn worker(
     Ok(n)
 }
 
+/// `n` memcacheds, and memroute with `pool` ([`one_pool`] or [`cold_pool`]) over the first
+/// `serving`.
+fn serving(
+    n: usize,
+    serving: usize,
+    pool: fn(&[&Memcached]) -> Builder,
+) -> (Vec<Memcached>, Memroute) {
+    let backends: Vec<Memcached> = (0..n).map(|_| Memcached::start()).collect();
+    let proxy = pool(&backends.iter().take(serving).collect::<Vec<_>>()).start();
+    (backends, proxy)
+}
+
 /// Writes `count` fresh keys through memroute and asserts each is stored on exactly the backend
 /// ketama gives it among `servers` (a prefix of `all`, so indices agree). Returns how many landed
 /// on each backend of `all`.
@@ -159,11 +171,10 @@ fn configmap_swap(dir: &Path, stamp: &str, text: &str, previous: Option<&Path>) 
 
 #[test]
 fn reload_under_load_by_rename_in_place_configmap_and_sighup_fails_no_request() {
-    let backends: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
+    let (backends, proxy) = serving(3, 2, one_pool);
     let all: Vec<&Memcached> = backends.iter().collect();
     let two: Vec<String> = all[..2].iter().map(|b| b.addr()).collect();
     let three: Vec<String> = all.iter().map(|b| b.addr()).collect();
-    let proxy = one_pool(&all[..2]).start();
     let (port, admin) = (proxy.port, proxy.admin());
     let text = |n: usize| proxy.config_for(&one_pool(&all[..n]));
     let path = proxy.config_path.clone();
@@ -284,9 +295,8 @@ fn cold_pool(backends: &[&Memcached]) -> Builder {
 #[test]
 fn adding_a_fourth_server_moves_only_the_keys_ketama_gives_it() {
     const KEYS: usize = 2_000;
-    let backends: Vec<Memcached> = (0..4).map(|_| Memcached::start()).collect();
+    let (backends, proxy) = serving(4, 3, cold_pool);
     let all: Vec<&Memcached> = backends.iter().collect();
-    let proxy = cold_pool(&all[..3]).start();
     let admin = proxy.admin();
     let text = |n: usize| proxy.config_for(&cold_pool(&all[..n]));
     let keys: Vec<String> = (0..KEYS).map(|i| format!("user:{i}")).collect();
@@ -405,9 +415,8 @@ fn starting_a_migration_by_reload_finds_old_keys_and_copies_them_up() {
 
 #[test]
 fn a_broken_file_keeps_the_old_routes_and_a_fixed_one_is_picked_up() {
-    let backends: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
+    let (backends, proxy) = serving(3, 2, one_pool);
     let all: Vec<&Memcached> = backends.iter().collect();
-    let proxy = one_pool(&all[..2]).start();
     let admin = proxy.admin();
     let text = |n: usize| proxy.config_for(&one_pool(&all[..n]));
     let good = text(2);
@@ -563,9 +572,8 @@ fn reverting_a_rejected_file_to_the_running_one_clears_the_failure() {
 fn pipelined_set_then_get_stays_in_order_across_reloads_that_rebuild_servers() {
     // A changed `timeout` gives every server new backend connections. A client that pipelines
     // `set k` and `get k` must still read its own write, as on one memcached connection.
-    let backends: Vec<Memcached> = (0..2).map(|_| Memcached::start()).collect();
+    let (backends, proxy) = serving(2, 2, one_pool);
     let all: Vec<&Memcached> = backends.iter().collect();
-    let proxy = one_pool(&all).start();
     let admin = proxy.admin();
     let port = proxy.port;
     let stop = AtomicBool::new(false);
@@ -629,9 +637,8 @@ fn stat(backend: &Memcached, name: &str) -> u64 {
 
 #[test]
 fn a_reload_keeps_connections_to_kept_servers_and_closes_removed_ones() {
-    let backends: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
+    let (backends, proxy) = serving(3, 3, cold_pool);
     let all: Vec<&Memcached> = backends.iter().collect();
-    let proxy = cold_pool(&all).start();
     let admin = proxy.admin();
     let text = |n: usize| proxy.config_for(&cold_pool(&all[..n]));
     // Traffic to every server, so memroute has connected to each.

@@ -264,8 +264,8 @@ fn c_version(t: &Target) -> Vec<u8> {
 fn stats_subcommands_answer_memcached_bytes() {
     let t = Target::new(1);
     let mut c = t.client();
-    for (request, reply) in [
-        (&b"stats items\r\n"[..], &b"END\r\n"[..]),
+    c.roundtrips(&[
+        (b"stats items\r\n", b"END\r\n"),
         (b"stats sizes\r\n", b"STAT sizes_status disabled\r\nEND\r\n"),
         (b"stats cachedump 1 1\r\n", b"END\r\n"),
         (b"stats cachedump 63 0 extra\r\n", b"END\r\n"),
@@ -303,9 +303,7 @@ fn stats_subcommands_answer_memcached_bytes() {
         (b"cache_memlimit abc\r\n", b"ERROR\r\n"),
         (b"cache_memlimit -1\r\n", b"ERROR\r\n"),
         (b"cache_memlimit 1 2 3\r\n", b"ERROR\r\n"),
-    ] {
-        c.roundtrip(request, reply);
-    }
+    ]);
     // A bad limit with noreply is silent, as in memcached.
     c.send(b"cache_memlimit abc noreply\r\n");
     c.roundtrip(b"version\r\n", &c_version(&t));

@@ -119,18 +119,20 @@ fn tls_both_sides(listen_extra: &str) -> Setup {
 fn every_classic_command_over_tls_to_memroute_and_to_memcached() {
     let s = tls_both_sides("");
     let mut c = TlsClient::open(s.memroute.port, &s.pki.client());
-    c.roundtrip(b"set k1 5 0 3\r\nabc\r\n", b"STORED\r\n");
-    c.roundtrip(b"get k1\r\n", b"VALUE k1 5 3\r\nabc\r\nEND\r\n");
-    c.roundtrip(b"add k1 0 0 1\r\nx\r\n", b"NOT_STORED\r\n");
-    c.roundtrip(b"add k2 0 0 2\r\nxy\r\n", b"STORED\r\n");
-    c.roundtrip(b"replace k2 1 0 2\r\nzz\r\n", b"STORED\r\n");
-    c.roundtrip(b"replace nope 0 0 1\r\nz\r\n", b"NOT_STORED\r\n");
-    c.roundtrip(b"append k1 0 0 2\r\nde\r\n", b"STORED\r\n");
-    c.roundtrip(b"prepend k1 0 0 2\r\n<<\r\n", b"STORED\r\n");
-    c.roundtrip(
-        b"get k1 k2 nope\r\n",
-        b"VALUE k1 5 7\r\n<<abcde\r\nVALUE k2 1 2\r\nzz\r\nEND\r\n",
-    );
+    c.roundtrips(&[
+        (b"set k1 5 0 3\r\nabc\r\n", b"STORED\r\n"),
+        (b"get k1\r\n", b"VALUE k1 5 3\r\nabc\r\nEND\r\n"),
+        (b"add k1 0 0 1\r\nx\r\n", b"NOT_STORED\r\n"),
+        (b"add k2 0 0 2\r\nxy\r\n", b"STORED\r\n"),
+        (b"replace k2 1 0 2\r\nzz\r\n", b"STORED\r\n"),
+        (b"replace nope 0 0 1\r\nz\r\n", b"NOT_STORED\r\n"),
+        (b"append k1 0 0 2\r\nde\r\n", b"STORED\r\n"),
+        (b"prepend k1 0 0 2\r\n<<\r\n", b"STORED\r\n"),
+        (
+            b"get k1 k2 nope\r\n",
+            b"VALUE k1 5 7\r\n<<abcde\r\nVALUE k2 1 2\r\nzz\r\nEND\r\n",
+        ),
+    ]);
     // gets / cas: the token from memcached works through the proxy; a stale one is refused.
     c.send(b"gets k2\r\n");
     let header = String::from_utf8(c.read_line()).unwrap();
@@ -151,18 +153,20 @@ fn every_classic_command_over_tls_to_memroute_and_to_memcached() {
         format!("cas k2 0 0 1 {cas}\r\nr\r\n").as_bytes(),
         b"EXISTS\r\n",
     );
-    c.roundtrip(b"cas nope 0 0 1 1\r\nr\r\n", b"NOT_FOUND\r\n");
-    c.roundtrip(b"set n 0 0 2\r\n10\r\n", b"STORED\r\n");
-    c.roundtrip(b"incr n 5\r\n", b"15\r\n");
-    // memcached rewrites a counter in place: "15" decremented to 0 is stored as "0 ".
-    c.roundtrip(b"decr n 20\r\n", b"0\r\n");
-    c.roundtrip(
-        b"incr k1 1\r\n",
-        b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
-    );
-    c.roundtrip(b"touch n 100\r\n", b"TOUCHED\r\n");
-    c.roundtrip(b"touch nope 100\r\n", b"NOT_FOUND\r\n");
-    c.roundtrip(b"gat 100 n\r\n", b"VALUE n 0 2\r\n0 \r\nEND\r\n");
+    c.roundtrips(&[
+        (b"cas nope 0 0 1 1\r\nr\r\n", b"NOT_FOUND\r\n"),
+        (b"set n 0 0 2\r\n10\r\n", b"STORED\r\n"),
+        (b"incr n 5\r\n", b"15\r\n"),
+        // memcached rewrites a counter in place: "15" decremented to 0 is stored as "0 ".
+        (b"decr n 20\r\n", b"0\r\n"),
+        (
+            b"incr k1 1\r\n",
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        ),
+        (b"touch n 100\r\n", b"TOUCHED\r\n"),
+        (b"touch nope 100\r\n", b"NOT_FOUND\r\n"),
+        (b"gat 100 n\r\n", b"VALUE n 0 2\r\n0 \r\nEND\r\n"),
+    ]);
     c.send(b"gats 100 n\r\n");
     let header = c.read_line();
     assert!(header.starts_with(b"VALUE n 0 2 "), "{header:?}");

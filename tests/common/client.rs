@@ -190,6 +190,15 @@ impl<S: Read + Write> Client<S> {
         self.expect(expected);
     }
 
+    /// [`Client::roundtrip`] for each `(request, expected reply)` row, in order.
+    #[track_caller]
+    pub fn roundtrips(&mut self, rows: &[(&[u8], &[u8])]) {
+        for (i, (request, expected)) in rows.iter().enumerate() {
+            eprintln!("row {i}: {}", request.escape_ascii());
+            self.roundtrip(request, expected);
+        }
+    }
+
     /// Asserts the server closes the connection (EOF or reset) within the read timeout, with
     /// nothing more to read before that.
     #[track_caller]

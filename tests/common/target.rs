@@ -147,9 +147,5 @@ impl Target {
 #[track_caller]
 pub fn run_exchanges(rows: &[(&[u8], &[u8])]) {
     let t = Target::new(3);
-    let mut c = t.client();
-    for (i, (request, expected)) in rows.iter().enumerate() {
-        eprintln!("exchange {i}: {}", request.escape_ascii());
-        c.roundtrip(request, expected);
-    }
+    t.client().roundtrips(rows);
 }
