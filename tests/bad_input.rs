@@ -385,20 +385,31 @@ fn too_large(cmd: &str, key: &str, extra: &str) -> Vec<u8> {
     storage(cmd, key, 0, 0, &vec![b'a'; MIB + 1], extra)
 }
 
+/// A too-large `cmd key` (`extra` after its length), then `get key`, in one write: asserts the
+/// reply is `expected`.
+#[track_caller]
+fn too_large_then_get(c: &mut Client, cmd: &str, key: &str, extra: &str, expected: &[u8]) {
+    let mut req = too_large(cmd, key, extra);
+    req.extend_from_slice(format!("get {key}\r\n").as_bytes());
+    c.roundtrip(&req, expected);
+}
+
 #[test]
 fn value_over_1_mib_is_refused_and_its_data_swallowed() {
     let (_t, mut c) = setup();
-    let mut req = too_large("set", "big", "");
-    req.extend_from_slice(b"get big\r\n");
-    c.roundtrip(&req, b"SERVER_ERROR object too large for cache\r\nEND\r\n");
+    too_large_then_get(
+        &mut c,
+        "set",
+        "big",
+        "",
+        b"SERVER_ERROR object too large for cache\r\nEND\r\n",
+    );
 }
 
 #[test]
 fn value_over_1_mib_with_noreply_is_silent_and_swallowed() {
     let (_t, mut c) = setup();
-    let mut req = too_large("set", "big", "noreply");
-    req.extend_from_slice(b"get big\r\n");
-    c.roundtrip(&req, b"END\r\n");
+    too_large_then_get(&mut c, "set", "big", "noreply", b"END\r\n");
 }
 
 #[test]
@@ -429,9 +440,13 @@ fn too_large_set_removes_the_old_value() {
     // memcached unlinks the old item so a failed set never leaves stale data (MEMCACHED_NOTES §5).
     let (_t, mut c) = setup();
     c.set("k", b"old");
-    let mut req = too_large("set", "k", "");
-    req.extend_from_slice(b"get k\r\n");
-    c.roundtrip(&req, b"SERVER_ERROR object too large for cache\r\nEND\r\n");
+    too_large_then_get(
+        &mut c,
+        "set",
+        "k",
+        "",
+        b"SERVER_ERROR object too large for cache\r\nEND\r\n",
+    );
 }
 
 #[test]
