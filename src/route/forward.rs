@@ -22,6 +22,9 @@ pub fn single(route: &Arc<Route>, lane: usize, keyed: Keyed) -> ReplyFuture {
     }
 }
 
+/// A retrieval's groups, the group of each key in the client's order, and the gutter TTL.
+type Grouped = (Vec<Group>, Vec<u16>, Option<u32>);
+
 /// One server's share of a multi-key retrieval.
 struct Group {
     server: Arc<Server>,
@@ -43,83 +46,44 @@ pub fn multi_get(
         let Some(route) = router.route(&keys[0]) else {
             return ready(Reply::Static(NO_ROUTE));
         };
-        let route = route.clone();
-        let sent = super::gutter::locate(route.owner(), route.gutter.as_ref(), &keys[0]).and_then(
-            |(server, gutter)| {
+        return match super::gutter::locate(route.owner(), route.gutter.as_ref(), &keys[0]) {
+            Ok((server, gutter)) => {
                 let exptime = gutter_exptime(kind, exptime, gutter);
-                server.send(
+                let (server, route) = (server.clone(), route.clone());
+                send_counted(
+                    route,
+                    &server,
                     lane,
                     Op::Get {
                         kind,
                         exptime,
                         keys,
                     },
+                    1,
                 )
-            },
-        );
-        return match sent {
-            Ok(pending) => Box::pin(async move {
-                let answer = pending.wait().await;
-                count_tier0(&route, 1, &answer);
-                to_reply(answer)
-            }),
+            }
             Err(e) => ready(Reply::Static(e.reply())),
         };
     }
-    let mut groups: Vec<Group> = Vec::new();
-    // Which group each key went to (u16: a line holds far fewer keys than 65535 servers).
-    let mut key_group: Vec<u16> = Vec::with_capacity(keys.len());
-    let mut early_error = None;
-    let mut gutter_ttl: Option<u32> = None;
-    for key in &keys {
-        let Some(route) = router.route(key) else {
-            early_error = Some(Reply::Static(NO_ROUTE));
-            break;
-        };
-        let server = match super::gutter::locate(route.owner(), route.gutter.as_ref(), key) {
-            // A `gat` whose keys partly went to a gutter touches them with the capped TTL
-            // (below); a gutter server is never a server of the main pool's ring.
-            Ok((s, g)) => {
-                gutter_ttl = gutter_ttl.or(g.map(|g| g.ttl));
-                s
-            }
-            Err(e) => {
-                early_error = Some(Reply::Static(e.reply()));
-                break;
-            }
-        };
-        let g = match groups.iter().position(|g| Arc::ptr_eq(&g.server, server)) {
-            Some(g) => g,
-            None => {
-                groups.push(Group {
-                    server: server.clone(),
-                    route: route.clone(),
-                    keys: Vec::new(),
-                });
-                groups.len() - 1
-            }
-        };
-        groups[g].keys.push(key.clone());
-        key_group.push(g as u16);
-    }
-    if let Some(reply) = early_error {
-        return ready(reply);
-    }
+    let (mut groups, key_group, gutter_ttl) = match group_by_server(router, &keys) {
+        Ok(grouped) => grouped,
+        Err(reply) => return ready(reply),
+    };
     if groups.len() == 1 {
         let g = groups.pop().expect("one group");
-        let op = Op::Get {
-            kind,
-            exptime: group_exptime(gutter_ttl, &g, kind, exptime),
-            keys,
-        };
-        return match g.server.send(lane, op) {
-            Ok(pending) => Box::pin(async move {
-                let answer = pending.wait().await;
-                count_tier0(&g.route, g.keys.len(), &answer);
-                to_reply(answer)
-            }),
-            Err(e) => ready(Reply::Static(e.reply())),
-        };
+        let exptime = group_exptime(gutter_ttl, &g, kind, exptime);
+        let asked = g.keys.len();
+        return send_counted(
+            g.route,
+            &g.server,
+            lane,
+            Op::Get {
+                kind,
+                exptime,
+                keys,
+            },
+            asked,
+        );
     }
     // (route, keys asked, answer to come); the group's keys move into its request.
     let sent: Vec<(Arc<Route>, usize, Result<Pending, BackendError>)> = groups
@@ -134,37 +98,94 @@ pub fn multi_get(
             (g.route, asked, g.server.send(lane, op))
         })
         .collect();
-    Box::pin(async move {
-        let mut answers: Vec<(Vec<Value>, usize)> = Vec::with_capacity(sent.len());
-        let mut first_error = None;
-        let mut failed = 0;
-        for (route, asked, pending) in sent {
-            let answer = match pending {
-                Ok(p) => p.wait().await,
-                Err(e) => Err(e),
-            };
+    Box::pin(gather(sent, key_group))
+}
+
+/// Sends `op` to `server` and answers with what it says, counting `asked` tier-0 lookups.
+fn send_counted(
+    route: Arc<Route>,
+    server: &Server,
+    lane: usize,
+    op: Op,
+    asked: usize,
+) -> ReplyFuture {
+    match server.send(lane, op) {
+        Ok(pending) => Box::pin(async move {
+            let answer = pending.wait().await;
             count_tier0(&route, asked, &answer);
-            match answer {
-                Ok(Response::Values(v)) => answers.push((v, asked)),
-                Ok(Response::Line(line)) => {
-                    // An error line from one server: its keys are left out, as misses.
-                    failed += 1;
-                    first_error.get_or_insert(Reply::Line(line));
-                    answers.push((Vec::new(), asked));
-                }
-                Ok(Response::Meta { .. }) | Err(_) => {
-                    failed += 1;
-                    let e = answer.err().unwrap_or_else(|| ErrorKind::Protocol.into());
-                    first_error.get_or_insert(Reply::Static(e.reply()));
-                    answers.push((Vec::new(), asked));
-                }
+            to_reply(answer)
+        }),
+        Err(e) => ready(Reply::Static(e.reply())),
+    }
+}
+
+/// The keys of a retrieval grouped by the server that owns each (gutter included), with the
+/// group of each key in the client's order, and the gutter TTL if some key went to a gutter.
+/// `Err`: the reply when a key has no route or no server.
+fn group_by_server(router: &Router, keys: &[Bytes]) -> Result<Grouped, Reply> {
+    let mut groups: Vec<Group> = Vec::new();
+    // Which group each key went to (u16: a line holds far fewer keys than 65535 servers).
+    let mut key_group: Vec<u16> = Vec::with_capacity(keys.len());
+    let mut gutter_ttl: Option<u32> = None;
+    for key in keys {
+        let route = router.route(key).ok_or(Reply::Static(NO_ROUTE))?;
+        // A `gat` whose keys partly went to a gutter touches them with the capped TTL
+        // ([`group_exptime`]); a gutter server is never a server of the main pool's ring.
+        let (server, gutter) = super::gutter::locate(route.owner(), route.gutter.as_ref(), key)
+            .map_err(|e| Reply::Static(e.reply()))?;
+        gutter_ttl = gutter_ttl.or(gutter.map(|g| g.ttl));
+        let g = match groups.iter().position(|g| Arc::ptr_eq(&g.server, server)) {
+            Some(g) => g,
+            None => {
+                groups.push(Group {
+                    server: server.clone(),
+                    route: route.clone(),
+                    keys: Vec::new(),
+                });
+                groups.len() - 1
+            }
+        };
+        groups[g].keys.push(key.clone());
+        key_group.push(g as u16);
+    }
+    Ok((groups, key_group, gutter_ttl))
+}
+
+/// Awaits every group's answer and merges the hits in the client's key order. A server that
+/// fails costs only its keys (left out, as misses); only when all fail is the reply an error.
+async fn gather(
+    sent: Vec<(Arc<Route>, usize, Result<Pending, BackendError>)>,
+    key_group: Vec<u16>,
+) -> Reply {
+    let mut answers: Vec<(Vec<Value>, usize)> = Vec::with_capacity(sent.len());
+    let mut first_error = None;
+    let mut failed = 0;
+    for (route, asked, pending) in sent {
+        let answer = match pending {
+            Ok(p) => p.wait().await,
+            Err(e) => Err(e),
+        };
+        count_tier0(&route, asked, &answer);
+        match answer {
+            Ok(Response::Values(v)) => answers.push((v, asked)),
+            Ok(Response::Line(line)) => {
+                // An error line from one server: its keys are left out, as misses.
+                failed += 1;
+                first_error.get_or_insert(Reply::Line(line));
+                answers.push((Vec::new(), asked));
+            }
+            Ok(Response::Meta { .. }) | Err(_) => {
+                failed += 1;
+                let e = answer.err().unwrap_or_else(|| ErrorKind::Protocol.into());
+                first_error.get_or_insert(Reply::Static(e.reply()));
+                answers.push((Vec::new(), asked));
             }
         }
-        if failed == answers.len() {
-            return first_error.unwrap_or(Reply::Static(ErrorKind::Closed.reply()));
-        }
-        Reply::Values(merge(&key_group, answers))
-    })
+    }
+    if failed == answers.len() {
+        return first_error.unwrap_or(Reply::Static(ErrorKind::Closed.reply()));
+    }
+    Reply::Values(merge(&key_group, answers))
 }
 
 /// The exptime of a `gat`/`gats` sent to a gutter server: capped at its `failover_ttl`.
