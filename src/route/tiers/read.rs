@@ -1,7 +1,9 @@
 //! Retrievals on tiered routes.
 //!
 //! Tier 0 is asked for every key (one request per server). Keys it misses are asked of tier 1,
-//! then tier 2, … again one request per server per tier. A lower-tier error counts as a miss.
+//! then tier 2, … again one request per server per tier. A lower-tier error counts as a miss for
+//! `get`; `gets`/`gat`/`gats` answer `SERVER_ERROR` for a key no tier could settle
+//! (`docs/tiers.md`).
 //! `get` answers lower-tier hits at once and, with `warm = true`, copies them up in the
 //! background. `gets`/`gat`/`gats` copy first (whatever `warm` says: their answer must come from
 //! tier 0) and re-issue the command to tier 0, so the CAS token a later `cas` uses and the TTL a
@@ -48,73 +50,17 @@ pub fn retrieve(
                 return Reply::Static(e.reply());
             }
         }
-        // Fall through, tier by tier, for the keys still missing. A key tier 0 has a tombstone
-        // for is deleted (nothing below is asked again or served); a key some lower tier could
-        // not answer for is `unsure`.
-        let depth = routes.iter().map(|r| r.tiers.len()).max().unwrap_or(1);
-        let mut served_by: Vec<usize> = vec![0; keys.len()];
-        let mut deleted = vec![false; keys.len()];
-        let mut unsure = vec![false; keys.len()];
-        let mut tombstones_checked = false;
-        for tier in 1..depth {
-            let missing: Vec<usize> = (0..keys.len())
-                .filter(|&i| {
-                    matches!(slots[i], Slot::Miss)
-                        && !deleted[i]
-                        && routes[i].tiers.len() > tier
-                        && routes[i].asks(tier, &keys[i])
-                })
-                .collect();
-            if missing.is_empty() {
-                continue;
-            }
-            let below = lookup(lane, Retrieval::Get, 0, &keys, &routes, &missing, tier);
-            let found = if tombstones_checked {
-                below.await
-            } else {
-                // Once, for every key that will be looked up below, at the same time as the
-                // first lower tier.
-                tombstones_checked = true;
-                let (found, tombs) =
-                    tokio::join!(below, tombstones(lane, &keys, &routes, &slots, tier));
-                for i in tombs {
-                    deleted[i] = true;
-                    routes[i]
-                        .metrics
-                        .tiers
-                        .tombstones
-                        .with_label_values(&["honored"])
-                        .inc();
-                }
-                found
-            };
-            for i in missing {
-                if deleted[i] {
-                    continue;
-                }
-                match &found[i] {
-                    Slot::Hit(_) => {
-                        slots[i] = found[i].clone();
-                        served_by[i] = tier;
-                    }
-                    Slot::Error(_) => unsure[i] = true,
-                    Slot::Miss => {}
-                }
-            }
-        }
+        let below = fall_through(lane, &keys, &routes, &mut slots).await;
         if kind != Retrieval::Get {
             // gets/gat/gats of a key tier 0 lacks while a lower tier that may hold it cannot be
             // asked: a miss here would lead to an add or set over a value that exists.
-            if let Some(i) = (0..keys.len()).find(|&i| unsure[i] && matches!(slots[i], Slot::Miss))
-            {
-                let name = match kind {
-                    Retrieval::Gets => "gets",
-                    Retrieval::Gat => "gat",
-                    _ => "gats",
-                };
-                return to_reply(super::unknown(&routes[i], name));
+            let unsure =
+                (0..keys.len()).find(|&i| below.unsure[i] && matches!(slots[i], Slot::Miss));
+            if let Some(i) = unsure {
+                return to_reply(super::unknown(&routes[i], kind.verb()));
             }
         }
+        let served_by = below.served_by;
         let from_below: Vec<usize> = (0..keys.len()).filter(|&i| served_by[i] > 0).collect();
         if !from_below.is_empty() {
             if kind == Retrieval::Get {
@@ -142,6 +88,75 @@ pub fn retrieve(
             .collect();
         Reply::Values(blocks)
     })
+}
+
+/// What the lower tiers added to a retrieval.
+struct Below {
+    /// The tier that served each key (0: tier 0, or nobody).
+    served_by: Vec<usize>,
+    /// Keys some lower tier could not answer for.
+    unsure: Vec<bool>,
+}
+
+/// Falls through, tier by tier, for the keys tier 0 missed, filling `slots` with lower-tier
+/// hits. A key tier 0 has a tombstone for is deleted: nothing below is asked again or served.
+async fn fall_through(
+    lane: usize,
+    keys: &[Bytes],
+    routes: &[Arc<Route>],
+    slots: &mut [Slot],
+) -> Below {
+    let depth = routes.iter().map(|r| r.tiers.len()).max().unwrap_or(1);
+    let mut served_by: Vec<usize> = vec![0; keys.len()];
+    let mut deleted = vec![false; keys.len()];
+    let mut unsure = vec![false; keys.len()];
+    let mut tombstones_checked = false;
+    for tier in 1..depth {
+        let missing: Vec<usize> = (0..keys.len())
+            .filter(|&i| {
+                matches!(slots[i], Slot::Miss)
+                    && !deleted[i]
+                    && routes[i].tiers.len() > tier
+                    && routes[i].asks(tier, &keys[i])
+            })
+            .collect();
+        if missing.is_empty() {
+            continue;
+        }
+        let below = lookup(lane, Retrieval::Get, 0, keys, routes, &missing, tier);
+        let found = if tombstones_checked {
+            below.await
+        } else {
+            // Once, for every key that will be looked up below, at the same time as the
+            // first lower tier.
+            tombstones_checked = true;
+            let (found, tombs) = tokio::join!(below, tombstones(lane, keys, routes, slots, tier));
+            for i in tombs {
+                deleted[i] = true;
+                routes[i]
+                    .metrics
+                    .tiers
+                    .tombstones
+                    .with_label_values(&["honored"])
+                    .inc();
+            }
+            found
+        };
+        for i in missing {
+            if deleted[i] {
+                continue;
+            }
+            match &found[i] {
+                Slot::Hit(_) => {
+                    slots[i] = found[i].clone();
+                    served_by[i] = tier;
+                }
+                Slot::Error(_) => unsure[i] = true,
+                Slot::Miss => {}
+            }
+        }
+    }
+    Below { served_by, unsure }
 }
 
 /// `get`: answer now, copy up later (each distinct key once).
