@@ -341,26 +341,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn build(
-    config: Config,
-    source_hash: String,
-    generation: u64,
-    state: &State<'_>,
-    previous: &Previous,
-) -> Snapshot {
-    let State {
-        metrics,
-        servers,
-        tls,
-        replay,
-    } = *state;
-    let mut table = servers.lock().unwrap_or_else(|e| e.into_inner());
+/// The pools of `config`, each with its servers: a server whose settings did not change is the
+/// running one (its connections stay), any other is started.
+fn start_pools(
+    config: &Config,
+    metrics: &Metrics,
+    servers: &Mutex<HashMap<ServerKey, Weak<Server>>>,
+    tls: &crate::tls::Registry,
+) -> BTreeMap<String, Arc<Pool>> {
+    let mut table = lock(servers);
     let mut pools = BTreeMap::new();
-    let listen_tls = config
-        .listeners
-        .iter()
-        .filter_map(|l| Some((l.address.clone(), tls.listen(l.tls.as_ref()?))))
-        .collect();
     for (name, pc) in &config.pools {
         let connector = pc.tls.as_ref().map(|t| tls.backend(t));
         let pool_servers = pc
@@ -391,6 +381,28 @@ fn build(
             .collect();
         pools.insert(name.clone(), Arc::new(Pool::new(pc.clone(), pool_servers)));
     }
+    pools
+}
+
+fn build(
+    config: Config,
+    source_hash: String,
+    generation: u64,
+    state: &State<'_>,
+    previous: &Previous,
+) -> Snapshot {
+    let State {
+        metrics,
+        servers,
+        tls,
+        replay,
+    } = *state;
+    let listen_tls = config
+        .listeners
+        .iter()
+        .filter_map(|l| Some((l.address.clone(), tls.listen(l.tls.as_ref()?))))
+        .collect();
+    let pools = start_pools(&config, metrics, servers, tls);
     // Each route gets the process's replay queue and the previous rings of its pools.
     let bind = |route: Route| {
         let mut route = route.with_previous(
