@@ -12,6 +12,11 @@
 //! with a few requests on their way and opens up within a few round trips when its values are
 //! small (like TCP slow start); one whose values are large keeps about `cap` bytes in flight.
 //!
+//! Replies already answered but not yet taken by the client (the session's write buffer)
+//! count too: a session keeps taking answers off their backend connections while its client
+//! does not read (so they never pin a backend connection's read buffers), and stops sending
+//! once those bytes reach the cap.
+//!
 //! The bound: while the estimate holds (answers no larger per key than those just before them),
 //! a session holds at most `cap` + one request's answer; a client that reads small values and
 //! then suddenly pipelines large ones can exceed it by the answers already on their way, at most
@@ -44,10 +49,13 @@ impl OutputBudget {
         }
     }
 
-    /// Whether one more request may be sent on. Always true with nothing in flight, so a
+    /// Whether one more request may be sent on while `unwritten` bytes of replies wait for
+    /// the client. With nothing in flight it is enough that those are under the cap, so a
     /// single answer larger than the cap still goes through.
-    pub fn may_send(&self) -> bool {
-        self.slots == 0 || self.slots.saturating_mul(self.per_slot) < self.cap
+    pub fn may_send(&self, unwritten: usize) -> bool {
+        unwritten < self.cap
+            && (self.slots == 0
+                || unwritten.saturating_add(self.slots.saturating_mul(self.per_slot)) < self.cap)
     }
 
     /// A request asking for `keys` keys (0: not a retrieval) was sent on.
@@ -78,7 +86,7 @@ mod tests {
     /// How many one-key gets may be in flight at once.
     fn window(b: &mut OutputBudget) -> usize {
         let mut n = 0;
-        while b.may_send() && n < 100_000 {
+        while b.may_send(0) && n < 100_000 {
             b.sent(1);
             n += 1;
         }
@@ -125,11 +133,15 @@ mod tests {
     #[test]
     fn multi_key_answers_count_per_key_and_a_huge_answer_still_goes_alone() {
         let mut b = OutputBudget::new(4096, MIB);
-        assert!(b.may_send());
+        assert!(b.may_send(0));
         b.sent(10);
-        assert!(!b.may_send());
+        assert!(!b.may_send(0));
         b.answered(10, 1000);
-        assert!(b.may_send());
+        assert!(b.may_send(0));
+        // Replies the client has not read count against the cap too.
+        assert!(!b.may_send(4096));
+        // With nothing in flight, being under the cap is enough.
+        assert!(b.may_send(3500));
         // Small answers to other commands narrow the estimate too.
         for _ in 0..200 {
             b.sent(0);

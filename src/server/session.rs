@@ -6,7 +6,12 @@
 //! Back-pressure: at `max_inflight` outstanding requests, when the answers on their way would
 //! exceed `max_client_output` bytes ([`OutputBudget`]), or while the client is not reading its
 //! replies, the session stops reading from the client. Replies always leave the backend
-//! connections at once; they wait for a slow client here, bounded by that budget.
+//! connections at once; they wait for a slow client here, bounded by that budget: a write the
+//! socket does not take at once goes on in the background while the session keeps taking
+//! answers off the backends into its write buffer (so they never pin a backend connection's
+//! read buffer), and those unread replies count against `max_inflight` and the byte cap.
+//! When sessions compete for the backends, each has a fair share of the requests in flight
+//! ([`super::fair`]), and a session sends at most `DISPATCH_PER_POLL` requests per turn.
 //!
 //! Requests on tiered routes take several backend round trips; one of them is a barrier: nothing
 //! after it is dispatched until it completes, so a pipelined `incr` then `get` on a migrating key
@@ -29,6 +34,7 @@ use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
+use super::fair::Share;
 use super::in_order::InOrder;
 use super::local;
 use super::output::OutputBudget;
@@ -88,9 +94,17 @@ pub async fn run<S: ClientStream>(
     let (mut rd, mut wr) = stream.into_split();
     let mut decoder = Decoder::new(limits);
     let mut pending: InOrder<Tagged> = InOrder::new();
+    // This session's part of the requests in flight from all sessions (see `fair`).
+    let mut share = Share::new();
     // Buffers are allocated when there is something to hold and given back once empty, so an
     // idle connection costs little memory.
     let mut out = BytesMut::new();
+    // Replies in `out` (whole or in part) the client has not taken yet: they count against
+    // `max_inflight` with the requests still in flight.
+    let mut unread = 0usize;
+    // Written but not flushed: TLS keeps what the socket did not take until a flush (on TCP
+    // the flush is free).
+    let mut unflushed = false;
     // `quit` or an input we cannot resync after: nothing after it is parsed; pending requests
     // are answered, then we close.
     let mut closing = false;
@@ -104,7 +118,17 @@ pub async fn run<S: ClientStream>(
     let mut generation = shared.snapshot().generation;
 
     loop {
-        while !closing && !barrier && pending.len() < max_inflight && budget.may_send() {
+        let window = share.window(max_inflight);
+        let may_send =
+            |pending: &InOrder<Tagged>, unread: usize, out: &BytesMut, budget: &OutputBudget| {
+                pending.len() + unread < window && budget.may_send(out.len())
+            };
+        let mut sent = 0;
+        while !closing
+            && !barrier
+            && sent < DISPATCH_PER_POLL
+            && may_send(&pending, unread, &out, &budget)
+        {
             let snapshot = shared.current();
             if snapshot.generation != generation && !pending.is_empty() {
                 // A reload: what is in flight went out on the previous snapshot. Let it finish
@@ -126,39 +150,70 @@ pub async fn run<S: ClientStream>(
             barrier |= meta.barrier;
             budget.sent(meta.keys);
             pending.push_back(tagged);
+            sent += 1;
         }
+        share.publish(pending.len());
         // An idle connection keeps no buffer: it is allocated again by the next read (a malloc
         // is far cheaper than the syscalls around it, and 10,000 idle clients cost 160 MB less).
         decoder.release_if_empty(0);
+        let writing = !out.is_empty() || unflushed;
         // With nothing pending, the loop above stopped only because no complete request is left.
-        if pending.is_empty() && (closing || input_done) {
+        if pending.is_empty() && !writing && (closing || input_done) {
+            drop(share);
             // Boxed: the closing steps are large and run once; keeping them inline made every
             // idle session future (one per client) bigger.
             Box::pin(close(rd, wr, eof)).await;
             return;
         }
-        let can_read = !closing
-            && !input_done
-            && !barrier
-            && pending.len() < max_inflight
-            && budget.may_send();
+        if sent == DISPATCH_PER_POLL {
+            // More may be parsed, but other sessions come first: their requests queue on the
+            // same backend connections (memcached, too, serves a connection a few requests per
+            // turn). The replies and reads below wait one turn of the scheduler.
+            yield_once().await;
+            continue;
+        }
+        let can_read =
+            !closing && !input_done && !barrier && may_send(&pending, unread, &out, &budget);
         tokio::select! {
-            Some((reply, meta)) = pending.next(), if !pending.is_empty() => {
+            // Answers are taken into the write buffer up to DRAIN_LIMIT bytes; past that they
+            // wait in `pending` (counted by the budget) until the client reads, so a client
+            // that does not read large values never makes the buffer grow by doubling.
+            Some((reply, meta)) = pending.next(), if !pending.is_empty() && out.len() < DRAIN_LIMIT => {
                 finish(&shared, &mut out, &mut budget, reply, meta);
-                while let Some(Some((reply, meta))) = pending.next().now_or_never() {
+                unread += 1;
+                while out.len() < DRAIN_LIMIT {
+                    let Some(Some((reply, meta))) = pending.next().now_or_never() else {
+                        break;
+                    };
                     finish(&shared, &mut out, &mut budget, reply, meta);
+                    unread += 1;
                 }
+                share.publish(pending.len());
                 if pending.is_empty() {
                     barrier = false;
                 }
-                if !out.is_empty() {
-                    // The flush is free on TCP; TLS keeps what the socket did not take until then.
-                    if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
-                        return;
-                    }
-                    out = BytesMut::new();
+                // Written at once when the socket takes it (the usual case: one syscall per
+                // batch of ready replies, flushed once); what it does not take is written by
+                // the branch below while answers keep being taken off the backends.
+                if write_now(&mut wr, &mut out, &mut unflushed).is_err() {
+                    return;
+                }
+                if out.is_empty() {
+                    unread = 0;
                 }
             }
+            // Cancel safe: a write that did not complete wrote nothing; a dropped flush keeps
+            // its data buffered.
+            r = write_or_flush(&mut wr, &mut out), if writing => match r {
+                Ok(n) => {
+                    unflushed = n > 0 || !out.is_empty();
+                    if out.is_empty() {
+                        unread = 0;
+                        out = BytesMut::new();
+                    }
+                }
+                Err(_) => return,
+            },
             // Wait for input before reserving the read buffer: an idle client holds none.
             r = rd.readable(), if can_read => {
                 if r.is_err() {
@@ -186,6 +241,69 @@ pub async fn run<S: ClientStream>(
             }
         }
     }
+}
+
+/// Replies taken into the write buffer before it is written: about a thousand small answers,
+/// or one large value beyond it.
+const DRAIN_LIMIT: usize = 256 * 1024;
+
+/// At most this many requests are parsed and sent on per turn of a session; then it lets
+/// the other sessions run (see [`super::fair`]).
+const DISPATCH_PER_POLL: usize = 64;
+
+/// Writes `out` as far as the socket takes it now, flushing once it is all written; never
+/// waits. `unflushed` says whether a flush is still owed.
+fn write_now(
+    wr: &mut (impl AsyncWrite + Unpin),
+    out: &mut BytesMut,
+    unflushed: &mut bool,
+) -> std::io::Result<()> {
+    loop {
+        match write_or_flush(wr, out).now_or_never() {
+            Some(Ok(0)) => {
+                *unflushed = false;
+                *out = BytesMut::new();
+                return Ok(());
+            }
+            Some(Ok(_)) => *unflushed = true,
+            Some(Err(e)) => return Err(e),
+            None => {
+                *unflushed = true;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Writes what is buffered (returns the bytes taken), or flushes once it is all written
+/// (returns 0).
+async fn write_or_flush(
+    wr: &mut (impl AsyncWrite + Unpin),
+    out: &mut BytesMut,
+) -> std::io::Result<usize> {
+    if out.is_empty() {
+        wr.flush().await?;
+        return Ok(0);
+    }
+    match wr.write_buf(out).await? {
+        0 => Err(std::io::ErrorKind::WriteZero.into()),
+        n => Ok(n),
+    }
+}
+
+/// Returns `Pending` once, waking itself at once: the session goes to the back of the run
+/// queue, behind the other ready sessions.
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
 }
 
 /// Bytes reserved for each read from a client that is in the middle of a request.
