@@ -126,17 +126,25 @@ impl From<MetaVerb> for Cmd {
     }
 }
 
+impl From<&Keyed> for Cmd {
+    fn from(keyed: &Keyed) -> Cmd {
+        match keyed {
+            Keyed::Store { kind, .. } => (*kind).into(),
+            Keyed::Delete { .. } => Cmd::Delete,
+            Keyed::Arith { incr: true, .. } => Cmd::Incr,
+            Keyed::Arith { incr: false, .. } => Cmd::Decr,
+            Keyed::Touch { .. } => Cmd::Touch,
+            Keyed::Meta(MetaRequest { verb, .. }) => (*verb).into(),
+            Keyed::CopyRead { .. } => Cmd::Get,
+        }
+    }
+}
+
 impl From<&Command> for Cmd {
     fn from(command: &Command) -> Cmd {
         match command {
             Command::Retrieve { kind, .. } => (*kind).into(),
-            Command::Keyed(Keyed::Store { kind, .. }) => (*kind).into(),
-            Command::Keyed(Keyed::Delete { .. }) => Cmd::Delete,
-            Command::Keyed(Keyed::Arith { incr: true, .. }) => Cmd::Incr,
-            Command::Keyed(Keyed::Arith { incr: false, .. }) => Cmd::Decr,
-            Command::Keyed(Keyed::Touch { .. }) => Cmd::Touch,
-            Command::Keyed(Keyed::Meta(MetaRequest { verb, .. })) => (*verb).into(),
-            Command::Keyed(Keyed::CopyRead { .. }) => Cmd::Get,
+            Command::Keyed(keyed) => keyed.into(),
         }
     }
 }

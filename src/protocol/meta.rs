@@ -23,7 +23,7 @@ use super::KEY_MAX_LENGTH;
 use super::command::Keyed;
 use super::number::{parse_i32, parse_u64};
 use super::reply;
-use super::request::{Invalid, Limits, Request, Tokens};
+use super::request::{Invalid, Line, Request, Tokens};
 
 /// memcached's `MFLAG_MAX_OPT_LENGTH`: more tokens than this (terminal token included) is an
 /// error, so a meta line holds the command, the key and at most 17 flags (`ms`: 16 after the
@@ -99,13 +99,13 @@ fn flag_bit(c: u8) -> Option<u64> {
 
 /// Parses a meta command line (`cmd` is two bytes starting with `m`). `line_end` and `line_len`
 /// are as in [`super::request::parse`]; nothing is consumed when `Ok(None)` (need more bytes).
-pub(super) fn parse(
-    buf: &mut BytesMut,
-    t: &Tokens,
-    line_end: usize,
-    line_len: usize,
-    limits: &Limits,
-) -> Result<Option<Request>, Invalid> {
+pub(super) fn parse(buf: &mut BytesMut, line: &Line) -> Result<Option<Request>, Invalid> {
+    let &Line {
+        tokens: t,
+        end: line_end,
+        len: line_len,
+        ..
+    } = line;
     let verb = match t.get(&buf[..line_end], 0) {
         b"mg" => MetaVerb::Get,
         b"ms" => MetaVerb::Set,
@@ -122,7 +122,7 @@ pub(super) fn parse(
         }
     };
     if verb == MetaVerb::Set {
-        return parse_set(buf, t, line_end, line_len, limits);
+        return parse_set(buf, line);
     }
     let line = buf.split_to(line_len).freeze().slice(..line_end);
     let ntokens = t.ntokens();
@@ -202,13 +202,13 @@ fn parse_debug(line: &Bytes, t: &Tokens) -> Result<Request, Invalid> {
 /// `ms <key> <datalen> <flags>*` and its data block. Errors found before the flags are parsed
 /// leave the data block unread (memcached then reads it as commands); flag errors and a
 /// too-large value swallow it.
-fn parse_set(
-    buf: &mut BytesMut,
-    t: &Tokens,
-    line_end: usize,
-    line_len: usize,
-    limits: &Limits,
-) -> Result<Option<Request>, Invalid> {
+fn parse_set(buf: &mut BytesMut, line: &Line) -> Result<Option<Request>, Invalid> {
+    let &Line {
+        tokens: t,
+        end: line_end,
+        len: line_len,
+        limits,
+    } = line;
     let ntokens = t.ntokens();
     let fail = |buf: &mut BytesMut, invalid: Invalid| {
         buf.advance(line_len);

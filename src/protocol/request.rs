@@ -190,6 +190,12 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request>, Inv
     // with a NUL is never forwarded (the backend would answer it twice and shift the FIFO).
     let line_end = memchr(0, &buf[..line_end]).unwrap_or(line_end);
     let tokens = Tokens::split(&buf[..line_end]);
+    let line = Line {
+        tokens: &tokens,
+        end: line_end,
+        len: line_len,
+        limits,
+    };
     let cmd = tokens.get(&buf[..line_end], 0);
     if tokens.count == 0 || cmd.len() < 2 {
         buf.advance(line_len);
@@ -198,7 +204,7 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request>, Inv
 
     // Meta commands are every two-byte command starting with `m`, as in memcached.
     if cmd.len() == 2 && cmd[0] == b'm' {
-        return super::meta::parse(buf, &tokens, line_end, line_len, limits);
+        return super::meta::parse(buf, &line);
     }
 
     // Storage commands need their data block before anything is consumed.
@@ -212,7 +218,7 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request>, Inv
         _ => None,
     };
     if let Some(kind) = storage {
-        return parse_storage(buf, kind, &tokens, line_end, line_len, limits);
+        return parse_storage(buf, kind, &line);
     }
 
     let line = buf.split_to(line_len).freeze();
@@ -402,11 +408,14 @@ fn parse_local(line: &Bytes, t: &Tokens) -> Result<Request, Invalid> {
 fn parse_storage(
     buf: &mut BytesMut,
     kind: Storage,
-    t: &Tokens,
-    line_end: usize,
-    line_len: usize,
-    limits: &Limits,
+    line: &Line,
 ) -> Result<Option<Request>, Invalid> {
+    let &Line {
+        tokens: t,
+        end: line_end,
+        len: line_len,
+        limits,
+    } = line;
     let ntokens = t.ntokens();
     let want = if kind == Storage::Cas { [7, 8] } else { [6, 7] };
     let line = &buf[..line_end];
@@ -472,6 +481,15 @@ fn parse_storage(
         cas,
     });
     Ok(Some(Request::Op { op, noreply }))
+}
+
+/// A complete request line at the start of the buffer: its tokens, where its text ends (before
+/// `\r\n`, or at a NUL), the bytes it takes with its line ending, and the limits that apply.
+pub(super) struct Line<'a> {
+    pub tokens: &'a Tokens,
+    pub end: usize,
+    pub len: usize,
+    pub limits: &'a Limits,
 }
 
 /// Token positions of one line, split on spaces as memcached's `tokenize_command` does: at most

@@ -32,6 +32,7 @@ use crate::protocol::reply::{self, Reply};
 use crate::route::Route;
 use crate::route::{ReplyFuture, to_reply};
 
+use crate::metrics::Cmd;
 use crate::protocol::exptime::{for_remaining_ttl, unix_now};
 
 /// A single-key op on a tiered route.
@@ -83,7 +84,7 @@ pub fn dispatch(route: Arc<Route>, lane: usize, op: Keyed) -> ReplyFuture {
                     // answers NOT_FOUND, and an app that then re-creates it loses its count.
                     if find_and_copy(&route, lane, &key).await == CopyUp::LowerError {
                         // The key may exist in the tier that cannot be asked: not a NOT_FOUND.
-                        return to_reply(unknown(&route, command_name(&op)));
+                        return to_reply(unknown(&route, Cmd::from(&op).label()));
                     }
                     answer = call(route.owner(), lane, op.clone()).await;
                 }
@@ -96,25 +97,6 @@ pub fn dispatch(route: Arc<Route>, lane: usize, op: Keyed) -> ReplyFuture {
             Keyed::CopyRead { .. } => to_reply(call(route.owner(), lane, op).await),
         }
     })
-}
-
-/// The command's name for the metrics.
-fn command_name(op: &Keyed) -> &'static str {
-    match op {
-        Keyed::Store { kind, .. } => match kind {
-            Storage::Set => "set",
-            Storage::Add => "add",
-            Storage::Replace => "replace",
-            Storage::Append => "append",
-            Storage::Prepend => "prepend",
-            Storage::Cas => "cas",
-        },
-        Keyed::Arith { incr: true, .. } => "incr",
-        Keyed::Arith { incr: false, .. } => "decr",
-        Keyed::Touch { .. } => "touch",
-        Keyed::Delete { .. } => "delete",
-        Keyed::Meta(_) | Keyed::CopyRead { .. } => "meta",
-    }
 }
 
 /// True when `answer` says tier 0's value changed (touch changes only the TTL).
