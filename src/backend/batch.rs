@@ -15,7 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::conn::{Job, Reply};
+use super::conn::{Answer, Job};
 use super::error::BackendError;
 use super::inflight::InFlightQueue;
 use crate::metrics::ServerMetrics;
@@ -53,10 +53,10 @@ pub enum Waiter {
     /// Nobody any more (timed out): the answer is read and dropped.
     Gone,
     /// One request.
-    One(oneshot::Sender<Reply>),
+    One(oneshot::Sender<Answer>),
     /// Several retrievals merged into one command, each with how many of the line's keys are
     /// its own, in the order written.
-    Merged(Vec<(oneshot::Sender<Reply>, usize)>),
+    Merged(Vec<(oneshot::Sender<Answer>, usize)>),
 }
 
 impl InFlight {
@@ -114,7 +114,7 @@ impl Waiter {
 /// Splits a merged retrieval's answer: each request gets the blocks of its own keys, in order,
 /// numbered from its own first key. An error line (the command as a whole failed) goes to every
 /// request.
-fn split(list: Vec<(oneshot::Sender<Reply>, usize)>, response: Response) {
+fn split(list: Vec<(oneshot::Sender<Answer>, usize)>, response: Response) {
     match response {
         Response::Values(values) => {
             let total = list.iter().map(|(_, n)| n).sum();
@@ -274,7 +274,7 @@ mod tests {
     use crate::protocol::backend::Value;
     use std::time::Duration;
 
-    fn get(kind: Retrieval, exptime: i32, keys: &[&str]) -> (Job, oneshot::Receiver<Reply>) {
+    fn get(kind: Retrieval, exptime: i32, keys: &[&str]) -> (Job, oneshot::Receiver<Answer>) {
         let (tx, rx) = oneshot::channel();
         let op = Op::Get {
             kind,
@@ -313,7 +313,7 @@ mod tests {
         }
     }
 
-    fn keys_of(rx: &mut oneshot::Receiver<Reply>) -> Vec<String> {
+    fn keys_of(rx: &mut oneshot::Receiver<Answer>) -> Vec<String> {
         match rx.try_recv().expect("answered").expect("no error") {
             Response::Values(v) => v
                 .iter()

@@ -38,14 +38,14 @@ use crate::protocol::backend::{Response, parse};
 use crate::protocol::command::Op;
 
 /// The answer to one backend request.
-pub type Reply = Result<Response, BackendError>;
+pub type Answer = Result<Response, BackendError>;
 
 /// A request on its way to a connection.
 pub struct Job {
     /// What to send.
     pub op: Op,
     /// Where the answer goes.
-    pub tx: oneshot::Sender<Reply>,
+    pub tx: oneshot::Sender<Answer>,
     /// When the client stops waiting.
     pub deadline: Instant,
 }

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::conn::{self, Job, Reply, Target};
+use super::conn::{self, Answer, Job, Target};
 use super::error::{BackendError, ErrorKind, Origin};
 use super::health::{Health, now_ms};
 use crate::metrics::ServerMetrics;
@@ -51,11 +51,11 @@ pub struct Server {
 }
 
 /// A request sent to a server whose answer is still to come.
-pub struct Pending(oneshot::Receiver<Reply>);
+pub struct Pending(oneshot::Receiver<Answer>);
 
 impl Pending {
     /// Waits for the answer (the connection enforces the deadline).
-    pub async fn wait(self) -> Reply {
+    pub async fn wait(self) -> Answer {
         // The sender is only dropped unanswered when its connection task panicked.
         self.0.await.unwrap_or_else(|_| {
             Err(BackendError::new(ErrorKind::Closed, Origin::Task).written(true))
@@ -129,7 +129,7 @@ impl Server {
     }
 
     /// Sends `op` and waits for the answer.
-    pub async fn call(&self, lane: usize, op: Op) -> Reply {
+    pub async fn call(&self, lane: usize, op: Op) -> Answer {
         self.send(lane, op)?.wait().await
     }
 }

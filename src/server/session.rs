@@ -48,7 +48,7 @@ use crate::route::{self, ReplyFuture, Router, ready};
 use crate::state::{Shared, Snapshot};
 
 /// Bookkeeping carried with each outstanding request.
-struct Meta {
+struct RequestInfo {
     cmd: Cmd,
     start: Instant,
     noreply: bool,
@@ -61,18 +61,18 @@ struct Meta {
 }
 
 /// A reply future with its bookkeeping, without a second allocation.
-struct Tagged {
+struct InFlight {
     fut: ReplyFuture,
-    meta: Option<Meta>,
+    info: Option<RequestInfo>,
 }
 
-impl Future for Tagged {
-    type Output = (Reply, Meta);
+impl Future for InFlight {
+    type Output = (Reply, RequestInfo);
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let reply = std::task::ready!(self.fut.as_mut().poll(cx));
-        // `meta` is only taken here, once, when the future completes.
-        let meta = self.meta.take().expect("polled after completion");
-        Poll::Ready((reply, meta))
+        // `info` is only taken here, once, when the future completes.
+        let info = self.info.take().expect("polled after completion");
+        Poll::Ready((reply, info))
     }
 }
 
@@ -93,7 +93,7 @@ pub async fn run<S: ClientStream>(
     let mut budget = OutputBudget::new(listen.max_client_output, listen.max_value_size);
     let (mut rd, mut wr) = stream.into_split();
     let mut decoder = Decoder::new(limits);
-    let mut pending: InOrder<Tagged> = InOrder::new();
+    let mut pending: InOrder<InFlight> = InOrder::new();
     // This session's part of the requests in flight from all sessions (see `fair`).
     let mut share = Share::new();
     // Buffers are allocated when there is something to hold and given back once empty, so an
@@ -120,7 +120,7 @@ pub async fn run<S: ClientStream>(
     loop {
         let window = share.window(max_inflight);
         let may_send =
-            |pending: &InOrder<Tagged>, unread: usize, out: &BytesMut, budget: &OutputBudget| {
+            |pending: &InOrder<InFlight>, unread: usize, out: &BytesMut, budget: &OutputBudget| {
                 pending.len() + unread < window && budget.may_send(out.len())
             };
         let mut sent = 0;
@@ -144,12 +144,12 @@ pub async fn run<S: ClientStream>(
             };
             generation = snapshot.generation;
             let router = snapshot.router_for(&listener);
-            let tagged = dispatch(parsed, &snapshot, router, &shared, lane);
-            let meta = tagged.meta.as_ref().expect("fresh");
-            closing |= meta.close;
-            barrier |= meta.barrier;
-            budget.sent(meta.keys);
-            pending.push_back(tagged);
+            let in_flight = dispatch(parsed, &snapshot, router, &shared, lane);
+            let info = in_flight.info.as_ref().expect("fresh");
+            closing |= info.close;
+            barrier |= info.barrier;
+            budget.sent(info.keys);
+            pending.push_back(in_flight);
             sent += 1;
         }
         share.publish(pending.len());
@@ -178,14 +178,14 @@ pub async fn run<S: ClientStream>(
             // Answers are taken into the write buffer up to DRAIN_LIMIT bytes; past that they
             // wait in `pending` (counted by the budget) until the client reads, so a client
             // that does not read large values never makes the buffer grow by doubling.
-            Some((reply, meta)) = pending.next(), if !pending.is_empty() && out.len() < DRAIN_LIMIT => {
-                finish(&shared, &mut out, &mut budget, reply, meta);
+            Some((reply, info)) = pending.next(), if !pending.is_empty() && out.len() < DRAIN_LIMIT => {
+                finish(&shared, &mut out, &mut budget, reply, info);
                 unread += 1;
                 while out.len() < DRAIN_LIMIT {
-                    let Some(Some((reply, meta))) = pending.next().now_or_never() else {
+                    let Some(Some((reply, info))) = pending.next().now_or_never() else {
                         break;
                     };
-                    finish(&shared, &mut out, &mut budget, reply, meta);
+                    finish(&shared, &mut out, &mut budget, reply, info);
                     unread += 1;
                 }
                 share.publish(pending.len());
@@ -366,17 +366,17 @@ fn finish(
     out: &mut BytesMut,
     budget: &mut OutputBudget,
     reply: Reply,
-    meta: Meta,
+    info: RequestInfo,
 ) {
-    let m = shared.metrics.client.cmd(meta.cmd);
-    m.latency.observe(meta.start.elapsed().as_secs_f64());
+    let m = shared.metrics.client.cmd(info.cmd);
+    m.latency.observe(info.start.elapsed().as_secs_f64());
     if reply.is_server_error() {
         m.server_errors.inc();
     } else if reply.is_client_error() {
         m.client_errors.inc();
     }
     // Keys of a failed retrieval are neither hits nor misses (the error counters have them).
-    if meta.keys > 0 && !reply.is_server_error() {
+    if info.keys > 0 && !reply.is_server_error() {
         let hits = match &reply {
             Reply::Values(v) => v.len() as u64,
             _ => 0,
@@ -386,14 +386,14 @@ fn finish(
             .metrics
             .client
             .get_misses
-            .inc_by(u64::from(meta.keys).saturating_sub(hits));
+            .inc_by(u64::from(info.keys).saturating_sub(hits));
     }
-    local::count_result(&shared.metrics, meta.cmd, &reply);
+    local::count_result(&shared.metrics, info.cmd, &reply);
     let before = out.len();
-    if !meta.noreply {
+    if !info.noreply {
         reply.write_to(out);
     }
-    budget.answered(meta.keys, out.len() - before);
+    budget.answered(info.keys, out.len() - before);
 }
 
 /// Turns one parsed request into a reply future (already sent to its backends).
@@ -403,9 +403,9 @@ fn dispatch(
     router: &Router,
     shared: &Arc<Shared>,
     lane: usize,
-) -> Tagged {
+) -> InFlight {
     let start = Instant::now();
-    let meta = |cmd, noreply| Meta {
+    let info = |cmd, noreply| RequestInfo {
         cmd,
         start,
         noreply,
@@ -417,7 +417,7 @@ fn dispatch(
         Ok(r) => r,
         Err(invalid) => {
             shared.metrics.client.cmd(Cmd::Invalid).requests.inc();
-            let mut m = meta(Cmd::Invalid, invalid.noreply);
+            let mut m = info(Cmd::Invalid, invalid.noreply);
             m.close = invalid.close;
             let line = invalid.reply;
             let fut = match invalid.forget {
@@ -432,13 +432,13 @@ fn dispatch(
                 }
                 None => ready(Reply::Static(line)),
             };
-            return Tagged { fut, meta: Some(m) };
+            return InFlight { fut, info: Some(m) };
         }
     };
-    let (fut, meta) = match request {
+    let (fut, info) = match request {
         Request::Op { op, noreply } => {
             let cmd = Cmd::from(&op);
-            let mut m = meta(cmd, noreply);
+            let mut m = info(cmd, noreply);
             if let Command::Retrieve { keys, .. } = &op {
                 m.keys = keys.len() as u32;
             }
@@ -448,38 +448,38 @@ fn dispatch(
         }
         Request::Version => (
             ready(Reply::Static(local::VERSION)),
-            meta(Cmd::Version, false),
+            info(Cmd::Version, false),
         ),
         Request::Verbosity { noreply } => (
             ready(Reply::Static(reply::OK)),
-            meta(Cmd::Verbosity, noreply),
+            info(Cmd::Verbosity, noreply),
         ),
         Request::Quit => {
-            let mut m = meta(Cmd::Quit, true);
+            let mut m = info(Cmd::Quit, true);
             m.close = true;
             (ready(Reply::None), m)
         }
         Request::Stats { group } => (
             ready(local::stats(shared, group.as_deref())),
-            meta(Cmd::Stats, false),
+            info(Cmd::Stats, false),
         ),
         Request::FlushAll { delay, noreply } => (
             local::flush_all(snapshot, lane, delay),
-            meta(Cmd::FlushAll, noreply),
+            info(Cmd::FlushAll, noreply),
         ),
         Request::CacheMemlimit { megabytes, noreply } => (
             local::cache_memlimit(snapshot, lane, megabytes),
-            meta(Cmd::CacheMemlimit, noreply),
+            info(Cmd::CacheMemlimit, noreply),
         ),
         Request::MetaNoop => (
             ready(Reply::Static(reply::META_NOOP)),
-            meta(Cmd::MetaNoop, false),
+            info(Cmd::MetaNoop, false),
         ),
-        Request::Answered(line) => (ready(Reply::Static(line)), meta(Cmd::Get, false)),
+        Request::Answered(line) => (ready(Reply::Static(line)), info(Cmd::Get, false)),
     };
-    shared.metrics.client.cmd(meta.cmd).requests.inc();
-    Tagged {
+    shared.metrics.client.cmd(info.cmd).requests.inc();
+    InFlight {
         fut,
-        meta: Some(meta),
+        info: Some(info),
     }
 }

@@ -8,14 +8,14 @@ use tokio::time::{Instant, advance};
 
 use super::*;
 use crate::backend::batch::Waiter;
-use crate::backend::conn::Reply;
+use crate::backend::conn::Answer;
 use crate::protocol::backend::Response;
 use crate::protocol::command::ReplyKind;
 
 const TIMEOUT: Duration = Duration::from_millis(100);
 const STUCK: Duration = Duration::from_millis(500);
 
-fn entry(deadline: Instant) -> (InFlight, oneshot::Receiver<Reply>) {
+fn entry(deadline: Instant) -> (InFlight, oneshot::Receiver<Answer>) {
     let (tx, rx) = oneshot::channel();
     let entry = InFlight {
         kind: ReplyKind::Line,
@@ -27,7 +27,7 @@ fn entry(deadline: Instant) -> (InFlight, oneshot::Receiver<Reply>) {
     (entry, rx)
 }
 
-fn timed_out(rx: &mut oneshot::Receiver<Reply>) -> bool {
+fn timed_out(rx: &mut oneshot::Receiver<Answer>) -> bool {
     matches!(rx.try_recv(), Ok(Err(e)) if e.kind == ErrorKind::Timeout)
 }
 
