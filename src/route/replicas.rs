@@ -234,6 +234,23 @@ fn line_of(answer: &Answer) -> Option<Bytes> {
 
 /// Sends `keyed` to every replica (async mode: the replicas after the first only while the
 /// backlog has room).
+/// Sends `keyed` to every replica but `skip` and, as `write_mode` says, waits for their answers
+/// (sync) or leaves them to the background (async); each answer is counted.
+async fn send_to_others(r: &Arc<Replicas>, lane: usize, keyed: &Keyed, skip: Option<usize>) {
+    let sent = send_all(r, lane, keyed, skip);
+    match r.write_mode {
+        WriteMode::Sync => {
+            for (j, p, _) in sent {
+                let a = wait(p).await;
+                if let Some(t) = r.targets.get(j) {
+                    record_write(t, &a, None);
+                }
+            }
+        }
+        WriteMode::Async => background(r.clone(), sent, None),
+    }
+}
+
 fn send_all(
     r: &Replicas,
     lane: usize,
@@ -358,18 +375,7 @@ fn checked(r: Arc<Replicas>, lane: usize, keyed: Keyed) -> ReplyFuture {
             }
             t.m.write_ok.inc();
             if let Some(follow) = succeeded(&answer).then(|| unchecked(&keyed)).flatten() {
-                let sent = send_all(&r, lane, &follow, Some(i));
-                match r.write_mode {
-                    WriteMode::Sync => {
-                        for (j, p, _) in sent {
-                            let a = wait(p).await;
-                            if let Some(t) = r.targets.get(j) {
-                                record_write(t, &a, None);
-                            }
-                        }
-                    }
-                    WriteMode::Async => background(r.clone(), sent, None),
-                }
+                send_to_others(&r, lane, &follow, Some(i)).await;
             }
             return to_reply(answer);
         }
@@ -597,18 +603,7 @@ async fn touch_others(plans: &[Plan], keys: &[Bytes], slots: &[Slot], lane: usiz
             key: key.clone(),
             exptime,
         };
-        let sent = send_all(r, lane, &touch, plan.order.get(*round).copied());
-        match r.write_mode {
-            WriteMode::Sync => {
-                for (j, p, _) in sent {
-                    let a = wait(p).await;
-                    if let Some(t) = r.targets.get(j) {
-                        record_write(t, &a, None);
-                    }
-                }
-            }
-            WriteMode::Async => background(r.clone(), sent, None),
-        }
+        send_to_others(r, lane, &touch, plan.order.get(*round).copied()).await;
     }
 }
 
