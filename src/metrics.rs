@@ -3,7 +3,8 @@
 //! One struct per layer registers its own families: [`ClientMetrics`] (connections, requests by
 //! [`Cmd`], results), [`BackendMetrics`] (per server, resolved when a backend server is
 //! created), [`TiersMetrics`] (fallback tiers) and [`ReloadMetrics`]. Every handle the request
-//! path touches is resolved before it runs: it never looks up a label. The memcached `stats`
+//! path touches is resolved before it runs: it never looks up a label (only the rare answers
+//! that a lower tier could not be asked count by a looked-up `command` label). The memcached `stats`
 //! command reads the same counters.
 
 mod backend;
@@ -24,7 +25,7 @@ pub use backend::{BackendMetrics, ServerMetrics};
 pub use client::{ClientMetrics, CmdMetrics, Results, TlsFailure};
 pub use reload::ReloadMetrics;
 pub use routing::RoutingMetrics;
-pub use tiers::{LowerWrites, TierMetrics, TiersMetrics};
+pub use tiers::{LowerWrites, TierMetrics, TiersMetrics, Tombstones};
 
 use crate::protocol::command::{Command, Keyed, MetaRequest, Retrieval, Storage};
 use crate::protocol::meta::MetaVerb;
@@ -290,7 +291,6 @@ mod tests {
         let _ = m.tiers.reshard_tier("main");
         m.tiers.reshard_copies.with_label_values(&["main", "ok"]);
         m.tiers.reshard_rings.with_label_values(&["main"]);
-        m.tiers.tombstones.with_label_values(&["written"]);
         m.tiers.replays.with_label_values(&["queued"]);
         m.tiers.lower_unknown.with_label_values(&["delete"]);
         m

@@ -546,7 +546,6 @@ fn exported_metric_names() -> BTreeSet<String> {
         .reshard_copies
         .with_label_values(&["main", "ok"]);
     metrics.tiers.reshard_rings.with_label_values(&["main"]);
-    metrics.tiers.tombstones.with_label_values(&["written"]);
     metrics.tiers.replays.with_label_values(&["queued"]);
     metrics.tiers.lower_unknown.with_label_values(&["delete"]);
     let mut names = BTreeSet::new();

@@ -30,6 +30,36 @@ impl LowerWrites {
     }
 }
 
+/// `memroute_tombstones_total{result}`, resolved.
+pub struct Tombstones {
+    /// `result="written"`: a new tombstone.
+    pub written: IntCounter,
+    /// `result="existing"`: one was there already; its life was extended.
+    pub existing: IntCounter,
+    /// `result="failed"`: tier 0 could not take it.
+    pub failed: IntCounter,
+    /// `result="honored"`: a read did not look below because of one.
+    pub honored: IntCounter,
+}
+
+impl Tombstones {
+    fn register(r: &Registry) -> Tombstones {
+        let family = counter_vec(
+            r,
+            "memroute_tombstones_total",
+            "Tier-0 tombstones for lower-tier invalidations that failed, and reads they stopped.",
+            &["result"],
+        );
+        let c = |result| family.with_label_values(&[result]);
+        Tombstones {
+            written: c("written"),
+            existing: c("existing"),
+            failed: c("failed"),
+            honored: c("honored"),
+        }
+    }
+}
+
 /// The tier families.
 pub struct TiersMetrics {
     lookups: IntCounterVec,
@@ -52,8 +82,8 @@ pub struct TiersMetrics {
     /// `memroute_reshard_previous_rings{pool}`: previous rings a resized pool still asks.
     pub reshard_rings: IntGaugeVec,
     /// `memroute_tombstones_total{result}`: tombstones written into tier 0 for invalidations a
-    /// lower tier could not take (written / existing / failed), and reads they stopped (honored).
-    pub tombstones: IntCounterVec,
+    /// lower tier could not take, and reads they stopped.
+    pub tombstones: Tombstones,
     /// `memroute_invalidation_replays_total{result}`: the per-server replay queue of failed
     /// lower-tier deletes (queued / replayed / retried / overflow / dropped).
     pub replays: IntCounterVec,
@@ -111,12 +141,7 @@ impl TiersMetrics {
                 "Previous rings of a resized pool still asked for moved keys.",
                 &["pool"],
             ),
-            tombstones: counter_vec(
-                r,
-                "memroute_tombstones_total",
-                "Tier-0 tombstones for lower-tier invalidations that failed, and reads they stopped.",
-                &["result"],
-            ),
+            tombstones: Tombstones::register(r),
             replays: counter_vec(
                 r,
                 "memroute_invalidation_replays_total",

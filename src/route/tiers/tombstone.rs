@@ -57,7 +57,7 @@ pub enum Written {
 pub async fn write(route: &Route, lane: usize, key: &Bytes, ttl: Duration) -> Written {
     let m = &route.metrics.tiers.tombstones;
     let Ok(server) = route.owner().locate(key) else {
-        m.with_label_values(&["failed"]).inc();
+        m.failed.inc();
         return Written::Failed;
     };
     let exptime = ttl.as_secs().clamp(1, i32::MAX as u64) as i32;
@@ -81,12 +81,12 @@ pub async fn write(route: &Route, lane: usize, key: &Bytes, ttl: Duration) -> Wr
         }
         _ => Written::Failed,
     };
-    let result = match written {
-        Written::New => "written",
-        Written::Existing => "existing",
-        Written::Failed => "failed",
-    };
-    m.with_label_values(&[result]).inc();
+    match written {
+        Written::New => &m.written,
+        Written::Existing => &m.existing,
+        Written::Failed => &m.failed,
+    }
+    .inc();
     written
 }
 
@@ -96,12 +96,7 @@ pub async fn present_one(route: &Route, lane: usize, key: &Bytes) -> Result<bool
     let found = ask(server, lane, vec![key_for(key)]).await?;
     let honored = found.first().copied().unwrap_or(false);
     if honored {
-        route
-            .metrics
-            .tiers
-            .tombstones
-            .with_label_values(&["honored"])
-            .inc();
+        route.metrics.tiers.tombstones.honored.inc();
     }
     Ok(honored)
 }
