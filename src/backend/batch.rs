@@ -204,48 +204,9 @@ impl Batch {
                 return;
             }
         };
-        if let Some(open) = self.open.as_mut() {
-            let extra: usize = keys.iter().map(|k| k.len() + 1).sum();
-            let fits = wbuf.len().saturating_sub(open.start) + extra <= MERGED_LINE_MAX
-                && open.keys + keys.len() <= MERGED_KEYS_MAX;
-            if open.kind == kind && open.exptime == exptime && fits {
-                if let Some(last) = q.back_mut() {
-                    // The open line is always the last entry: the batch holds the queue's lock.
-                    let list = match last.waiter.take() {
-                        Waiter::One(tx) => {
-                            // The line's first merge: room for as many requests and keys as a
-                            // merged line takes, once. Growing both by doubling cost three
-                            // `realloc`s per merged command, a tenth of the connection task's
-                            // instructions on pipelined gets; fresh allocations of these sizes
-                            // come from malloc's per-thread cache, a `realloc` never does.
-                            let mut list = Vec::with_capacity(MERGED_KEYS_MAX);
-                            list.push((tx, open.keys));
-                            let mut line = Vec::with_capacity(MERGED_KEYS_MAX.max(open.keys));
-                            line.append(&mut last.keys);
-                            last.keys = line;
-                            Some(list)
-                        }
-                        Waiter::Merged(list) => Some(list),
-                        Waiter::Gone => None,
-                    };
-                    if let Some(mut list) = list {
-                        // Replace the `\r\n` of the open line with the new keys.
-                        // The open line ends the buffer: the batch holds the only `&mut`.
-                        wbuf.truncate(wbuf.len().saturating_sub(2));
-                        for key in &keys {
-                            wbuf.put_u8(b' ');
-                            wbuf.put_slice(key);
-                        }
-                        wbuf.put_slice(b"\r\n");
-                        open.keys += keys.len();
-                        list.push((tx, keys.len()));
-                        last.keys.extend(keys);
-                        last.waiter = Waiter::Merged(list);
-                        return;
-                    }
-                }
-            }
-        }
+        let Err((keys, tx)) = self.join(q, wbuf, kind, exptime, keys, tx) else {
+            return;
+        };
         metrics.commands.inc();
         let start = wbuf.len();
         put_retrieval(kind, exptime, &keys, wbuf);
@@ -263,6 +224,71 @@ impl Batch {
             deadline,
             offset,
         });
+    }
+
+    /// Appends a retrieval's keys to the open line when it has the same verb and time, stays
+    /// within [`MERGED_LINE_MAX`] and [`MERGED_KEYS_MAX`] and someone still waits for the line;
+    /// otherwise hands the keys and the sender back for a line of their own.
+    fn join(
+        &mut self,
+        q: &mut InFlightQueue,
+        wbuf: &mut BytesMut,
+        kind: Retrieval,
+        exptime: i32,
+        keys: Vec<Bytes>,
+        tx: oneshot::Sender<Answer>,
+    ) -> Result<(), (Vec<Bytes>, oneshot::Sender<Answer>)> {
+        let Some(open) = self.open.as_mut() else {
+            return Err((keys, tx));
+        };
+        let extra: usize = keys.iter().map(|k| k.len() + 1).sum();
+        let fits = wbuf.len().saturating_sub(open.start) + extra <= MERGED_LINE_MAX
+            && open.keys + keys.len() <= MERGED_KEYS_MAX;
+        // The open line is always the last entry: the batch holds the queue's lock.
+        let last = match q.back_mut() {
+            Some(last) if open.kind == kind && open.exptime == exptime && fits => last,
+            _ => return Err((keys, tx)),
+        };
+        let Some(mut list) = merged_waiters(last, open.keys) else {
+            return Err((keys, tx));
+        };
+        // Replace the `\r\n` of the open line with the new keys.
+        // The open line ends the buffer: the batch holds the only `&mut`.
+        wbuf.truncate(wbuf.len().saturating_sub(2));
+        for key in &keys {
+            wbuf.put_u8(b' ');
+            wbuf.put_slice(key);
+        }
+        wbuf.put_slice(b"\r\n");
+        open.keys += keys.len();
+        list.push((tx, keys.len()));
+        last.keys.extend(keys);
+        last.waiter = Waiter::Merged(list);
+        Ok(())
+    }
+}
+
+/// Takes the open line's waiters out of its entry as a merged list, `None` if nobody waits any
+/// more (the entry timed out). `keys` is how many keys the line holds so far.
+fn merged_waiters(
+    last: &mut InFlight,
+    keys: usize,
+) -> Option<Vec<(oneshot::Sender<Answer>, usize)>> {
+    match last.waiter.take() {
+        Waiter::One(tx) => {
+            // The line's first merge: room for as many requests and keys as a merged line
+            // takes, once. Growing both by doubling cost three `realloc`s per merged command, a
+            // tenth of the connection task's instructions on pipelined gets; fresh allocations
+            // of these sizes come from malloc's per-thread cache, a `realloc` never does.
+            let mut list = Vec::with_capacity(MERGED_KEYS_MAX);
+            list.push((tx, keys));
+            let mut line = Vec::with_capacity(MERGED_KEYS_MAX.max(keys));
+            line.append(&mut last.keys);
+            last.keys = line;
+            Some(list)
+        }
+        Waiter::Merged(list) => Some(list),
+        Waiter::Gone => None,
     }
 }
 
