@@ -2,7 +2,8 @@
 //!
 //! - [`pool`]: a named set of servers with its ring; picks the server for a key, leaving out
 //!   ejected servers when `eject = true`.
-//! - [`server`]: one memcached server: `connections` shared connections plus its [`health`].
+//! - [`server`]: one memcached server: `connections` shared connections plus its [`health`];
+//!   a session's [`Lane`] says which connection its requests use.
 //! - [`conn`]: one supervised, pipelined TCP connection: one task batches requests from every
 //!   client into one write and parses answers first-in first-out; any end (error, panic) is
 //!   followed by a reconnect with backoff.
@@ -23,4 +24,4 @@ pub mod server;
 
 pub use error::{BackendError, ErrorKind, Origin};
 pub use pool::Pool;
-pub use server::Server;
+pub use server::{Lane, Server};

@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{BackendError, ErrorKind, Pool};
+use crate::backend::{BackendError, ErrorKind, Lane, Pool};
 use crate::config::{LowerOnWrite, RouteConfig};
 use crate::metrics::{Metrics, TierMetrics};
 use crate::protocol::backend::Response;
@@ -181,7 +181,7 @@ pub fn to_reply(answer: Result<Response, BackendError>) -> Reply {
 /// Sends a client's command on its way: plain routing for keys on single-tier routes, the
 /// fallback semantics for tiered ones. The flag is true when the request is a barrier in the
 /// client's pipeline (it takes several round trips on a tiered route).
-pub fn dispatch(command: Command, router: &Router, lane: usize) -> (ReplyFuture, bool) {
+pub fn dispatch(command: Command, router: &Router, lane: Lane) -> (ReplyFuture, bool) {
     match command {
         Command::Retrieve {
             kind,

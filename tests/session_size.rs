@@ -19,7 +19,13 @@ async fn idle_session_state_stays_small() {
     let listener_address = std::sync::Arc::new(memroute::config::ListenAddress::Tcp(
         "127.0.0.1:0".to_string(),
     ));
-    let session = memroute::server::session::run(stream, shared, 0, shutdown, listener_address);
+    let session = memroute::server::session::run(
+        stream,
+        shared,
+        memroute::backend::Lane::default(),
+        shutdown,
+        listener_address,
+    );
     let size = std::mem::size_of_val(&session);
     assert!(size <= 1024, "a session future is {size} bytes");
 }

@@ -37,6 +37,29 @@ pub struct ServerKey {
     pub tls: Option<crate::tls::BackendTls>,
 }
 
+/// Which of a server's `connections` a client session's requests go over.
+///
+/// The listener gives every new session the next lane, and the session passes it with each
+/// request down to [`Server::send`], which queues the request on connection
+/// `lane % connections`. So one client's requests to one server share one pipelined connection
+/// and are answered in the order it sent them (memcached answers a connection in order), while
+/// different clients spread over the server's connections. Background work (replays) uses
+/// [`Lane::default`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lane(usize);
+
+impl Lane {
+    /// The lane after this one (wraps around).
+    pub fn next(self) -> Lane {
+        Lane(self.0.wrapping_add(1))
+    }
+
+    /// The index of this lane's connection among `connections` (at least one is assumed).
+    fn connection(self, connections: usize) -> usize {
+        self.0 % connections.max(1)
+    }
+}
+
 /// A backend server shared by every pool (and config snapshot) that lists it.
 pub struct Server {
     /// `host:port` as written.
@@ -105,10 +128,9 @@ impl Server {
         }
     }
 
-    /// Queues `op` on connection `lane % connections`; a client always uses the same lane, so its
-    /// requests to one server are answered in the order it sent them. Fails at once while the
-    /// server is marked down or being probed.
-    pub fn send(&self, lane: usize, op: Op) -> Result<Pending, BackendError> {
+    /// Queues `op` on the connection of `lane` (see [`Lane`]). Fails at once while the server is
+    /// marked down or being probed.
+    pub fn send(&self, lane: Lane, op: Op) -> Result<Pending, BackendError> {
         if self.health.is_down() {
             self.metrics.fast_fails.inc();
             return Err(BackendError::new(ErrorKind::Down, Origin::Routing));
@@ -121,7 +143,7 @@ impl Server {
         };
         // `conns` is never empty (at least one connection is started); `get` keeps that
         // promise out of the request path's panics.
-        let conn = self.conns.get(lane % self.conns.len().max(1));
+        let conn = self.conns.get(lane.connection(self.conns.len()));
         // The supervisor holds the receiver until every sender is gone: unreachable.
         let closed = || BackendError::new(ErrorKind::Closed, Origin::Task);
         conn.ok_or_else(closed)?.send(job).map_err(|_| closed())?;
@@ -129,7 +151,7 @@ impl Server {
     }
 
     /// Sends `op` and waits for the answer.
-    pub async fn call(&self, lane: usize, op: Op) -> Answer {
+    pub async fn call(&self, lane: Lane, op: Op) -> Answer {
         self.send(lane, op)?.wait().await
     }
 }

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{ReplyFuture, Route, Router, ready, to_reply};
-use crate::backend::{BackendError, ErrorKind, Server, server::Pending};
+use crate::backend::{BackendError, ErrorKind, Lane, Server, server::Pending};
 use crate::protocol::backend::{Response, Value, pair};
 use crate::protocol::command::{Keyed, Op, Retrieval};
 use crate::protocol::reply::{NO_ROUTE, Reply};
 
 /// Sends a single-key command to tier 0 of `route`.
-pub fn single(route: &Arc<Route>, lane: usize, keyed: Keyed) -> ReplyFuture {
+pub fn single(route: &Arc<Route>, lane: Lane, keyed: Keyed) -> ReplyFuture {
     let sent = super::gutter::send(route.owner(), route.gutter.as_ref(), lane, keyed);
     match sent {
         Ok(pending) => Box::pin(async move { to_reply(pending.wait().await) }),
@@ -36,7 +36,7 @@ struct Group {
 /// once, answers merged in the client's key order.
 pub fn multi_get(
     router: &Router,
-    lane: usize,
+    lane: Lane,
     kind: Retrieval,
     exptime: i32,
     keys: Vec<Bytes>,
@@ -105,7 +105,7 @@ pub fn multi_get(
 fn send_counted(
     route: Arc<Route>,
     server: &Server,
-    lane: usize,
+    lane: Lane,
     op: Op,
     asked: usize,
 ) -> ReplyFuture {

@@ -17,7 +17,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use prometheus::IntCounter;
 
 use crate::backend::server::Pending;
-use crate::backend::{BackendError, Pool, Server};
+use crate::backend::{BackendError, Lane, Pool, Server};
 use crate::metrics::Metrics;
 use crate::protocol::command::{Keyed, Op};
 use crate::protocol::exptime::{RELATIVE_TTL_MAX, unix_now};
@@ -83,7 +83,7 @@ pub fn locate<'a>(
 pub fn send(
     pool: &Pool,
     gutter: Option<&Gutter>,
-    lane: usize,
+    lane: Lane,
     keyed: Keyed,
 ) -> Result<Pending, BackendError> {
     let server = pool.locate(keyed.key())?;

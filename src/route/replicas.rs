@@ -41,7 +41,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::gutter::{self, Gutter};
 use super::{ReplyFuture, Route, Router, ready, to_reply};
 use crate::backend::server::Pending;
-use crate::backend::{BackendError, ErrorKind, Origin, Pool, Server};
+use crate::backend::{BackendError, ErrorKind, Lane, Origin, Pool, Server};
 use crate::config::{RouteConfig, WriteMode};
 use crate::metrics::Metrics;
 use crate::protocol::backend::{Response, Value, pair};
@@ -188,7 +188,7 @@ fn closed() -> BackendError {
 
 /// A single-key command on a replicated route. The flag is the barrier flag of
 /// [`super::dispatch`].
-pub fn dispatch(r: &Arc<Replicas>, lane: usize, keyed: Keyed) -> (ReplyFuture, bool) {
+pub fn dispatch(r: &Arc<Replicas>, lane: Lane, keyed: Keyed) -> (ReplyFuture, bool) {
     match &keyed {
         Keyed::Store {
             kind: Storage::Cas, ..
@@ -236,7 +236,7 @@ fn line_of(answer: &Answer) -> Option<Bytes> {
 /// backlog has room).
 /// Sends `keyed` to every replica but `skip` and, as `write_mode` says, waits for their answers
 /// (sync) or leaves them to the background (async); each answer is counted.
-async fn send_to_others(r: &Arc<Replicas>, lane: usize, keyed: &Keyed, skip: Option<usize>) {
+async fn send_to_others(r: &Arc<Replicas>, lane: Lane, keyed: &Keyed, skip: Option<usize>) {
     let sent = send_all(r, lane, keyed, skip);
     match r.write_mode {
         WriteMode::Sync => {
@@ -253,7 +253,7 @@ async fn send_to_others(r: &Arc<Replicas>, lane: usize, keyed: &Keyed, skip: Opt
 
 fn send_all(
     r: &Replicas,
-    lane: usize,
+    lane: Lane,
     keyed: &Keyed,
     skip: Option<usize>,
 ) -> Vec<(
@@ -285,7 +285,7 @@ fn send_all(
 }
 
 /// A write to every replica.
-fn write(r: &Arc<Replicas>, lane: usize, keyed: Keyed) -> ReplyFuture {
+fn write(r: &Arc<Replicas>, lane: Lane, keyed: Keyed) -> ReplyFuture {
     let sent = send_all(r, lane, &keyed, None);
     let r = r.clone();
     Box::pin(async move {
@@ -352,7 +352,7 @@ fn background(
 
 /// `cas` and meta writes with a `C` token: checked on the home replica (failing over like a
 /// read), then, when it succeeded, written to the others without the check.
-fn checked(r: Arc<Replicas>, lane: usize, keyed: Keyed) -> ReplyFuture {
+fn checked(r: Arc<Replicas>, lane: Lane, keyed: Keyed) -> ReplyFuture {
     let order: Vec<usize> = r.order(keyed.key()).collect();
     Box::pin(async move {
         let mut first_error = None;
@@ -450,7 +450,7 @@ fn is_miss(answer: &Answer) -> bool {
 
 /// A single-key read (`mg`, `me`): home replica first, failing over on an error (and on a miss
 /// with `read_miss_failover`). The first attempt is queued at dispatch time.
-fn read(r: Arc<Replicas>, lane: usize, keyed: Keyed) -> ReplyFuture {
+fn read(r: Arc<Replicas>, lane: Lane, keyed: Keyed) -> ReplyFuture {
     let order: Vec<usize> = r.order(keyed.key()).collect();
     let first = order
         .first()
@@ -527,7 +527,7 @@ struct Group {
 /// `read_miss_failover`) go on to the next round. Round 0 is queued at dispatch time.
 pub fn retrieve(
     router: &Router,
-    lane: usize,
+    lane: Lane,
     kind: Retrieval,
     exptime: i32,
     keys: Vec<Bytes>,
@@ -594,7 +594,7 @@ pub fn retrieve(
 
 /// A `gat` changed the TTL of its hits on the replica that answered: the other replicas of each
 /// such key get the same `touch` (awaited in sync mode, in the background in async mode).
-async fn touch_others(plans: &[Plan], keys: &[Bytes], slots: &[Slot], lane: usize, exptime: i32) {
+async fn touch_others(plans: &[Plan], keys: &[Bytes], slots: &[Slot], lane: Lane, exptime: i32) {
     for ((plan, key), slot) in plans.iter().zip(keys).zip(slots) {
         let (Slot::Hit(_, round), Some(r)) = (slot, &plan.route.replicas) else {
             continue;
@@ -615,7 +615,7 @@ fn send_round(
     keys: &[Bytes],
     todo: &[usize],
     round: usize,
-    lane: usize,
+    lane: Lane,
     kind: Retrieval,
     exptime: i32,
     slots: &mut [Slot],

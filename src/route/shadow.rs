@@ -25,7 +25,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::replicas::key_hash;
 use super::{ReplyFuture, Router};
-use crate::backend::{BackendError, Pool};
+use crate::backend::{BackendError, Lane, Pool};
 use crate::config::RouteConfig;
 use crate::metrics::Metrics;
 use crate::protocol::backend::{Response, pair};
@@ -61,7 +61,7 @@ struct ShadowMetrics {
 
 /// One copy for the candidate; `main` brings the client's reply for a read.
 struct Job {
-    lane: usize,
+    lane: Lane,
     what: What,
     main: Option<oneshot::Receiver<Reply>>,
 }
@@ -118,7 +118,7 @@ impl Shadow {
 
     /// Queues a copy of a single-key command when its key is selected; for a read, returns
     /// where the main reply is to be sent for the comparison.
-    pub fn offer_keyed(&self, lane: usize, keyed: &Keyed) -> Option<oneshot::Sender<Reply>> {
+    pub fn offer_keyed(&self, lane: Lane, keyed: &Keyed) -> Option<oneshot::Sender<Reply>> {
         if !self.selects(keyed.key()) || matches!(keyed, Keyed::CopyRead { .. }) {
             return None;
         }
@@ -127,7 +127,7 @@ impl Shadow {
         self.queue(lane, What::Keyed(keyed.clone()), read)
     }
 
-    fn queue(&self, lane: usize, what: What, read: bool) -> Option<oneshot::Sender<Reply>> {
+    fn queue(&self, lane: Lane, what: What, read: bool) -> Option<oneshot::Sender<Reply>> {
         let (tx, rx) = if read {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -151,7 +151,7 @@ impl Shadow {
 /// reply is to be sent.
 pub fn offer_retrieve(
     router: &Router,
-    lane: usize,
+    lane: Lane,
     kind: Retrieval,
     exptime: i32,
     keys: &[Bytes],
@@ -278,7 +278,7 @@ async fn run(job: Job, pool: &Pool, m: &ShadowMetrics) {
 /// Each key's `(flags, data)` in the candidate (`None` for a miss, `Err` when its server failed).
 async fn lookup(
     pool: &Pool,
-    lane: usize,
+    lane: Lane,
     kind: Retrieval,
     exptime: i32,
     keys: &[Bytes],

@@ -33,14 +33,14 @@ pub mod write;
 pub use read::retrieve;
 pub use write::dispatch;
 
-use crate::backend::{BackendError, Pool};
+use crate::backend::{BackendError, Lane, Pool};
 use crate::protocol::backend::Response;
 use crate::protocol::command::{Keyed, Op};
 use crate::protocol::reply;
 use crate::route::Route;
 
 /// Sends `op` to the server of `pool` that owns its key and waits for the answer.
-pub async fn call(pool: &Pool, lane: usize, op: Keyed) -> Result<Response, BackendError> {
+pub async fn call(pool: &Pool, lane: Lane, op: Keyed) -> Result<Response, BackendError> {
     let server = pool.locate(op.key())?;
     server.call(lane, Op::Keyed(op)).await
 }
@@ -73,7 +73,7 @@ pub fn deleted_or_absent(answer: &Result<Response, BackendError>) -> bool {
 /// servers and write a tombstone into tier 0 that lives as long as the longest of them needs.
 pub async fn invalidation_failed(
     route: &Route,
-    lane: usize,
+    lane: Lane,
     key: &bytes::Bytes,
     failed: &[usize],
 ) -> tombstone::Written {

@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 
 use super::session;
 use super::stream::ClientStream;
+use crate::backend::Lane;
 use crate::config::{ListenAddress, ListenerConfig};
 use crate::protocol::reply::TOO_MANY_CONNECTIONS;
 use crate::state::Shared;
@@ -155,7 +156,7 @@ fn start(config: ListenerConfig, socket: Socket, shared: &Arc<Shared>) -> Runnin
         active: Arc::new(AtomicUsize::new(0)),
         shared: shared.clone(),
         stop: stop_rx,
-        lane: 0,
+        lane: Lane::default(),
     };
     let task = tokio::spawn(async move {
         match socket {
@@ -180,7 +181,7 @@ struct Listener {
     active: Arc<AtomicUsize>,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
-    lane: usize,
+    lane: Lane,
 }
 
 /// Keeps the gauges and the `stats conns` list right however a session ends.
@@ -261,11 +262,11 @@ impl Listener {
     }
 
     /// Counts a new session and registers it for `stats conns`.
-    fn guard(&mut self, fd: i32, peer: String, listen_addr: &str) -> (ConnectionGuard, usize) {
+    fn guard(&mut self, fd: i32, peer: String, listen_addr: &str) -> (ConnectionGuard, Lane) {
         self.shared.metrics.client.connections.inc();
         self.shared.metrics.client.connections_total.inc();
         self.active.fetch_add(1, Ordering::Relaxed);
-        self.lane = self.lane.wrapping_add(1);
+        self.lane = self.lane.next();
         let registered = self.shared.connections.register(
             fd,
             Entry {
@@ -336,7 +337,7 @@ impl Listener {
         self.spawn_session(stream, guard, lane);
     }
 
-    fn spawn_session<S: ClientStream>(&self, stream: S, guard: ConnectionGuard, lane: usize) {
+    fn spawn_session<S: ClientStream>(&self, stream: S, guard: ConnectionGuard, lane: Lane) {
         let shutdown = self.stop.clone();
         let address = self.address.clone();
         tokio::spawn(async move {

@@ -10,7 +10,7 @@ pub mod stats;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::backend::Server;
+use crate::backend::{Lane, Server};
 use crate::metrics::{Cmd, Metrics};
 use crate::protocol::command::Op;
 use crate::protocol::reply::{self, Reply};
@@ -27,7 +27,7 @@ pub const VERSION: &[u8] = concat!("VERSION ", env!("CARGO_PKG_VERSION"), "\r\n"
 
 /// `flush_all`: refused unless allowed; otherwise sent to every server of every pool, `OK` only
 /// if every server answered `OK`.
-pub fn flush_all(snapshot: &Snapshot, lane: usize, delay: Option<i32>) -> ReplyFuture {
+pub fn flush_all(snapshot: &Snapshot, lane: Lane, delay: Option<i32>) -> ReplyFuture {
     if !snapshot.config.listen.allow_flush_all {
         return ready(Reply::Static(reply::FLUSH_DISABLED));
     }
@@ -37,7 +37,7 @@ pub fn flush_all(snapshot: &Snapshot, lane: usize, delay: Option<i32>) -> ReplyF
 /// `cache_memlimit <mb>`: behind the same switch as `flush_all`; sent to every server, `OK`
 /// only if every server answered `OK`, else the first other answer (memcached's own
 /// `MEMLIMIT_TOO_SMALL …` for a limit under 8 MB, a `SERVER_ERROR` for a server that is down).
-pub fn cache_memlimit(snapshot: &Snapshot, lane: usize, megabytes: u64) -> ReplyFuture {
+pub fn cache_memlimit(snapshot: &Snapshot, lane: Lane, megabytes: u64) -> ReplyFuture {
     if !snapshot.config.listen.allow_flush_all {
         return ready(Reply::Static(MEMLIMIT_DISABLED));
     }
@@ -45,7 +45,7 @@ pub fn cache_memlimit(snapshot: &Snapshot, lane: usize, megabytes: u64) -> Reply
 }
 
 /// Sends `op` to every distinct server of every pool at once; `OK` if all said `OK`.
-fn fan_out(snapshot: &Snapshot, lane: usize, op: Op) -> ReplyFuture {
+fn fan_out(snapshot: &Snapshot, lane: Lane, op: Op) -> ReplyFuture {
     let mut seen = HashSet::new();
     let servers: Vec<Arc<Server>> = snapshot
         .pools

@@ -80,7 +80,7 @@ impl Future for InFlight {
 pub async fn run<S: ClientStream>(
     stream: S,
     shared: Arc<Shared>,
-    lane: usize,
+    lane: crate::backend::Lane,
     mut shutdown: watch::Receiver<bool>,
     listener: Arc<ListenAddress>,
 ) {
@@ -402,7 +402,7 @@ fn dispatch(
     snapshot: &Snapshot,
     router: &Router,
     shared: &Arc<Shared>,
-    lane: usize,
+    lane: crate::backend::Lane,
 ) -> InFlight {
     let start = Instant::now();
     let info = |cmd, noreply| RequestInfo {

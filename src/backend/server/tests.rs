@@ -27,7 +27,7 @@ async fn a_probe_is_one_request_and_clients_fail_fast_meanwhile() {
             key: Bytes::from_static(b"k"),
         })
     };
-    let e = server.call(0, delete()).await.unwrap_err();
+    let e = server.call(Lane::default(), delete()).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Timeout);
     assert!(server.health.is_down(), "{:?}", server.health.state());
     assert_eq!(metrics.up.get(), 0);
@@ -35,7 +35,7 @@ async fn a_probe_is_one_request_and_clients_fail_fast_meanwhile() {
     // client request meanwhile is refused without being written.
     let start = Instant::now();
     for _ in 0..60 {
-        match server.send(0, delete()) {
+        match server.send(Lane::default(), delete()) {
             Err(e) if e.kind == ErrorKind::Down && e.retry_safe() => {}
             other => panic!("a client request got through: {:?}", other.err()),
         }

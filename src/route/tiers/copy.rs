@@ -8,6 +8,7 @@
 use bytes::Bytes;
 
 use super::call;
+use crate::backend::Lane;
 use crate::protocol::backend::Response;
 use crate::protocol::command::{Keyed, Op, Retrieval, Storage};
 use crate::protocol::exptime::{for_remaining_ttl, unix_now};
@@ -32,7 +33,7 @@ pub enum CopyUp {
 }
 
 /// Copies `key` from tier `from` into tier 0.
-pub async fn copy_up(route: &Route, lane: usize, key: &Bytes, from: usize) -> CopyUp {
+pub async fn copy_up(route: &Route, lane: Lane, key: &Bytes, from: usize) -> CopyUp {
     // From the read below to the `add`: a delete of this key must not run in between.
     let _held = route.key_locks.shared(key).await;
     let lower = &route.tiers[from];
@@ -89,7 +90,7 @@ pub async fn copy_up(route: &Route, lane: usize, key: &Bytes, from: usize) -> Co
 
 async fn get_with_warm_ttl(
     route: &Route,
-    lane: usize,
+    lane: Lane,
     key: &Bytes,
     from: usize,
 ) -> Option<(u32, i32, Bytes)> {
@@ -118,7 +119,7 @@ async fn get_with_warm_ttl(
 /// Looks for `key` in the lower tiers in order and copies the first hit into tier 0. Answers
 /// `Tombstoned` when tier 0 has a tombstone for the key (nothing below is asked), and
 /// `LowerError` when no tier had it but one could not be asked (the key may exist).
-pub async fn find_and_copy(route: &Route, lane: usize, key: &Bytes) -> CopyUp {
+pub async fn find_and_copy(route: &Route, lane: Lane, key: &Bytes) -> CopyUp {
     let asked: Vec<usize> = (1..route.tiers.len())
         .filter(|&t| route.asks(t, key))
         .collect();

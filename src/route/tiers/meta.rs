@@ -27,7 +27,7 @@ use super::copy::{CopyUp, find_and_copy};
 use super::tombstone::Written;
 use super::write::lower_on_write;
 use super::{call, deleted_or_absent, invalidation_failed, unknown};
-use crate::backend::BackendError;
+use crate::backend::{BackendError, Lane};
 use crate::protocol::backend::Response;
 use crate::protocol::command::{Keyed, MetaRequest};
 use crate::protocol::meta::MetaVerb;
@@ -37,7 +37,7 @@ use crate::route::{Route, to_reply};
 type Answer = Result<Response, BackendError>;
 
 /// A client's meta command on a tiered route.
-pub async fn dispatch(route: &Arc<Route>, lane: usize, m: MetaRequest) -> Reply {
+pub async fn dispatch(route: &Arc<Route>, lane: Lane, m: MetaRequest) -> Reply {
     let key = m.key.clone();
     if m.verb == MetaVerb::Debug || !plain_safe(&key) {
         return to_reply(tier0(route, lane, &m).await);
@@ -51,11 +51,11 @@ pub async fn dispatch(route: &Arc<Route>, lane: usize, m: MetaRequest) -> Reply 
     }
 }
 
-async fn tier0(route: &Route, lane: usize, m: &MetaRequest) -> Answer {
+async fn tier0(route: &Route, lane: Lane, m: &MetaRequest) -> Answer {
     call(route.owner(), lane, Keyed::Meta(m.clone())).await
 }
 
-async fn get(route: &Arc<Route>, lane: usize, m: MetaRequest, key: Bytes) -> Reply {
+async fn get(route: &Arc<Route>, lane: Lane, m: MetaRequest, key: Bytes) -> Reply {
     if m.has(b'N') {
         // Vivify on tier 0 would hide a lower tier's item behind a new empty stub.
         let probe = call(route.owner(), lane, Keyed::Meta(probe(&key))).await;
@@ -76,7 +76,7 @@ async fn get(route: &Arc<Route>, lane: usize, m: MetaRequest, key: Bytes) -> Rep
     }
 }
 
-async fn set(route: &Arc<Route>, lane: usize, m: MetaRequest, key: Bytes) -> Reply {
+async fn set(route: &Arc<Route>, lane: Lane, m: MetaRequest, key: Bytes) -> Reply {
     let answer = match m.mode {
         Some(b'E') => {
             // A key only a lower tier holds exists for the client: add must fail.
@@ -100,7 +100,7 @@ async fn set(route: &Arc<Route>, lane: usize, m: MetaRequest, key: Bytes) -> Rep
     to_reply(answer)
 }
 
-async fn arith(route: &Arc<Route>, lane: usize, m: MetaRequest, key: Bytes) -> Reply {
+async fn arith(route: &Arc<Route>, lane: Lane, m: MetaRequest, key: Bytes) -> Reply {
     let answer = if m.has(b'N') {
         // Vivify would start a new counter where a lower tier's one should continue.
         if find_and_copy(route, lane, &key).await == CopyUp::LowerError
@@ -125,7 +125,7 @@ async fn arith(route: &Arc<Route>, lane: usize, m: MetaRequest, key: Bytes) -> R
 /// key: another client may have copied it meanwhile, see [`super::write`]).
 async fn retry_after_copy(
     route: &Arc<Route>,
-    lane: usize,
+    lane: Lane,
     m: &MetaRequest,
     key: &Bytes,
     absent: &[u8; 2],
@@ -146,7 +146,7 @@ async fn retry_after_copy(
     tier0(route, lane, m).await
 }
 
-async fn delete(route: &Arc<Route>, lane: usize, m: MetaRequest, key: Bytes) -> Reply {
+async fn delete(route: &Arc<Route>, lane: Lane, m: MetaRequest, key: Bytes) -> Reply {
     let stale = m.has(b'I');
     if stale {
         find_and_copy(route, lane, &key).await;

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 
 use super::copy::copy_up;
-use crate::backend::{BackendError, ErrorKind, Pool, Server};
+use crate::backend::{BackendError, ErrorKind, Lane, Pool, Server};
 use crate::protocol::backend::{Response, Value, pair};
 use crate::protocol::command::{Op, Retrieval};
 use crate::protocol::reply::{NO_ROUTE, Reply};
@@ -33,7 +33,7 @@ enum Slot {
 /// A retrieval where at least one key is on a tiered route.
 pub fn retrieve(
     router: &Router,
-    lane: usize,
+    lane: Lane,
     kind: Retrieval,
     exptime: i32,
     keys: Vec<Bytes>,
@@ -101,7 +101,7 @@ struct Below {
 /// Falls through, tier by tier, for the keys tier 0 missed, filling `slots` with lower-tier
 /// hits. A key tier 0 has a tombstone for is deleted: nothing below is asked again or served.
 async fn fall_through(
-    lane: usize,
+    lane: Lane,
     keys: &[Bytes],
     routes: &[Arc<Route>],
     slots: &mut [Slot],
@@ -156,7 +156,7 @@ async fn fall_through(
 
 /// `get`: answer now, copy up later (each distinct key once).
 fn warm_in_background(
-    lane: usize,
+    lane: Lane,
     keys: &[Bytes],
     routes: &[Arc<Route>],
     served_by: &[usize],
@@ -178,7 +178,7 @@ fn warm_in_background(
 /// `gets`/`gat`/`gats`: copy every lower-tier hit into tier 0, then read those keys from tier 0.
 #[allow(clippy::too_many_arguments)]
 async fn copy_then_reread(
-    lane: usize,
+    lane: Lane,
     kind: Retrieval,
     exptime: i32,
     keys: &[Bytes],
@@ -213,7 +213,7 @@ async fn copy_then_reread(
 /// The keys still missing after tier 0 that will be looked up from tier `from` on and have a
 /// tombstone in tier 0 (asked of each key's tier-0 server).
 async fn tombstones(
-    lane: usize,
+    lane: Lane,
     keys: &[Bytes],
     routes: &[Arc<Route>],
     slots: &[Slot],
@@ -245,7 +245,7 @@ async fn tombstones(
 /// Asks tier `tier` of each key's route for the keys at `idx`, one request per server. The result
 /// has a slot for every key of the request (`Miss` for those not asked).
 async fn lookup(
-    lane: usize,
+    lane: Lane,
     kind: Retrieval,
     exptime: i32,
     keys: &[Bytes],

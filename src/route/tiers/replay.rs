@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use prometheus::IntCounter;
 
-use crate::backend::Server;
+use crate::backend::{Lane, Server};
 use crate::metrics::Metrics;
 use crate::protocol::backend::Response;
 use crate::protocol::command::{Keyed, Op};
@@ -174,10 +174,12 @@ async fn run(replay: Arc<Replay>) {
     loop {
         tokio::time::sleep(INTERVAL).await;
         for (server, keys) in replay.take_round() {
-            let answers = join_all(
-                keys.iter()
-                    .map(|key| server.call(0, Op::Keyed(Keyed::Delete { key: key.clone() }))),
-            )
+            let answers = join_all(keys.iter().map(|key| {
+                server.call(
+                    Lane::default(),
+                    Op::Keyed(Keyed::Delete { key: key.clone() }),
+                )
+            }))
             .await;
             let mut done = Vec::new();
             let mut failed = Vec::new();

@@ -22,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
 use md5::{Digest, Md5};
 
-use crate::backend::{BackendError, Server};
+use crate::backend::{BackendError, Lane, Server};
 use crate::protocol::backend::Response;
 use crate::protocol::command::{Keyed, Op, Retrieval, Storage};
 use crate::protocol::reply;
@@ -54,7 +54,7 @@ pub enum Written {
 }
 
 /// Writes the tombstone of `key` into tier 0 for `ttl` (whole seconds, at least 1).
-pub async fn write(route: &Route, lane: usize, key: &Bytes, ttl: Duration) -> Written {
+pub async fn write(route: &Route, lane: Lane, key: &Bytes, ttl: Duration) -> Written {
     let m = &route.metrics.tiers.tombstones;
     let Ok(server) = route.owner().locate(key) else {
         m.failed.inc();
@@ -91,7 +91,7 @@ pub async fn write(route: &Route, lane: usize, key: &Bytes, ttl: Duration) -> Wr
 }
 
 /// Whether tier 0 holds a tombstone for `key`.
-pub async fn present_one(route: &Route, lane: usize, key: &Bytes) -> Result<bool, BackendError> {
+pub async fn present_one(route: &Route, lane: Lane, key: &Bytes) -> Result<bool, BackendError> {
     let server = route.owner().locate(key)?;
     let found = ask(server, lane, vec![key_for(key)]).await?;
     let honored = found.first().copied().unwrap_or(false);
@@ -103,7 +103,7 @@ pub async fn present_one(route: &Route, lane: usize, key: &Bytes) -> Result<bool
 
 /// Which of `keys` (each with the tier-0 server owning it) have a tombstone; a failed server's
 /// keys count as without (their own tier-0 lookup failed too, so they are errors anyway).
-pub async fn present_many(lane: usize, keys: &[(&std::sync::Arc<Server>, &Bytes)]) -> Vec<bool> {
+pub async fn present_many(lane: Lane, keys: &[(&std::sync::Arc<Server>, &Bytes)]) -> Vec<bool> {
     let mut groups: Vec<(&std::sync::Arc<Server>, Vec<usize>)> = Vec::new();
     for (i, (server, _)) in keys.iter().enumerate() {
         match groups
@@ -131,7 +131,7 @@ pub async fn present_many(lane: usize, keys: &[(&std::sync::Arc<Server>, &Bytes)
 }
 
 /// `get` of tombstone keys on one server: which are there.
-async fn ask(server: &Server, lane: usize, tombs: Vec<Bytes>) -> Result<Vec<bool>, BackendError> {
+async fn ask(server: &Server, lane: Lane, tombs: Vec<Bytes>) -> Result<Vec<bool>, BackendError> {
     let asked = tombs.len();
     let op = Op::Get {
         kind: Retrieval::Get,

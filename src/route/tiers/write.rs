@@ -24,7 +24,7 @@ use futures_util::future::join_all;
 use super::copy::{CopyUp, find_and_copy};
 use super::tombstone::Written;
 use super::{call, deleted_or_absent, invalidation_failed, is_line, unknown};
-use crate::backend::BackendError;
+use crate::backend::{BackendError, Lane};
 use crate::config::LowerOnWrite;
 use crate::protocol::backend::Response;
 use crate::protocol::command::{Keyed, Storage};
@@ -36,7 +36,7 @@ use crate::metrics::Cmd;
 use crate::protocol::exptime::{for_remaining_ttl, unix_now};
 
 /// A single-key op on a tiered route.
-pub fn dispatch(route: Arc<Route>, lane: usize, op: Keyed) -> ReplyFuture {
+pub fn dispatch(route: Arc<Route>, lane: Lane, op: Keyed) -> ReplyFuture {
     Box::pin(async move {
         let key = op.key().clone();
         match op {
@@ -114,7 +114,7 @@ fn changed_value(op: &Keyed, answer: &Result<Response, BackendError>) -> bool {
 /// replayed delete later; the answer is `DELETED` if any tier held the key, `NOT_FOUND` when
 /// that is certain, and [`reply::LOWER_TIER_UNREACHABLE`] when it depends on a tier that could
 /// not be asked.
-async fn delete_everywhere(route: &Arc<Route>, lane: usize, key: Bytes) -> Reply {
+async fn delete_everywhere(route: &Arc<Route>, lane: Lane, key: Bytes) -> Reply {
     let asked: Vec<usize> = (0..route.tiers.len())
         .filter(|&t| route.asks(t, &key))
         .collect();
@@ -166,7 +166,7 @@ async fn delete_everywhere(route: &Arc<Route>, lane: usize, key: Bytes) -> Reply
 /// The `lower_on_write` step after tier 0 changed. `op` is the client's storage op when it
 /// carries the whole new value (`set`, `cas`, `add`); otherwise `set` mode reads tier 0. A
 /// lower tier that cannot take its delete (or set) gets a tombstone and a replayed delete.
-pub(super) async fn lower_on_write(route: &Route, lane: usize, key: &Bytes, op: Option<&Keyed>) {
+pub(super) async fn lower_on_write(route: &Route, lane: Lane, key: &Bytes, op: Option<&Keyed>) {
     let lower: Vec<(usize, LowerOnWrite)> = (1..route.tiers.len())
         .map(|t| (t, route.lower_mode(t)))
         .filter(|&(t, mode)| mode != LowerOnWrite::Ignore && route.asks(t, key))
