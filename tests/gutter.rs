@@ -5,12 +5,8 @@
 mod common;
 mod replicas_support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread;
-
-use common::{Client, Memcached, Memroute, counter, poll};
-use replicas_support::{direct_get, direct_set, get, hit, start};
+use common::{Client, Memcached, Memroute, counter};
+use replicas_support::{Load, direct_get, direct_set, get, hit, start, wait_health};
 
 const MAIN: &str = "failover = \"gutter\"\nfailover_ttl = \"3s\"\ntimeout = \"500ms\"\nretry_timeout = \"200ms\"\nfailure_limit = 2";
 
@@ -19,17 +15,6 @@ fn with_gutter(main: &Memcached, gutter: &Memcached) -> Memroute {
         &[("main", &[main], MAIN), ("gutter", &[gutter], "")],
         "[[routes]]\nprefix = \"\"\ntiers = [\"main\"]\n",
     )
-}
-
-fn up(m: &Memroute, server: &Memcached, want: f64) {
-    poll("server health", || {
-        let v = counter(
-            &m.metrics(),
-            "memroute_server_up",
-            &[("server", &server.addr())],
-        );
-        (v == want).then_some(())
-    })
 }
 
 /// The seconds left on `key` in a backend (`mg <key> t`): `None` for a miss or no expiry.
@@ -58,7 +43,7 @@ fn a_down_servers_keys_are_served_by_the_gutter_with_a_capped_ttl() {
     assert_eq!(direct_get(&main, "k"), hit("k", "v1"));
     main.stop();
     // The supervisor's reconnects fail: marked down without client traffic.
-    up(&m, &main, 0.0);
+    wait_health(&m, &main, 0.0);
     // The very first request after the mark-down is served by the gutter.
     c.roundtrip(b"set k 0 0 2\r\nv2\r\n", b"STORED\r\n");
     assert_eq!(get(&mut c, "k"), hit("k", "v2"));
@@ -92,7 +77,7 @@ fn a_down_servers_keys_are_served_by_the_gutter_with_a_capped_ttl() {
     assert_eq!((writes, reads), (7.0, 2.0));
     // Back up (empty): its keys return to it.
     main.restart();
-    up(&m, &main, 1.0);
+    wait_health(&m, &main, 1.0);
     assert_eq!(get(&mut c, "k"), b"END\r\n");
     direct_set(&main, "k", "back");
     assert_eq!(get(&mut c, "k"), hit("k", "back"));
@@ -105,44 +90,24 @@ fn a_down_servers_keys_are_served_by_the_gutter_with_a_capped_ttl() {
 #[test]
 fn under_load_no_request_fails_once_the_server_is_marked_down() {
     let (mut main, gutter) = (Memcached::start(), Memcached::start());
-    let m = Arc::new(with_gutter(&main, &gutter));
-    let stop = Arc::new(AtomicBool::new(false));
-    let steps = Arc::new(AtomicUsize::new(0));
-    let load = {
-        let (m, stop, steps) = (m.clone(), stop.clone(), steps.clone());
-        thread::spawn(move || {
-            let mut c = m.client();
-            // (step, what failed)
-            let mut failures = Vec::new();
-            let mut i = 0;
-            while !stop.load(Ordering::Acquire) && i < 200_000 {
-                let (k, v) = (format!("g:{i}"), format!("v{i}"));
-                c.send(format!("set {k} 0 0 {}\r\n{v}\r\n", v.len()).as_bytes());
-                let set = c.read_line();
-                let got = get(&mut c, &k);
-                if set != b"STORED\r\n" || got != hit(&k, &v) {
-                    failures.push((i, String::from_utf8_lossy(&set).into_owned()));
-                }
-                i += 1;
-                steps.store(i, Ordering::Release);
-            }
-            failures
-        })
-    };
-    let after = |n: usize| {
-        let base = steps.load(Ordering::Acquire);
-        poll("load progress", || {
-            (steps.load(Ordering::Acquire) >= base + n).then_some(())
-        });
-    };
-    after(50);
+    let m = with_gutter(&main, &gutter);
+    // Failures as (step, what the set answered).
+    let load = Load::start(&m, |c, i| {
+        let (k, v) = (format!("g:{i}"), format!("v{i}"));
+        c.send(format!("set {k} 0 0 {}\r\n{v}\r\n", v.len()).as_bytes());
+        let set = c.read_line();
+        let got = get(c, &k);
+        let ok = set == b"STORED\r\n" && got == hit(&k, &v);
+        let failure = (i, String::from_utf8_lossy(&set).into_owned());
+        if ok { vec![] } else { vec![failure] }
+    });
+    load.at_least(50);
     main.stop();
-    up(&m, &main, 0.0);
+    wait_health(&m, &main, 0.0);
     // Steps from here on started after the mark-down.
-    let marked = steps.load(Ordering::Acquire) + 1;
-    after(200);
-    stop.store(true, Ordering::Release);
-    let failures = load.join().expect("load thread");
+    let marked = load.steps() + 1;
+    load.at_least(200);
+    let (failures, _) = load.stop();
     let late: Vec<_> = failures.iter().filter(|(i, _)| *i >= marked).collect();
     assert!(
         late.is_empty(),

@@ -6,14 +6,10 @@
 mod common;
 mod replicas_support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
-
 use common::memroute::check_config;
 use common::process::{scratch_dir, write_file};
 use common::{Client, Memcached, Memroute, counter, poll};
-use replicas_support::{direct, direct_get, direct_set, get, hit, start};
+use replicas_support::{Load, direct, direct_get, direct_set, get, hit, start, wait_health};
 
 /// Health settings that notice a killed replica and its return within a second.
 const FAST_HEALTH: &str = "timeout = \"500ms\"\nretry_timeout = \"200ms\"\nfailure_limit = 2";
@@ -260,71 +256,30 @@ fn step(c: &mut Client, i: usize, prev: Option<usize>) -> Vec<String> {
 #[test]
 fn reads_never_fail_while_one_replica_is_up() {
     let (mut east, mut west) = (Memcached::start(), Memcached::start());
-    let m = Arc::new(replicated(&east, &west, "read_miss_failover = true"));
-    let stop = Arc::new(AtomicBool::new(false));
-    let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let load = {
-        let (m, stop, written) = (m.clone(), stop.clone(), written.clone());
-        thread::spawn(move || {
-            let mut c = m.client();
-            let mut failures = Vec::new();
-            let mut i = 0;
-            // Bounded: the main thread stops it; 200k steps is far more than it gets to.
-            while !stop.load(Ordering::Acquire) && i < 200_000 {
-                failures.extend(step(&mut c, i, i.checked_sub(1)));
-                i += 1;
-                written.store(i, Ordering::Release);
-            }
-            (failures, i)
-        })
-    };
-    let at_least = |n: usize| {
-        let base = written.load(Ordering::Acquire);
-        poll("load progress", || {
-            (written.load(Ordering::Acquire) >= base + n).then_some(())
-        });
-        written.load(Ordering::Acquire)
-    };
-    let up = |server: &Memcached, want: f64| {
-        poll("server health", || {
-            let v = counter(
-                &m.metrics(),
-                "memroute_server_up",
-                &[("server", &server.addr())],
-            );
-            (v == want).then_some(())
-        })
-    };
-    at_least(100);
-    east.stop();
-    let from = at_least(1);
-    up(&east, 0.0);
-    let to = at_least(200);
-    east.restart();
-    up(&east, 1.0);
-    // Every key written while east was down is on west, the replica that was up, and reads
-    // through memroute find it (east came back empty: its misses fail over to west).
+    let m = replicated(&east, &west, "read_miss_failover = true");
+    let load = Load::start(&m, |c, i| step(c, i, i.checked_sub(1)));
     let mut c = m.client();
-    for i in from..to {
-        let (k, v) = (format!("load:{i}"), format!("v{i}"));
-        assert_eq!(direct_get(&west, &k), hit(&k, &v), "{k} on west");
-        assert_eq!(get(&mut c, &k), hit(&k, &v), "{k} through memroute");
-    }
-    at_least(200);
-    west.stop();
-    let from = at_least(1);
-    up(&west, 0.0);
-    let to = at_least(200);
-    west.restart();
-    up(&west, 1.0);
-    for i in from..to {
-        let (k, v) = (format!("load:{i}"), format!("v{i}"));
-        assert_eq!(direct_get(&east, &k), hit(&k, &v), "{k} on east");
-        assert_eq!(get(&mut c, &k), hit(&k, &v), "{k} through memroute");
-    }
-    at_least(100);
-    stop.store(true, Ordering::Release);
-    let (failures, steps) = load.join().expect("load thread");
+    // `down` is stopped while the load runs and restarted empty: every key written meanwhile
+    // is on `up`, the replica that was up, and reads through memroute find it (`down`'s misses
+    // fail over to `up`).
+    let mut outage = |down: &mut Memcached, up: &Memcached, name: &str| {
+        load.at_least(100);
+        down.stop();
+        let from = load.at_least(1);
+        wait_health(&m, down, 0.0);
+        let to = load.at_least(200);
+        down.restart();
+        wait_health(&m, down, 1.0);
+        for i in from..to {
+            let (k, v) = (format!("load:{i}"), format!("v{i}"));
+            assert_eq!(direct_get(up, &k), hit(&k, &v), "{k} on {name}");
+            assert_eq!(get(&mut c, &k), hit(&k, &v), "{k} through memroute");
+        }
+    };
+    outage(&mut east, &west, "west");
+    outage(&mut west, &east, "east");
+    load.at_least(100);
+    let (failures, steps) = load.stop();
     assert!(
         failures.is_empty(),
         "{} failures in {steps} steps: {failures:#?}",

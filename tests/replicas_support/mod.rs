@@ -8,7 +8,11 @@
 // Each test binary uses only part of these helpers.
 #![allow(dead_code)]
 
-use crate::common::{Client, Memcached, Memroute, free_port, memroute::quoted};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::{self, JoinHandle};
+
+use crate::common::{Client, Memcached, Memroute, counter, free_port, memroute::quoted, poll};
 
 /// Starts memroute with an admin port, the pools `(name, servers, extra lines)` and `routes`
 /// (raw `[[routes]]` TOML).
@@ -78,4 +82,72 @@ pub fn get(c: &mut Client, key: &str) -> Vec<u8> {
     all.extend(c.read_line());
     all.extend(c.read_line());
     all
+}
+
+/// Polls until memroute's `/metrics` says `server` is up (`want` 1.0) or marked down (0.0).
+pub fn wait_health(m: &Memroute, server: &Memcached, want: f64) {
+    poll("server health", || {
+        let v = counter(
+            &m.metrics(),
+            "memroute_server_up",
+            &[("server", &server.addr())],
+        );
+        (v == want).then_some(())
+    })
+}
+
+/// A load thread: `step(client, i)` for i = 0, 1, … on its own connection, until
+/// [`Load::stop`] (at most 200,000 steps, far more than a test gets to), collecting the
+/// failures each step returns.
+pub struct Load<T> {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+    thread: JoinHandle<Vec<T>>,
+}
+
+impl<T: Send + 'static> Load<T> {
+    /// Starts the load on a new connection to `m`.
+    pub fn start(
+        m: &Memroute,
+        mut step: impl FnMut(&mut Client, usize) -> Vec<T> + Send + 'static,
+    ) -> Load<T> {
+        let (stop, done) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let mut c = m.client();
+        let thread = {
+            let (stop, done) = (stop.clone(), done.clone());
+            thread::spawn(move || {
+                let mut failures = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Acquire) && i < 200_000 {
+                    failures.extend(step(&mut c, i));
+                    i += 1;
+                    done.store(i, Ordering::Release);
+                }
+                failures
+            })
+        };
+        Load { stop, done, thread }
+    }
+
+    /// How many steps are done.
+    pub fn steps(&self) -> usize {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Waits until `n` more steps than now are done; the steps done then.
+    pub fn at_least(&self, n: usize) -> usize {
+        let base = self.steps();
+        poll("load progress", || (self.steps() >= base + n).then_some(()));
+        self.steps()
+    }
+
+    /// Stops the load: the failures, and how many steps it made.
+    pub fn stop(self) -> (Vec<T>, usize) {
+        self.stop.store(true, Ordering::Release);
+        let failures = self.thread.join().expect("load thread");
+        (failures, self.done.load(Ordering::Acquire))
+    }
 }
