@@ -501,29 +501,13 @@ exchange_tests! {
 fn bad_data_chunk_resyncs_right_after_bytes_plus_two() {
     // memcached consumes <bytes> + 2 bytes and parses the very next byte as a new command.
     let (_t, mut c) = setup();
-    let cases: [(&[u8], &[u8]); 5] = [
-        (
-            b"set k 0 0 1\r\nxyz\r\nget k\r\n",
-            b"CLIENT_ERROR bad data chunk\r\nERROR\r\nEND\r\n",
-        ),
-        (
-            b"set k 0 0 1\r\nx\rXget k\r\n",
-            b"CLIENT_ERROR bad data chunk\r\nEND\r\n",
-        ),
-        (
-            b"set k 0 0 1\r\nxabget k\r\n",
-            b"CLIENT_ERROR bad data chunk\r\nEND\r\n",
-        ),
-        (
-            b"set k 0 0 1\r\nxyget k\r\n",
-            b"CLIENT_ERROR bad data chunk\r\nERROR\r\n",
-        ),
-        (
-            b"set k 0 0 1\r\nx\nget k\r\n",
-            b"CLIENT_ERROR bad data chunk\r\nERROR\r\n",
-        ),
-    ];
-    c.roundtrips(&cases);
+    c.roundtrips(rows![
+        b"set k 0 0 1\r\nxyz\r\nget k\r\n" => b"CLIENT_ERROR bad data chunk\r\nERROR\r\nEND\r\n",
+        b"set k 0 0 1\r\nx\rXget k\r\n" => b"CLIENT_ERROR bad data chunk\r\nEND\r\n",
+        b"set k 0 0 1\r\nxabget k\r\n" => b"CLIENT_ERROR bad data chunk\r\nEND\r\n",
+        b"set k 0 0 1\r\nxyget k\r\n" => b"CLIENT_ERROR bad data chunk\r\nERROR\r\n",
+        b"set k 0 0 1\r\nx\nget k\r\n" => b"CLIENT_ERROR bad data chunk\r\nERROR\r\n",
+    ]);
     assert_kept(&mut c);
 }
 

@@ -39,20 +39,20 @@ fn check(backends: usize, rows: Rows) {
 fn mg_returns_flags_in_request_order() {
     check(
         1,
-        &[
-            (b"mg k v\r\n", b"EN\r\n"),
-            (b"mg nosuch O9 k v\r\n", b"EN O9 knosuch\r\n"),
-            (b"ms k 2 F5 T0\r\nhi\r\n", b"HD\r\n"),
-            (b"mg k\r\n", b"HD\r\n"),
-            (b"mg k v\r\n", b"VA 2\r\nhi\r\n"),
-            (b"mg k s v f t c\r\n", b"VA 2 s2 f5 t-1 c1\r\nhi\r\n"),
-            (b"mg k k O123 f\r\n", b"HD kk O123 f5\r\n"),
-            (b"mg k h l\r\n", b"HD h1 l0\r\n"),
+        rows![
+            b"mg k v\r\n" => b"EN\r\n",
+            b"mg nosuch O9 k v\r\n" => b"EN O9 knosuch\r\n",
+            b"ms k 2 F5 T0\r\nhi\r\n" => b"HD\r\n",
+            b"mg k\r\n" => b"HD\r\n",
+            b"mg k v\r\n" => b"VA 2\r\nhi\r\n",
+            b"mg k s v f t c\r\n" => b"VA 2 s2 f5 t-1 c1\r\nhi\r\n",
+            b"mg k k O123 f\r\n" => b"HD kk O123 f5\r\n",
+            b"mg k h l\r\n" => b"HD h1 l0\r\n",
             // T applies where it stands: t before it shows the old TTL, after it the new.
-            (b"mg k t T100\r\n", b"HD t-1\r\n"),
-            (b"mg k T200 t\r\n", b"HD t200\r\n"),
-            (b"mg k t t\r\n", b"CLIENT_ERROR duplicate flag\r\n"),
-            (b"mg k u P L\r\n", b"HD\r\n"),
+            b"mg k t T100\r\n" => b"HD t-1\r\n",
+            b"mg k T200 t\r\n" => b"HD t200\r\n",
+            b"mg k t t\r\n" => b"CLIENT_ERROR duplicate flag\r\n",
+            b"mg k u P L\r\n" => b"HD\r\n",
         ],
     );
 }
@@ -61,18 +61,15 @@ fn mg_returns_flags_in_request_order() {
 fn mg_quiet_hides_only_misses() {
     check(
         3,
-        &[
-            (b"ms a 1\r\n1\r\n", b"HD\r\n"),
-            (b"mg miss v q\r\n", b""),
-            (b"mg a v q\r\n", b"VA 1\r\n1\r\n"),
-            (b"mg a q\r\n", b"HD\r\n"),
-            (b"mg miss2 q k O1\r\n", b""),
-            (b"mn\r\n", b"MN\r\n"),
-            (
-                b"mg miss3 q Tx\r\n",
-                b"CLIENT_ERROR bad token in command line format\r\n",
-            ),
-            (b"mn\r\n", b"MN\r\n"),
+        rows![
+            b"ms a 1\r\n1\r\n" => b"HD\r\n",
+            b"mg miss v q\r\n" => b"",
+            b"mg a v q\r\n" => b"VA 1\r\n1\r\n",
+            b"mg a q\r\n" => b"HD\r\n",
+            b"mg miss2 q k O1\r\n" => b"",
+            b"mn\r\n" => b"MN\r\n",
+            b"mg miss3 q Tx\r\n" => b"CLIENT_ERROR bad token in command line format\r\n",
+            b"mn\r\n" => b"MN\r\n",
         ],
     );
 }
@@ -81,13 +78,13 @@ fn mg_quiet_hides_only_misses() {
 fn mg_vivify_and_recache_hand_out_one_win() {
     check(
         1,
-        &[
-            (b"mg v1 N30 v t\r\n", b"VA 0 t30 W\r\n\r\n"),
-            (b"mg v1 N30 v t\r\n", b"VA 0 t30 Z\r\n\r\n"),
-            (b"ms r1 1 T10\r\nx\r\n", b"HD\r\n"),
-            (b"mg r1 R30 v\r\n", b"VA 1 W\r\nx\r\n"),
-            (b"mg r1 R30 v\r\n", b"VA 1 Z\r\nx\r\n"),
-            (b"mg r1 R5 v\r\n", b"VA 1 Z\r\nx\r\n"),
+        rows![
+            b"mg v1 N30 v t\r\n" => b"VA 0 t30 W\r\n\r\n",
+            b"mg v1 N30 v t\r\n" => b"VA 0 t30 Z\r\n\r\n",
+            b"ms r1 1 T10\r\nx\r\n" => b"HD\r\n",
+            b"mg r1 R30 v\r\n" => b"VA 1 W\r\nx\r\n",
+            b"mg r1 R30 v\r\n" => b"VA 1 Z\r\nx\r\n",
+            b"mg r1 R5 v\r\n" => b"VA 1 Z\r\nx\r\n",
         ],
     );
 }
@@ -96,17 +93,17 @@ fn mg_vivify_and_recache_hand_out_one_win() {
 fn stale_while_revalidate_with_md_invalidate() {
     check(
         1,
-        &[
-            (b"ms s 3\r\nold\r\n", b"HD\r\n"),
-            (b"md s I T30\r\n", b"HD\r\n"),
-            (b"mg s v c t\r\n", b"VA 3 c2 t30 X W\r\nold\r\n"),
-            (b"mg s v\r\n", b"VA 3 Z X\r\nold\r\n"),
+        rows![
+            b"ms s 3\r\nold\r\n" => b"HD\r\n",
+            b"md s I T30\r\n" => b"HD\r\n",
+            b"mg s v c t\r\n" => b"VA 3 c2 t30 X W\r\nold\r\n",
+            b"mg s v\r\n" => b"VA 3 Z X\r\nold\r\n",
             // Only a set with the stale item's CAS replaces it, and the new value is fresh.
-            (b"ms s 3 C1\r\nnew\r\n", b"EX\r\n"),
-            (b"ms s 3 C2 I\r\nnew\r\n", b"HD\r\n"),
-            (b"mg s v\r\n", b"VA 3\r\nnew\r\n"),
-            (b"ms s 3\r\nnew\r\n", b"HD\r\n"),
-            (b"mg s v\r\n", b"VA 3\r\nnew\r\n"),
+            b"ms s 3 C1\r\nnew\r\n" => b"EX\r\n",
+            b"ms s 3 C2 I\r\nnew\r\n" => b"HD\r\n",
+            b"mg s v\r\n" => b"VA 3\r\nnew\r\n",
+            b"ms s 3\r\nnew\r\n" => b"HD\r\n",
+            b"mg s v\r\n" => b"VA 3\r\nnew\r\n",
         ],
     );
 }
@@ -115,29 +112,23 @@ fn stale_while_revalidate_with_md_invalidate() {
 fn ms_modes_cas_and_returned_flags() {
     check(
         1,
-        &[
-            (b"ms k 1 MR\r\nx\r\n", b"NS\r\n"),
-            (b"ms k 1 ME\r\nx\r\n", b"HD\r\n"),
-            (b"ms k 1 ME\r\ny\r\n", b"NS\r\n"),
-            (b"ms k 1 MA\r\nz\r\n", b"HD\r\n"),
-            (b"ms k 1 MP\r\na\r\n", b"HD\r\n"),
-            (b"mg k v c\r\n", b"VA 3 c3\r\naxz\r\n"),
-            (b"ms k 1 C99\r\nq\r\n", b"EX\r\n"),
-            (b"ms k 1 C3 c\r\nq\r\n", b"HD c4\r\n"),
-            (b"ms k 1 MS O77 k c F3 T0\r\nw\r\n", b"HD O77 kk c5\r\n"),
-            (b"mg k v f\r\n", b"VA 1 f3\r\nw\r\n"),
-            (b"ms k 0 q\r\n\r\n", b""),
-            (b"ms k 1 q MR C1\r\nx\r\n", b"EX\r\n"),
-            (b"ms new 1 q MR\r\nx\r\n", b"NS\r\n"),
-            (b"mn\r\n", b"MN\r\n"),
-            (
-                b"ms k 1 MX\r\nx\r\n",
-                b"CLIENT_ERROR invalid mode for ms M token\r\n",
-            ),
-            (
-                b"ms k 1 MSS\r\nx\r\n",
-                b"CLIENT_ERROR incorrect length for M token\r\n",
-            ),
+        rows![
+            b"ms k 1 MR\r\nx\r\n" => b"NS\r\n",
+            b"ms k 1 ME\r\nx\r\n" => b"HD\r\n",
+            b"ms k 1 ME\r\ny\r\n" => b"NS\r\n",
+            b"ms k 1 MA\r\nz\r\n" => b"HD\r\n",
+            b"ms k 1 MP\r\na\r\n" => b"HD\r\n",
+            b"mg k v c\r\n" => b"VA 3 c3\r\naxz\r\n",
+            b"ms k 1 C99\r\nq\r\n" => b"EX\r\n",
+            b"ms k 1 C3 c\r\nq\r\n" => b"HD c4\r\n",
+            b"ms k 1 MS O77 k c F3 T0\r\nw\r\n" => b"HD O77 kk c5\r\n",
+            b"mg k v f\r\n" => b"VA 1 f3\r\nw\r\n",
+            b"ms k 0 q\r\n\r\n" => b"",
+            b"ms k 1 q MR C1\r\nx\r\n" => b"EX\r\n",
+            b"ms new 1 q MR\r\nx\r\n" => b"NS\r\n",
+            b"mn\r\n" => b"MN\r\n",
+            b"ms k 1 MX\r\nx\r\n" => b"CLIENT_ERROR invalid mode for ms M token\r\n",
+            b"ms k 1 MSS\r\nx\r\n" => b"CLIENT_ERROR incorrect length for M token\r\n",
         ],
     );
 }
@@ -146,21 +137,18 @@ fn ms_modes_cas_and_returned_flags() {
 fn md_deletes_and_marks_stale() {
     check(
         1,
-        &[
-            (b"md k\r\n", b"NF\r\n"),
-            (b"md k q\r\n", b"NF\r\n"),
-            (b"ms k 1\r\nx\r\n", b"HD\r\n"),
-            (b"md k C99\r\n", b"EX\r\n"),
-            (b"md k O5 k\r\n", b"HD O5 kk\r\n"),
-            (b"mg k\r\n", b"EN\r\n"),
-            (b"ms k 1\r\nx\r\n", b"HD\r\n"),
-            (b"md k q\r\n", b""),
-            (b"mn\r\n", b"MN\r\n"),
-            (b"md k E\r\n", b"CLIENT_ERROR invalid or duplicate flag\r\n"),
-            (
-                b"md k q q\r\n",
-                b"CLIENT_ERROR invalid or duplicate flag\r\n",
-            ),
+        rows![
+            b"md k\r\n" => b"NF\r\n",
+            b"md k q\r\n" => b"NF\r\n",
+            b"ms k 1\r\nx\r\n" => b"HD\r\n",
+            b"md k C99\r\n" => b"EX\r\n",
+            b"md k O5 k\r\n" => b"HD O5 kk\r\n",
+            b"mg k\r\n" => b"EN\r\n",
+            b"ms k 1\r\nx\r\n" => b"HD\r\n",
+            b"md k q\r\n" => b"",
+            b"mn\r\n" => b"MN\r\n",
+            b"md k E\r\n" => b"CLIENT_ERROR invalid or duplicate flag\r\n",
+            b"md k q q\r\n" => b"CLIENT_ERROR invalid or duplicate flag\r\n",
         ],
     );
 }
@@ -169,32 +157,23 @@ fn md_deletes_and_marks_stale() {
 fn ma_counts_with_modes_vivify_and_quiet() {
     check(
         1,
-        &[
-            (b"ma c\r\n", b"NF\r\n"),
-            (b"ma c N0 J10 v\r\n", b"VA 2\r\n10\r\n"),
-            (b"ma c\r\n", b"HD\r\n"),
-            (b"ma c v\r\n", b"VA 2\r\n12\r\n"),
-            (b"ma c MD D5 v t\r\n", b"VA 1 t-1\r\n7\r\n"),
-            (b"ma c M- D100 v\r\n", b"VA 1\r\n0\r\n"),
-            (b"ma c M+ D3 v O1 k\r\n", b"VA 1 O1 kc\r\n3\r\n"),
-            (b"ma c q\r\n", b""),
-            (b"ma c q v\r\n", b""),
-            (b"ma c v\r\n", b"VA 1\r\n6\r\n"),
-            (b"ma nosuch q\r\n", b"NF\r\n"),
-            (b"ms t 3\r\nabc\r\n", b"HD\r\n"),
-            (
-                b"ma t\r\n",
-                b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
-            ),
-            (
-                b"ma c MX\r\n",
-                b"CLIENT_ERROR invalid mode for ma M token\r\n",
-            ),
-            (
-                b"ma c Dx\r\n",
-                b"CLIENT_ERROR invalid or duplicate flag\r\n",
-            ),
-            (b"mn\r\n", b"MN\r\n"),
+        rows![
+            b"ma c\r\n" => b"NF\r\n",
+            b"ma c N0 J10 v\r\n" => b"VA 2\r\n10\r\n",
+            b"ma c\r\n" => b"HD\r\n",
+            b"ma c v\r\n" => b"VA 2\r\n12\r\n",
+            b"ma c MD D5 v t\r\n" => b"VA 1 t-1\r\n7\r\n",
+            b"ma c M- D100 v\r\n" => b"VA 1\r\n0\r\n",
+            b"ma c M+ D3 v O1 k\r\n" => b"VA 1 O1 kc\r\n3\r\n",
+            b"ma c q\r\n" => b"",
+            b"ma c q v\r\n" => b"",
+            b"ma c v\r\n" => b"VA 1\r\n6\r\n",
+            b"ma nosuch q\r\n" => b"NF\r\n",
+            b"ms t 3\r\nabc\r\n" => b"HD\r\n",
+            b"ma t\r\n" => b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+            b"ma c MX\r\n" => b"CLIENT_ERROR invalid mode for ma M token\r\n",
+            b"ma c Dx\r\n" => b"CLIENT_ERROR invalid or duplicate flag\r\n",
+            b"mn\r\n" => b"MN\r\n",
         ],
     );
 }
@@ -203,16 +182,13 @@ fn ma_counts_with_modes_vivify_and_quiet() {
 fn me_and_mn() {
     check(
         1,
-        &[
-            (b"me k\r\n", b"EN\r\n"),
-            (b"me\r\n", b"CLIENT_ERROR bad command line format\r\n"),
-            (b"ms k 2 T0\r\nhi\r\n", b"HD\r\n"),
-            (
-                b"me k\r\n",
-                b"ME k exp=-1 la=0 cas=1 fetch=no cls=1 size=62\r\n",
-            ),
-            (b"mn\r\n", b"MN\r\n"),
-            (b"mn extra tokens\r\n", b"MN\r\n"),
+        rows![
+            b"me k\r\n" => b"EN\r\n",
+            b"me\r\n" => b"CLIENT_ERROR bad command line format\r\n",
+            b"ms k 2 T0\r\nhi\r\n" => b"HD\r\n",
+            b"me k\r\n" => b"ME k exp=-1 la=0 cas=1 fetch=no cls=1 size=62\r\n",
+            b"mn\r\n" => b"MN\r\n",
+            b"mn extra tokens\r\n" => b"MN\r\n",
         ],
     );
 }
@@ -221,32 +197,20 @@ fn me_and_mn() {
 fn base64_keys() {
     check(
         1,
-        &[
-            (b"ms Zm9v 2 b\r\nhi\r\n", b"HD\r\n"),
-            (b"get foo\r\n", b"VALUE foo 0 2\r\nhi\r\nEND\r\n"),
-            (b"mg Zm9v b v k\r\n", b"VA 2 kZm9v b\r\nhi\r\n"),
+        rows![
+            b"ms Zm9v 2 b\r\nhi\r\n" => b"HD\r\n",
+            b"get foo\r\n" => b"VALUE foo 0 2\r\nhi\r\nEND\r\n",
+            b"mg Zm9v b v k\r\n" => b"VA 2 kZm9v b\r\nhi\r\n",
             // Characters outside the alphabet are skipped; `k` echoes the re-encoded key.
-            (b"mg Zm!9v b k\r\n", b"HD kZm9v b\r\n"),
-            (b"mg Zm9 b v\r\n", b"CLIENT_ERROR error decoding key\r\n"),
-            (
-                b"ms Zm9 1 b\r\nx\r\n",
-                b"CLIENT_ERROR error decoding key\r\n",
-            ),
-            (
-                b"md Zm9 b\r\n",
-                b"CLIENT_ERROR invalid or duplicate flag\r\n",
-            ),
-            (
-                b"ma Zm9 b\r\n",
-                b"CLIENT_ERROR invalid or duplicate flag\r\n",
-            ),
-            (b"me Zm9 b\r\n", b"CLIENT_ERROR bad command line format\r\n"),
-            (
-                b"me Zm9v b\r\n",
-                b"ME Zm9v exp=-1 la=0 cas=1 fetch=yes cls=1 size=64\r\n",
-            ),
-            (b"md Zm9v b q\r\n", b""),
-            (b"mg foo v\r\n", b"EN\r\n"),
+            b"mg Zm!9v b k\r\n" => b"HD kZm9v b\r\n",
+            b"mg Zm9 b v\r\n" => b"CLIENT_ERROR error decoding key\r\n",
+            b"ms Zm9 1 b\r\nx\r\n" => b"CLIENT_ERROR error decoding key\r\n",
+            b"md Zm9 b\r\n" => b"CLIENT_ERROR invalid or duplicate flag\r\n",
+            b"ma Zm9 b\r\n" => b"CLIENT_ERROR invalid or duplicate flag\r\n",
+            b"me Zm9 b\r\n" => b"CLIENT_ERROR bad command line format\r\n",
+            b"me Zm9v b\r\n" => b"ME Zm9v exp=-1 la=0 cas=1 fetch=yes cls=1 size=64\r\n",
+            b"md Zm9v b q\r\n" => b"",
+            b"mg foo v\r\n" => b"EN\r\n",
         ],
     );
 }
@@ -264,79 +228,34 @@ fn bad_meta_input_keeps_the_connection() {
     let opaque = format!("ms k 1 O{}\r\nx\r\n", "9".repeat(40));
     check(
         1,
-        &[
-            (b"mx k\r\n", b"ERROR\r\n"),
-            (b"mg\r\n", b"ERROR\r\n"),
-            (b"ms\r\n", b"ERROR\r\n"),
-            (b"mg k v v\r\n", b"CLIENT_ERROR duplicate flag\r\n"),
-            (b"mg k E\r\n", b"CLIENT_ERROR invalid flag\r\n"),
-            (b"mg k \xff\r\n", b"CLIENT_ERROR duplicate flag\r\n"),
-            (
-                b"mg k N\r\n",
-                b"CLIENT_ERROR bad token in command line format\r\n",
-            ),
-            (
-                b"ms k 1 Fx\r\nx\r\n",
-                b"CLIENT_ERROR bad command line format\r\n",
-            ),
-            (
-                b"ms k 1 Cx\r\nx\r\n",
-                b"CLIENT_ERROR bad token in command line format\r\n",
-            ),
-            (b"ms k 1 E\r\nx\r\n", b"CLIENT_ERROR invalid flag\r\n"),
-            (
-                b"ma k Jx\r\n",
-                b"CLIENT_ERROR invalid or duplicate flag\r\n",
-            ),
-            (
-                mg_long.as_bytes(),
-                b"CLIENT_ERROR bad command line format\r\n",
-            ),
+        rows![
+            b"mx k\r\n" => b"ERROR\r\n",
+            b"mg\r\n" => b"ERROR\r\n",
+            b"ms\r\n" => b"ERROR\r\n",
+            b"mg k v v\r\n" => b"CLIENT_ERROR duplicate flag\r\n",
+            b"mg k E\r\n" => b"CLIENT_ERROR invalid flag\r\n",
+            b"mg k \xff\r\n" => b"CLIENT_ERROR duplicate flag\r\n",
+            b"mg k N\r\n" => b"CLIENT_ERROR bad token in command line format\r\n",
+            b"ms k 1 Fx\r\nx\r\n" => b"CLIENT_ERROR bad command line format\r\n",
+            b"ms k 1 Cx\r\nx\r\n" => b"CLIENT_ERROR bad token in command line format\r\n",
+            b"ms k 1 E\r\nx\r\n" => b"CLIENT_ERROR invalid flag\r\n",
+            b"ma k Jx\r\n" => b"CLIENT_ERROR invalid or duplicate flag\r\n",
+            mg_long.as_bytes() => b"CLIENT_ERROR bad command line format\r\n",
             // Before the length is read, an error leaves the data block to be read as a command.
-            (
-                ms_long.as_bytes(),
-                b"CLIENT_ERROR bad command line format\r\nMN\r\n",
-            ),
-            (
-                b"ms k\r\nmn\r\n",
-                b"CLIENT_ERROR bad command line format\r\nMN\r\n",
-            ),
-            (
-                b"ms k x\r\nmn\r\n",
-                b"CLIENT_ERROR bad command line format\r\nMN\r\n",
-            ),
-            (
-                b"ms k -1\r\nmn\r\n",
-                b"CLIENT_ERROR bad command line format\r\nMN\r\n",
-            ),
-            (
-                md_long.as_bytes(),
-                b"CLIENT_ERROR bad command line format\r\n",
-            ),
-            (
-                ma_long.as_bytes(),
-                b"CLIENT_ERROR bad command line format\r\n",
-            ),
-            (
-                flags18.as_bytes(),
-                b"CLIENT_ERROR options flags are too long\r\n",
-            ),
-            (md18.as_bytes(), b"CLIENT_ERROR options flags too long\r\n"),
-            (
-                ms17.as_bytes(),
-                b"CLIENT_ERROR options flags too long\r\nMN\r\n",
-            ),
-            (opaque.as_bytes(), b"CLIENT_ERROR opaque token too long\r\n"),
+            ms_long.as_bytes() => b"CLIENT_ERROR bad command line format\r\nMN\r\n",
+            b"ms k\r\nmn\r\n" => b"CLIENT_ERROR bad command line format\r\nMN\r\n",
+            b"ms k x\r\nmn\r\n" => b"CLIENT_ERROR bad command line format\r\nMN\r\n",
+            b"ms k -1\r\nmn\r\n" => b"CLIENT_ERROR bad command line format\r\nMN\r\n",
+            md_long.as_bytes() => b"CLIENT_ERROR bad command line format\r\n",
+            ma_long.as_bytes() => b"CLIENT_ERROR bad command line format\r\n",
+            flags18.as_bytes() => b"CLIENT_ERROR options flags are too long\r\n",
+            md18.as_bytes() => b"CLIENT_ERROR options flags too long\r\n",
+            ms17.as_bytes() => b"CLIENT_ERROR options flags too long\r\nMN\r\n",
+            opaque.as_bytes() => b"CLIENT_ERROR opaque token too long\r\n",
             // Wrong data length: the block is not followed by \r\n.
-            (
-                b"ms k 1\r\nxyz\r\n",
-                b"CLIENT_ERROR bad data chunk\r\nERROR\r\n",
-            ),
-            (
-                b"ms k 1 q\r\nxyz\r\n",
-                b"CLIENT_ERROR bad data chunk\r\nERROR\r\n",
-            ),
-            (b"mn\r\n", b"MN\r\n"),
+            b"ms k 1\r\nxyz\r\n" => b"CLIENT_ERROR bad data chunk\r\nERROR\r\n",
+            b"ms k 1 q\r\nxyz\r\n" => b"CLIENT_ERROR bad data chunk\r\nERROR\r\n",
+            b"mn\r\n" => b"MN\r\n",
         ],
     );
 }
@@ -353,19 +272,16 @@ fn errors_memcached_finds_after_the_lookup_come_from_the_backend() {
     let mg250_reply = format!("HD s1 k{key250}\r\n");
     check(
         1,
-        &[
-            (b"ms k 1\r\nx\r\n", b"HD\r\n"),
-            (mg_hit.as_bytes(), b"CLIENT_ERROR opaque token too long\r\n"),
-            (
-                mg_miss.as_bytes(),
-                b"CLIENT_ERROR opaque token too long\r\n",
-            ),
-            (b"ms c 1\r\n5\r\n", b"HD\r\n"),
+        rows![
+            b"ms k 1\r\nx\r\n" => b"HD\r\n",
+            mg_hit.as_bytes() => b"CLIENT_ERROR opaque token too long\r\n",
+            mg_miss.as_bytes() => b"CLIENT_ERROR opaque token too long\r\n",
+            b"ms c 1\r\n5\r\n" => b"HD\r\n",
             // ma counts before it notices the opaque: the counter moved.
-            (ma.as_bytes(), b"CLIENT_ERROR opaque token too long\r\n"),
-            (b"mg c v\r\n", b"VA 1\r\n6\r\n"),
-            (ms250.as_bytes(), b"HD\r\n"),
-            (mg250.as_bytes(), mg250_reply.as_bytes()),
+            ma.as_bytes() => b"CLIENT_ERROR opaque token too long\r\n",
+            b"mg c v\r\n" => b"VA 1\r\n6\r\n",
+            ms250.as_bytes() => b"HD\r\n",
+            mg250.as_bytes() => mg250_reply.as_bytes(),
         ],
     );
 }
@@ -448,22 +364,15 @@ fn stats_count_meta_commands() {
         b"ms a 1\r\nx\r\nmg a\r\nmg b q\r\nmn\r\n",
         b"HD\r\nHD\r\nMN\r\n",
     );
-    c.send(b"stats\r\n");
-    let mut stats = String::new();
-    loop {
-        let line = String::from_utf8(c.read_line()).unwrap();
-        if line == "END\r\n" {
-            break;
-        }
-        stats.push_str(&line);
-    }
-    for want in [
-        "STAT cmd_mg 2\r\n",
-        "STAT cmd_ms 1\r\n",
-        "STAT cmd_mn 1\r\n",
-        "STAT cmd_md 0\r\n",
+    let stats = c.stats();
+    for (name, count) in [
+        ("cmd_mg", "2"),
+        ("cmd_ms", "1"),
+        ("cmd_mn", "1"),
+        ("cmd_md", "0"),
     ] {
-        assert!(stats.contains(want), "{want} not in {stats}");
+        let want = (name.to_string(), count.to_string());
+        assert!(stats.contains(&want), "{want:?} not in {stats:?}");
     }
 }
 

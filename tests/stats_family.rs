@@ -264,45 +264,27 @@ fn c_version(t: &Target) -> Vec<u8> {
 fn stats_subcommands_answer_memcached_bytes() {
     let t = Target::new(1);
     let mut c = t.client();
-    c.roundtrips(&[
-        (b"stats items\r\n", b"END\r\n"),
-        (b"stats sizes\r\n", b"STAT sizes_status disabled\r\nEND\r\n"),
-        (b"stats cachedump 1 1\r\n", b"END\r\n"),
-        (b"stats cachedump 63 0 extra\r\n", b"END\r\n"),
-        (b"stats cachedump\r\n", b"CLIENT_ERROR bad command line\r\n"),
-        (
-            b"stats cachedump 1\r\n",
-            b"CLIENT_ERROR bad command line\r\n",
-        ),
-        (
-            b"stats cachedump x 1\r\n",
-            b"CLIENT_ERROR bad command line format\r\n",
-        ),
-        (
-            b"stats cachedump -1 0\r\n",
-            b"CLIENT_ERROR bad command line format\r\n",
-        ),
-        (
-            b"stats cachedump 64 0\r\n",
-            b"CLIENT_ERROR Illegal slab id\r\n",
-        ),
-        (b"stats detail dump\r\n", b"END\r\n"),
-        (b"stats detail off\r\n", b"OK\r\n"),
-        (
-            b"stats detail\r\n",
-            b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
-        ),
-        (
-            b"stats detail sideways\r\n",
-            b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
-        ),
-        (b"stats reset\r\n", b"RESET\r\n"),
-        (b"stats reset now\r\n", b"RESET\r\n"),
-        (b"stats nonsense\r\n", b"ERROR\r\n"),
-        (b"cache_memlimit\r\n", b"ERROR\r\n"),
-        (b"cache_memlimit abc\r\n", b"ERROR\r\n"),
-        (b"cache_memlimit -1\r\n", b"ERROR\r\n"),
-        (b"cache_memlimit 1 2 3\r\n", b"ERROR\r\n"),
+    c.roundtrips(rows![
+        b"stats items\r\n" => b"END\r\n",
+        b"stats sizes\r\n" => b"STAT sizes_status disabled\r\nEND\r\n",
+        b"stats cachedump 1 1\r\n" => b"END\r\n",
+        b"stats cachedump 63 0 extra\r\n" => b"END\r\n",
+        b"stats cachedump\r\n" => b"CLIENT_ERROR bad command line\r\n",
+        b"stats cachedump 1\r\n" => b"CLIENT_ERROR bad command line\r\n",
+        b"stats cachedump x 1\r\n" => b"CLIENT_ERROR bad command line format\r\n",
+        b"stats cachedump -1 0\r\n" => b"CLIENT_ERROR bad command line format\r\n",
+        b"stats cachedump 64 0\r\n" => b"CLIENT_ERROR Illegal slab id\r\n",
+        b"stats detail dump\r\n" => b"END\r\n",
+        b"stats detail off\r\n" => b"OK\r\n",
+        b"stats detail\r\n" => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
+        b"stats detail sideways\r\n" => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
+        b"stats reset\r\n" => b"RESET\r\n",
+        b"stats reset now\r\n" => b"RESET\r\n",
+        b"stats nonsense\r\n" => b"ERROR\r\n",
+        b"cache_memlimit\r\n" => b"ERROR\r\n",
+        b"cache_memlimit abc\r\n" => b"ERROR\r\n",
+        b"cache_memlimit -1\r\n" => b"ERROR\r\n",
+        b"cache_memlimit 1 2 3\r\n" => b"ERROR\r\n",
     ]);
     // A bad limit with noreply is silent, as in memcached.
     c.send(b"cache_memlimit abc noreply\r\n");

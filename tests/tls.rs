@@ -119,65 +119,45 @@ fn tls_both_sides(listen_extra: &str) -> Setup {
 fn every_classic_command_over_tls_to_memroute_and_to_memcached() {
     let s = tls_both_sides("");
     let mut c = TlsClient::open(s.memroute.port, &s.pki.client());
-    c.roundtrips(&[
-        (b"set k1 5 0 3\r\nabc\r\n", b"STORED\r\n"),
-        (b"get k1\r\n", b"VALUE k1 5 3\r\nabc\r\nEND\r\n"),
-        (b"add k1 0 0 1\r\nx\r\n", b"NOT_STORED\r\n"),
-        (b"add k2 0 0 2\r\nxy\r\n", b"STORED\r\n"),
-        (b"replace k2 1 0 2\r\nzz\r\n", b"STORED\r\n"),
-        (b"replace nope 0 0 1\r\nz\r\n", b"NOT_STORED\r\n"),
-        (b"append k1 0 0 2\r\nde\r\n", b"STORED\r\n"),
-        (b"prepend k1 0 0 2\r\n<<\r\n", b"STORED\r\n"),
-        (
-            b"get k1 k2 nope\r\n",
-            b"VALUE k1 5 7\r\n<<abcde\r\nVALUE k2 1 2\r\nzz\r\nEND\r\n",
-        ),
+    c.roundtrips(rows![
+        b"set k1 5 0 3\r\nabc\r\n" => b"STORED\r\n",
+        b"get k1\r\n" => b"VALUE k1 5 3\r\nabc\r\nEND\r\n",
+        b"add k1 0 0 1\r\nx\r\n" => b"NOT_STORED\r\n",
+        b"add k2 0 0 2\r\nxy\r\n" => b"STORED\r\n",
+        b"replace k2 1 0 2\r\nzz\r\n" => b"STORED\r\n",
+        b"replace nope 0 0 1\r\nz\r\n" => b"NOT_STORED\r\n",
+        b"append k1 0 0 2\r\nde\r\n" => b"STORED\r\n",
+        b"prepend k1 0 0 2\r\n<<\r\n" => b"STORED\r\n",
+        b"get k1 k2 nope\r\n" => b"VALUE k1 5 7\r\n<<abcde\r\nVALUE k2 1 2\r\nzz\r\nEND\r\n",
     ]);
     // gets / cas: the token from memcached works through the proxy; a stale one is refused.
-    c.send(b"gets k2\r\n");
-    let header = String::from_utf8(c.read_line()).unwrap();
-    let cas: u64 = header
-        .trim_end()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(header, format!("VALUE k2 1 2 {cas}\r\n"));
-    c.expect(b"zz\r\nEND\r\n");
-    c.roundtrip(
-        format!("cas k2 0 0 1 {cas}\r\nq\r\n").as_bytes(),
-        b"STORED\r\n",
-    );
-    c.roundtrip(
-        format!("cas k2 0 0 1 {cas}\r\nr\r\n").as_bytes(),
-        b"EXISTS\r\n",
-    );
-    c.roundtrips(&[
-        (b"cas nope 0 0 1 1\r\nr\r\n", b"NOT_FOUND\r\n"),
-        (b"set n 0 0 2\r\n10\r\n", b"STORED\r\n"),
-        (b"incr n 5\r\n", b"15\r\n"),
+    let cas = c.gets_cas("k2");
+    let gets = format!("VALUE k2 1 2 {cas}\r\nzz\r\nEND\r\n");
+    let cas_with = |value: &str| format!("cas k2 0 0 1 {cas}\r\n{value}\r\n");
+    let (fresh, stale) = (cas_with("q"), cas_with("r"));
+    c.roundtrips(rows![
+        b"gets k2\r\n" => gets.as_bytes(),
+        fresh.as_bytes() => b"STORED\r\n",
+        stale.as_bytes() => b"EXISTS\r\n",
+        b"cas nope 0 0 1 1\r\nr\r\n" => b"NOT_FOUND\r\n",
+        b"set n 0 0 2\r\n10\r\n" => b"STORED\r\n",
+        b"incr n 5\r\n" => b"15\r\n",
         // memcached rewrites a counter in place: "15" decremented to 0 is stored as "0 ".
-        (b"decr n 20\r\n", b"0\r\n"),
-        (
-            b"incr k1 1\r\n",
-            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
-        ),
-        (b"touch n 100\r\n", b"TOUCHED\r\n"),
-        (b"touch nope 100\r\n", b"NOT_FOUND\r\n"),
-        (b"gat 100 n\r\n", b"VALUE n 0 2\r\n0 \r\nEND\r\n"),
+        b"decr n 20\r\n" => b"0\r\n",
+        b"incr k1 1\r\n" => b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        b"touch n 100\r\n" => b"TOUCHED\r\n",
+        b"touch nope 100\r\n" => b"NOT_FOUND\r\n",
+        b"gat 100 n\r\n" => b"VALUE n 0 2\r\n0 \r\nEND\r\n",
     ]);
-    c.send(b"gats 100 n\r\n");
-    let header = c.read_line();
-    assert!(header.starts_with(b"VALUE n 0 2 "), "{header:?}");
-    c.expect(b"0 \r\nEND\r\n");
-    c.roundtrip(b"delete n\r\n", b"DELETED\r\n");
-    c.roundtrip(b"delete n\r\n", b"NOT_FOUND\r\n");
-    c.roundtrip(
-        b"set q 0 0 1 noreply\r\nq\r\nget q\r\n",
-        b"VALUE q 0 1\r\nq\r\nEND\r\n",
-    );
-    c.roundtrip(b"verbosity 1\r\n", b"OK\r\n");
+    // gats shows the cas unique gets does (touching does not change it).
+    let gats = format!("VALUE n 0 2 {}\r\n0 \r\nEND\r\n", c.gets_cas("n"));
+    c.roundtrips(rows![
+        b"gats 100 n\r\n" => gats.as_bytes(),
+        b"delete n\r\n" => b"DELETED\r\n",
+        b"delete n\r\n" => b"NOT_FOUND\r\n",
+        b"set q 0 0 1 noreply\r\nq\r\nget q\r\n" => b"VALUE q 0 1\r\nq\r\nEND\r\n",
+        b"verbosity 1\r\n" => b"OK\r\n",
+    ]);
     c.send(b"version\r\n");
     assert!(c.read_line().starts_with(b"VERSION "));
     c.roundtrip(b"bogus\r\n", b"ERROR\r\n");

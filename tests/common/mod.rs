@@ -39,6 +39,16 @@ pub use target::{
     target,
 };
 
+/// A table of `(request, expected reply)` rows for [`Client::roundtrips`], one row a line in
+/// the form [`exchange_tests!`] uses: `rows![b"get k\r\n" => b"END\r\n", …]`. Either side is
+/// any byte-string expression (`b"…"`, `line.as_bytes()`); an empty reply means none is expected.
+#[macro_export]
+macro_rules! rows {
+    ($($request:expr => $reply:expr),* $(,)?) => {
+        &[$((&$request[..], &$reply[..])),*]
+    };
+}
+
 /// Tests that are only bytes in and bytes out, as a table (pelikan's style): one `#[test]` per
 /// row `name: request => reply, request => reply, …;`, run in order on one connection to a fresh
 /// [`Target`] by [`run_exchanges`]. An empty reply means none is expected (`noreply`).
@@ -49,7 +59,7 @@ macro_rules! exchange_tests {
             $(#[$meta])*
             #[test]
             fn $name() {
-                $crate::common::run_exchanges(&[$((&$request[..], &$reply[..])),+]);
+                $crate::common::run_exchanges($crate::rows![$($request => $reply),+]);
             }
         )+
     };
