@@ -10,6 +10,8 @@
 //! - [`inflight`]: the connection's FIFO of written requests, their deadlines and its timer.
 //! - [`batch`]: what one write holds: encoded requests, their in-flight entries, and `get`s of
 //!   different clients merged into one multi-key command.
+//! - [`settings`]: [`ServerSettings`], one server's settings, shared by the server, its
+//!   connections and its health.
 //! - [`health`]: up / down / probing: consecutive-failure counting, mark down, one probe per
 //!   retry.
 //! - [`error`]: [`BackendError`], what failed, where, whether a retry is safe, and the cause.
@@ -21,7 +23,9 @@ pub mod health;
 pub mod inflight;
 pub mod pool;
 pub mod server;
+pub mod settings;
 
 pub use error::{BackendError, ErrorKind, Origin};
 pub use pool::Pool;
 pub use server::{Lane, Server};
+pub use settings::ServerSettings;

@@ -19,7 +19,7 @@ use crate::route::tiers::reshard::{self, MAX_PREVIOUS_RINGS, PreviousRing};
 
 use arc_swap::ArcSwap;
 
-use crate::backend::server::ServerKey;
+use crate::backend::ServerSettings;
 use crate::backend::{Pool, Server};
 use crate::config::reload::ReloadOutcome;
 use crate::config::{Config, ListenAddress, LowerOnWrite, RouteConfig};
@@ -54,7 +54,8 @@ pub struct Shared {
     current: ArcSwap<Snapshot>,
     /// Every metric.
     pub metrics: Arc<Metrics>,
-    servers: Mutex<HashMap<ServerKey, Weak<Server>>>,
+    /// The running servers by their settings: a reload reuses those whose settings it keeps.
+    servers: Mutex<HashMap<Arc<ServerSettings>, Weak<Server>>>,
     /// TLS acceptors and connectors, kept across reloads that keep their settings.
     tls: crate::tls::Registry,
     /// The generation of the last snapshot built.
@@ -191,7 +192,8 @@ impl Shared {
         // A removed server is never reused, even while requests still hold it: its series are
         // gone from the registry, and a later config that lists it again must start a server
         // with fresh handles (reusing the old one left it counting into detached series).
-        lock(&self.servers).retain(|key, w| w.strong_count() > 0 && in_use.contains(&key.address));
+        lock(&self.servers)
+            .retain(|settings, w| w.strong_count() > 0 && in_use.contains(&settings.address));
     }
 
     /// Closes the reshard windows that end at `until` (a task sleeps until then).
@@ -280,7 +282,7 @@ impl Shared {
 /// What snapshots are built from besides the config.
 struct State<'a> {
     metrics: &'a Arc<Metrics>,
-    servers: &'a Mutex<HashMap<ServerKey, Weak<Server>>>,
+    servers: &'a Mutex<HashMap<Arc<ServerSettings>, Weak<Server>>>,
     tls: &'a crate::tls::Registry,
     replay: &'a Arc<Replay>,
 }
@@ -328,12 +330,12 @@ fn servers_of(snapshot: &Snapshot, previous: &Previous) -> HashSet<String> {
         .pools
         .values()
         .chain(previous.values().flatten().map(|r| &r.pool))
-        .flat_map(|p| p.servers.iter().map(|s| s.address.clone()))
+        .flat_map(|p| p.servers.iter().map(|s| s.address().to_string()))
         .collect()
 }
 
 fn addresses(pool: &Pool) -> Vec<&str> {
-    pool.servers.iter().map(|s| s.address.as_str()).collect()
+    pool.servers.iter().map(|s| s.address()).collect()
 }
 
 /// A poisoned lock still guards valid data.
@@ -346,7 +348,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn start_pools(
     config: &Config,
     metrics: &Metrics,
-    servers: &Mutex<HashMap<ServerKey, Weak<Server>>>,
+    servers: &Mutex<HashMap<Arc<ServerSettings>, Weak<Server>>>,
     tls: &crate::tls::Registry,
 ) -> BTreeMap<String, Arc<Pool>> {
     let mut table = lock(servers);
@@ -357,25 +359,17 @@ fn start_pools(
             .servers
             .iter()
             .map(|sc| {
-                let key = ServerKey {
-                    address: sc.address.clone(),
-                    connections: pc.connections,
-                    timeout: pc.timeout,
-                    failure_limit: pc.failure_limit,
-                    retry_timeout: pc.retry_timeout,
-                    merge_gets: pc.merge_gets,
-                    tls: pc.tls.clone(),
-                    max_value_size: config.listen.max_value_size,
-                };
-                if let Some(s) = table.get(&key).and_then(Weak::upgrade) {
+                let settings = ServerSettings::new(pc, sc, config.listen.max_value_size);
+                if let Some(s) = table.get(&settings).and_then(Weak::upgrade) {
                     return s;
                 }
+                let settings = Arc::new(settings);
                 let s = Arc::new(Server::start(
-                    &key,
+                    settings.clone(),
                     metrics.backend.server(&sc.address),
                     connector.clone(),
                 ));
-                table.insert(key, Arc::downgrade(&s));
+                table.insert(settings, Arc::downgrade(&s));
                 s
             })
             .collect();

@@ -33,6 +33,7 @@ use super::batch::Batch;
 use super::error::{BackendError, ErrorKind, Origin};
 use super::health::Health;
 use super::inflight::{Expiry, InFlightQueue};
+use super::settings::ServerSettings;
 use crate::metrics::ServerMetrics;
 use crate::protocol::backend::{Response, parse};
 use crate::protocol::command::Op;
@@ -97,18 +98,12 @@ impl Default for Backoff {
 /// What a connection needs to know about its server.
 #[derive(Clone)]
 pub struct Target {
-    /// `host:port`, resolved on every connect.
-    pub address: String,
-    /// The pool's per-request timeout (also the connect timeout).
-    pub timeout: Duration,
+    /// The server's settings (address, timeout, merging, value limit), shared with the server.
+    pub settings: Arc<ServerSettings>,
     /// Shared with the server.
     pub health: Arc<Health>,
     /// Per-server metric handles.
     pub metrics: ServerMetrics,
-    /// Merge adjacent retrievals into one command (the pool's `merge_gets`).
-    pub merge_gets: bool,
-    /// Longest value accepted from the server (the listener's `max_value_size`).
-    pub max_value_size: usize,
     /// TLS to the server (the pool's `tls`), shared by the server's connections.
     pub tls: Option<Arc<crate::tls::connect::ServerTls>>,
 }
@@ -141,7 +136,7 @@ async fn supervise(target: Target, mut rx: mpsc::UnboundedReceiver<Job>) {
         match attempt.catch_unwind().await {
             Ok(Ended::Drained) => return,
             Ok(Ended::Failed(e)) => {
-                tracing::debug!(server = %target.address, error = %e, "backend connection ended");
+                tracing::debug!(server = %target.settings.address, error = %e, "backend connection ended");
                 if e.kind == ErrorKind::Tls {
                     refused = ErrorKind::Tls;
                 }
@@ -152,7 +147,7 @@ async fn supervise(target: Target, mut rx: mpsc::UnboundedReceiver<Job>) {
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                tracing::error!(server = %target.address, panic = %what, "backend connection task panicked; reconnecting");
+                tracing::error!(server = %target.settings.address, panic = %what, "backend connection task panicked; reconnecting");
                 target.health.record_failure(&target.metrics);
             }
         }
@@ -179,44 +174,47 @@ async fn connect_and_serve(
     rx: &mut mpsc::UnboundedReceiver<Job>,
     backoff: &mut Backoff,
 ) -> Ended {
-    let connect = tokio::time::timeout(target.timeout, TcpStream::connect(&target.address));
+    let connect = tokio::time::timeout(
+        target.settings.timeout,
+        TcpStream::connect(&target.settings.address),
+    );
     let stream = match connect.await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             let e = BackendError::new(ErrorKind::Connect, Origin::Connect).because(e);
-            tracing::debug!(server = %target.address, error = %e, "connect failed");
+            tracing::debug!(server = %target.settings.address, error = %e, "connect failed");
             target.metrics.connect_errors.inc();
             target.health.record_failure(&target.metrics);
             return Ended::Failed(e);
         }
         Err(elapsed) => {
             let e = BackendError::new(ErrorKind::Connect, Origin::Connect).because(elapsed);
-            tracing::debug!(server = %target.address, error = %e, "connect timed out");
+            tracing::debug!(server = %target.settings.address, error = %e, "connect timed out");
             target.metrics.connect_errors.inc();
             target.health.record_failure(&target.metrics);
             return Ended::Failed(e);
         }
     };
     let _ = stream.set_nodelay(true);
-    tracing::debug!(server = %target.address, "connected");
+    tracing::debug!(server = %target.settings.address, "connected");
     let Some(tls) = &target.tls else {
         backoff.reset();
         let (rd, wr) = stream.into_split();
         return Connection::new(target).serve(rd, wr, rx).await;
     };
-    let failed = match tokio::time::timeout(target.timeout, tls.connect(stream)).await {
+    let failed = match tokio::time::timeout(target.settings.timeout, tls.connect(stream)).await {
         Ok(Ok(stream)) => {
             backoff.reset();
             let (rd, wr) = crate::tls::split::split(stream);
             return Connection::new(target).serve(rd, wr, rx).await;
         }
         Ok(Err(e)) => {
-            tls.log_failure(&target.address, &e);
+            tls.log_failure(&target.settings.address, &e);
             BackendError::new(ErrorKind::Tls, Origin::Connect).because(e)
         }
         Err(_) => {
             let e = crate::tls::connect::ConnectError::Timeout;
-            tls.log_failure(&target.address, &e);
+            tls.log_failure(&target.settings.address, &e);
             BackendError::new(ErrorKind::Tls, Origin::Connect).because(e)
         }
     };
@@ -239,7 +237,7 @@ impl<'a> Connection<'a> {
     fn new(target: &'a Target) -> Connection<'a> {
         Connection {
             target,
-            queue: InFlightQueue::new(stuck_limit(target.timeout)),
+            queue: InFlightQueue::new(stuck_limit(target.settings.timeout)),
             rbuf: BytesMut::with_capacity(64 * 1024),
             wbuf: BytesMut::with_capacity(16 * 1024),
             written: 0,
@@ -293,7 +291,7 @@ impl<'a> Connection<'a> {
                         }
                     }
                     Expiry::Stuck => {
-                        tracing::warn!(server = %self.target.address, "backend stuck, reconnecting");
+                        tracing::warn!(server = %self.target.settings.address, "backend stuck, reconnecting");
                         self.target.health.record_failure(&self.target.metrics);
                         break BackendError::new(ErrorKind::Timeout, Origin::Deadline);
                     }
@@ -305,7 +303,7 @@ impl<'a> Connection<'a> {
 
     /// Takes every complete answer off the read buffer and hands it over.
     fn take_answers(&mut self) -> Result<(), BackendError> {
-        let max = self.target.max_value_size;
+        let max = self.target.settings.max_value_size;
         while let Some(front) = self.queue.front() {
             match parse(front.expect(max), &mut self.rbuf) {
                 Ok(Some(response)) => {
@@ -320,7 +318,7 @@ impl<'a> Connection<'a> {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::warn!(server = %self.target.address, error = %e, "backend protocol error, closing the connection");
+                    tracing::warn!(server = %self.target.settings.address, error = %e, "backend protocol error, closing the connection");
                     self.target.metrics.protocol_errors.inc();
                     self.target.health.record_failure(&self.target.metrics);
                     return Err(BackendError::new(ErrorKind::Protocol, Origin::Parse).because(e));
@@ -329,7 +327,7 @@ impl<'a> Connection<'a> {
         }
         if self.queue.is_empty() && !self.rbuf.is_empty() {
             let e = crate::protocol::backend::ProtocolError("data nobody asked for".into());
-            tracing::warn!(server = %self.target.address, error = %e, "backend protocol error, closing the connection");
+            tracing::warn!(server = %self.target.settings.address, error = %e, "backend protocol error, closing the connection");
             self.target.metrics.protocol_errors.inc();
             self.target.health.record_failure(&self.target.metrics);
             return Err(BackendError::new(ErrorKind::Protocol, Origin::Parse).because(e));
@@ -344,7 +342,7 @@ impl<'a> Connection<'a> {
         // its waker, which would otherwise write every request alone.
         yield_once().await;
         let offset = self.written;
-        let mut batch = Batch::new(self.target.merge_gets);
+        let mut batch = Batch::new(self.target.settings.merge_gets);
         let metrics = &self.target.metrics;
         batch.push(&mut self.queue, &mut self.wbuf, offset, job, metrics);
         while self.wbuf.len() < WRITE_BATCH {
@@ -391,7 +389,7 @@ async fn write_or_flush(
 /// the handshake, on the first read: that is a TLS failure, counted and answered as one.
 fn read_error(target: &Target, e: std::io::Error) -> BackendError {
     match &target.tls {
-        Some(tls) if tls.session_failed(&target.address, &e) => {
+        Some(tls) if tls.session_failed(&target.settings.address, &e) => {
             target.metrics.tls_errors.inc();
             BackendError::new(ErrorKind::Tls, Origin::Read).because(e)
         }

@@ -16,12 +16,13 @@
 //! The probe does not depend on client traffic, so a replica that `/readyz` took out of a load
 //! balancer still finds out that its servers came back.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
+use super::settings::ServerSettings;
 use crate::metrics::ServerMetrics;
 
 /// Bumped whenever any server goes down or up, so ejecting pools know to rebuild their ring.
@@ -53,25 +54,21 @@ pub enum State {
 /// Health of one server.
 #[derive(Debug)]
 pub struct Health {
-    address: String,
+    settings: Arc<ServerSettings>,
     failures: AtomicU32,
     /// Monotonic ms at which a down server is due a probe; 0 = up.
     down_until: AtomicU64,
-    failure_limit: u32,
-    retry_timeout: Duration,
     /// Woken when the server is marked down (the prober waits on it).
     marked_down: Notify,
 }
 
 impl Health {
     /// A healthy server.
-    pub fn new(address: &str, failure_limit: u32, retry_timeout: Duration) -> Health {
+    pub fn new(settings: Arc<ServerSettings>) -> Health {
         Health {
-            address: address.to_string(),
+            settings,
             failures: AtomicU32::new(0),
             down_until: AtomicU64::new(0),
-            failure_limit: failure_limit.max(1),
-            retry_timeout,
             marked_down: Notify::new(),
         }
     }
@@ -105,14 +102,15 @@ impl Health {
             .failures
             .fetch_add(1, Ordering::AcqRel)
             .saturating_add(1);
-        if failures < self.failure_limit {
+        if failures < self.settings.failure_limit.max(1) {
             return;
         }
-        let until = now_ms() + self.retry_timeout.as_millis() as u64;
+        let retry_timeout = self.settings.retry_timeout;
+        let until = now_ms() + retry_timeout.as_millis() as u64;
         if self.down_until.swap(until, Ordering::AcqRel) == 0 {
             metrics.up.set(0);
             metrics.marked_down.inc();
-            tracing::warn!(server = %self.address, failures, retry_in = ?self.retry_timeout, "server marked down");
+            tracing::warn!(server = %self.settings.address, failures, retry_in = ?retry_timeout, "server marked down");
             HEALTH_CHANGES.fetch_add(1, Ordering::AcqRel);
             self.marked_down.notify_waiters();
         }
@@ -126,7 +124,7 @@ impl Health {
         self.failures.store(0, Ordering::Release);
         if self.down_until.swap(0, Ordering::AcqRel) != 0 {
             metrics.up.set(1);
-            tracing::info!(server = %self.address, "server up");
+            tracing::info!(server = %self.settings.address, "server up");
             HEALTH_CHANGES.fetch_add(1, Ordering::AcqRel);
         }
     }
@@ -147,11 +145,20 @@ impl Health {
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
+    use std::time::Duration;
+
+    fn health(failure_limit: u32, retry_timeout: Duration) -> Health {
+        Health::new(Arc::new(ServerSettings {
+            failure_limit,
+            retry_timeout,
+            ..ServerSettings::test("s")
+        }))
+    }
 
     #[test]
     fn marked_down_at_the_limit_and_up_after_success() {
         let metrics = Metrics::new().backend.server("s");
-        let h = Health::new("s", 3, Duration::from_secs(60));
+        let h = health(3, Duration::from_secs(60));
         h.record_failure(&metrics);
         h.record_failure(&metrics);
         assert_eq!(h.state(), State::Up);
@@ -168,7 +175,7 @@ mod tests {
     #[test]
     fn a_due_server_is_probing_and_still_refuses_requests() {
         let metrics = Metrics::new().backend.server("s");
-        let h = Health::new("s", 2, Duration::from_millis(0));
+        let h = health(2, Duration::from_millis(0));
         h.record_failure(&metrics);
         h.record_failure(&metrics);
         // retry_timeout 0: the retry time has come; the server is probed, clients still refused.
@@ -176,7 +183,7 @@ mod tests {
         assert!(h.is_down());
         assert_eq!(metrics.up.get(), 0);
         // A failed probe: down again, counted once as marked down.
-        let h = Health::new("s", 2, Duration::from_secs(60));
+        let h = health(2, Duration::from_secs(60));
         h.failures.store(5, Ordering::Relaxed);
         h.down_until.store(1, Ordering::Relaxed);
         h.record_failure(&metrics);

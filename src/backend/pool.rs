@@ -92,9 +92,9 @@ impl Pool {
         for (i, s) in self.servers.iter().enumerate() {
             if next.ejected[i] && !before.ejected[i] {
                 s.metrics.ejections.inc();
-                tracing::warn!(pool = %self.config.name, server = %s.address, "server ejected from ring");
+                tracing::warn!(pool = %self.config.name, server = %s.address(), "server ejected from ring");
             } else if before.ejected[i] && !next.ejected[i] {
-                tracing::info!(pool = %self.config.name, server = %s.address, "server back in ring");
+                tracing::info!(pool = %self.config.name, server = %s.address(), "server back in ring");
             }
         }
         live.current.store(Arc::new(next));

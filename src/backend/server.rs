@@ -12,30 +12,10 @@ use tokio::time::Instant;
 use super::conn::{self, Answer, Job, Target};
 use super::error::{BackendError, ErrorKind, Origin};
 use super::health::{Health, now_ms};
+use super::settings::ServerSettings;
 use crate::metrics::ServerMetrics;
 use crate::protocol::backend::Response;
 use crate::protocol::command::{Op, Retrieval};
-
-/// Settings that, when equal, let a reload keep a server's connections.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ServerKey {
-    /// `host:port` as written.
-    pub address: String,
-    /// Connections to keep open.
-    pub connections: usize,
-    /// Per-request timeout.
-    pub timeout: Duration,
-    /// Failures before marking down.
-    pub failure_limit: u32,
-    /// Time spent down before a retry.
-    pub retry_timeout: Duration,
-    /// Merge adjacent retrievals into one command.
-    pub merge_gets: bool,
-    /// Longest value accepted from the server (the listener's `max_value_size`).
-    pub max_value_size: usize,
-    /// TLS to the server (the pool's `tls`).
-    pub tls: Option<crate::tls::BackendTls>,
-}
 
 /// Which of a server's `connections` a client session's requests go over.
 ///
@@ -62,14 +42,13 @@ impl Lane {
 
 /// A backend server shared by every pool (and config snapshot) that lists it.
 pub struct Server {
-    /// `host:port` as written.
-    pub address: String,
+    /// Its settings, shared with its connections and its health.
+    pub settings: Arc<ServerSettings>,
     /// Its health.
     pub health: Arc<Health>,
     /// Its metric handles.
     pub metrics: ServerMetrics,
     conns: Vec<mpsc::UnboundedSender<Job>>,
-    timeout: Duration,
     prober: JoinHandle<()>,
 }
 
@@ -90,42 +69,38 @@ impl Server {
     /// Starts the server's connections (over TLS with `tls`, the pool's connector) and its
     /// prober. Must run inside the tokio runtime.
     pub fn start(
-        key: &ServerKey,
+        settings: Arc<ServerSettings>,
         metrics: ServerMetrics,
         tls: Option<Arc<crate::tls::Connector>>,
     ) -> Server {
-        let health = Arc::new(Health::new(
-            &key.address,
-            key.failure_limit,
-            key.retry_timeout,
-        ));
+        let health = Arc::new(Health::new(settings.clone()));
         let target = Target {
-            address: key.address.clone(),
-            timeout: key.timeout,
+            settings: settings.clone(),
             health: health.clone(),
             metrics: metrics.clone(),
-            merge_gets: key.merge_gets,
-            max_value_size: key.max_value_size,
-            tls: tls.map(|c| Arc::new(crate::tls::connect::ServerTls::new(c, &key.address))),
+            tls: tls.map(|c| Arc::new(crate::tls::connect::ServerTls::new(c, &settings.address))),
         };
-        let conns: Vec<_> = (0..key.connections.max(1))
+        let conns: Vec<_> = (0..settings.connections.max(1))
             .map(|_| conn::spawn(target.clone()))
             .collect();
         let prober = tokio::spawn(probe(
-            key.address.clone(),
+            settings.clone(),
             health.clone(),
             conns[0].downgrade(),
             metrics.clone(),
-            key.timeout,
         ));
         Server {
-            address: key.address.clone(),
+            settings,
             health,
             metrics,
             conns,
-            timeout: key.timeout,
             prober,
         }
+    }
+
+    /// `host:port` as written.
+    pub fn address(&self) -> &str {
+        &self.settings.address
     }
 
     /// Queues `op` on the connection of `lane` (see [`Lane`]). Fails at once while the server is
@@ -139,7 +114,7 @@ impl Server {
         let job = Job {
             op,
             tx,
-            deadline: Instant::now() + self.timeout,
+            deadline: Instant::now() + self.settings.timeout,
         };
         // `conns` is never empty (at least one connection is started); `get` keeps that
         // promise out of the request path's panics.
@@ -170,11 +145,10 @@ const PROBE_KEY: &[u8] = b"memroute:probe";
 /// on the first connection: the answer marks the server up (the connection records it), a
 /// failure keeps it down for another `retry_timeout`.
 async fn probe(
-    address: String,
+    settings: Arc<ServerSettings>,
     health: Arc<Health>,
     conn: mpsc::WeakUnboundedSender<Job>,
     metrics: ServerMetrics,
-    timeout: Duration,
 ) {
     loop {
         health.wait_down().await;
@@ -197,7 +171,7 @@ async fn probe(
                 keys: vec![Bytes::from_static(PROBE_KEY)],
             },
             tx,
-            deadline: Instant::now() + timeout,
+            deadline: Instant::now() + settings.timeout,
         };
         if conn.send(job).is_err() {
             return;
@@ -206,11 +180,11 @@ async fn probe(
         match Pending(rx).wait().await {
             Ok(Response::Values(_)) => health.record_success(&metrics),
             Ok(answer) => {
-                tracing::warn!(server = %address, ?answer, "probe answered with an error");
+                tracing::warn!(server = %settings.address, ?answer, "probe answered with an error");
                 health.record_failure(&metrics);
             }
             Err(e) => {
-                tracing::debug!(server = %address, error = %e, "probe failed");
+                tracing::debug!(server = %settings.address, error = %e, "probe failed");
                 health.record_failure(&metrics);
             }
         }

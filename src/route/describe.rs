@@ -52,7 +52,7 @@ pub fn key(route: &Route, key: &[u8], answer: &mut Value) {
         let server = s
             .pool
             .locate(key)
-            .map(|srv| json!(srv.address))
+            .map(|srv| json!(srv.address()))
             .unwrap_or(Value::Null);
         map.insert(
             "shadow".into(),
@@ -75,7 +75,7 @@ fn gutter(pool: &Pool, gutter: Option<&Gutter>, key: &[u8]) -> Value {
     let server = g
         .pool
         .locate(key)
-        .map(|s| json!(s.address))
+        .map(|s| json!(s.address()))
         .unwrap_or(Value::Null);
     json!({
         "pool": g.pool.name(),
@@ -93,7 +93,7 @@ pub fn tier(index: usize, pool: &Pool, key: &[u8]) -> Value {
             json!({
                 "tier": index,
                 "pool": pool.name(),
-                "server": server.address,
+                "server": server.address(),
                 "down": server.health.is_down(),
             })
         }

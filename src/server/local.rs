@@ -51,7 +51,7 @@ fn fan_out(snapshot: &Snapshot, lane: Lane, op: Op) -> ReplyFuture {
         .pools
         .values()
         .flat_map(|p| p.servers.iter())
-        .filter(|s| seen.insert(s.address.clone()))
+        .filter(|s| seen.insert(s.address().to_string()))
         .cloned()
         .collect();
     let sent: Vec<_> = servers.iter().map(|s| s.send(lane, op.clone())).collect();

@@ -21,13 +21,14 @@ async fn a_refused_server_is_retried_with_backoff_and_requests_fail_fast() {
         l.local_addr().unwrap().port()
     };
     let metrics = Metrics::new().backend.server("s");
+    let settings = Arc::new(ServerSettings {
+        failure_limit: 1000,
+        ..ServerSettings::test(&format!("127.0.0.1:{port}"))
+    });
     let target = Target {
-        address: format!("127.0.0.1:{port}"),
-        timeout: Duration::from_secs(1),
-        health: Arc::new(Health::new("s", 1000, Duration::from_secs(10))),
+        settings: settings.clone(),
+        health: Arc::new(Health::new(settings)),
         metrics: metrics.clone(),
-        merge_gets: true,
-        max_value_size: 1024,
         tls: None,
     };
     let tx = spawn(target);

@@ -10,18 +10,13 @@ use crate::protocol::command::Keyed;
 #[tokio::test]
 async fn a_probe_is_one_request_and_clients_fail_fast_meanwhile() {
     let frozen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let key = ServerKey {
-        address: frozen.local_addr().unwrap().to_string(),
-        connections: 1,
+    let settings = ServerSettings {
         timeout: Duration::from_millis(50),
-        failure_limit: 1,
         retry_timeout: Duration::from_millis(100),
-        merge_gets: true,
-        max_value_size: 1024,
-        tls: None,
+        ..ServerSettings::test(&frozen.local_addr().unwrap().to_string())
     };
     let metrics = Metrics::new().backend.server("s");
-    let server = Server::start(&key, metrics.clone(), None);
+    let server = Server::start(Arc::new(settings), metrics.clone(), None);
     let delete = || {
         Op::Keyed(Keyed::Delete {
             key: Bytes::from_static(b"k"),

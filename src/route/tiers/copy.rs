@@ -38,7 +38,7 @@ pub async fn copy_up(route: &Route, lane: Lane, key: &Bytes, from: usize) -> Cop
     let _held = route.key_locks.shared(key).await;
     let lower = &route.tiers[from];
     if let Ok(server) = lower.locate(key) {
-        if route.replay.pending(&server.address, key) {
+        if route.replay.pending(server.address(), key) {
             // A delete for it waits to be replayed there: whatever it holds is gone.
             return CopyUp::Missing;
         }

@@ -260,7 +260,7 @@ async fn lookup(
         let pool: &Pool = &routes[i].tiers[tier];
         match pool.locate(&keys[i]) {
             // A delete for it waits to be replayed there: whatever that server holds is gone.
-            Ok(server) if tier > 0 && routes[i].replay.pending(&server.address, &keys[i]) => {}
+            Ok(server) if tier > 0 && routes[i].replay.pending(server.address(), &keys[i]) => {}
             Ok(server) => match groups.iter_mut().find(|(s, _)| Arc::ptr_eq(s, server)) {
                 Some((_, members)) => members.push(i),
                 None => groups.push((server.clone(), vec![i])),

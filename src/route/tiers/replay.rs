@@ -78,7 +78,7 @@ impl Replay {
         {
             let mut queues = lock(&self.queues);
             let q = queues
-                .entry(server.address.clone())
+                .entry(server.address().to_string())
                 .or_insert_with(|| Queue {
                     server: Arc::downgrade(server),
                     keys: VecDeque::new(),
@@ -195,7 +195,7 @@ async fn run(replay: Arc<Replay>) {
                     _ => failed.push(key),
                 }
             }
-            replay.finish_round(&server.address, &done, failed);
+            replay.finish_round(server.address(), &done, failed);
         }
         if replay.is_empty() {
             replay.running.store(false, Ordering::Release);

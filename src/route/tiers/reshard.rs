@@ -146,7 +146,7 @@ impl Route {
         !(p.base..tier).any(|t| {
             self.tiers[t]
                 .locate(key)
-                .is_ok_and(|s| Arc::ptr_eq(s, server) || s.address == server.address)
+                .is_ok_and(|s| Arc::ptr_eq(s, server) || s.address() == server.address())
         })
     }
 
