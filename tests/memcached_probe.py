@@ -63,12 +63,20 @@ def probe(port, data, chunks=None, wait=WAIT):
     return out, closed, follow
 
 
+def with_keys(data):
+    for placeholder, key in KEYS.items():
+        data = data.replace(placeholder, key)
+    return data
+
+
 def short(b, n=160):
     return repr(b) if len(b) <= n else repr(b[:n]) + "...(%d bytes)" % len(b)
 
 
 K250 = b"a" * 250
 K251 = b"b" * 251
+# Where a case writes <K250> or <K251>, it sends a key of that many bytes instead.
+KEYS = {b"<K250>": K250, b"<K251>": K251}
 CASES = [
     # (name, bytes) or (name, bytes, {"chunks": [...], "wait": s})
     ("unknown command", b"foo\r\n"),
@@ -192,27 +200,27 @@ CASES = [
     ("shutdown", b"shutdown\r\n"),
     ("quit", b"quit\r\n"),
     ("quit foo", b"quit foo\r\n"),
-    ("get key of 250 bytes", b"get " + K250 + b"\r\n"),
-    ("get key of 251 bytes", b"get " + K251 + b"\r\n"),
-    ("get 251 then pipelined get", b"set g1 0 0 1\r\n1\r\nget " + K251 + b"\r\nget g1\r\n"),
-    ("multi-get with a 251-byte key in the middle", b"set g2 0 0 1\r\n1\r\nget g2 " + K251 + b" g2\r\n"),
-    ("gets key of 251 bytes", b"gets " + K251 + b"\r\n"),
-    ("gat with a 251-byte key", b"gat 0 g2 " + K251 + b"\r\n"),
-    ("set key of 250 bytes", b"set " + K250 + b" 0 0 1\r\nx\r\nget " + K250 + b"\r\n"),
-    ("set key of 251 bytes", b"set " + K251 + b" 0 0 1\r\nx\r\n"),
-    ("set key of 251 bytes noreply", b"set " + K251 + b" 0 0 1 noreply\r\nx\r\n"),
-    ("set key of 251 bytes, data is a command", b"set g3 0 0 1\r\n1\r\nset " + K251 + b" 0 0 9\r\ndelete g3\r\nget g3\r\n"),
-    ("refused get loses the STORED before it", b"set r1 0 0 1\r\nx\r\nget " + K251 + b"\r\n"),
-    ("refused get loses the ERRORs before it", b"foo\r\nbar\r\nget " + K251 + b"\r\n"),
-    ("refused get loses STORED and VERSION", b"set r2 0 0 1\r\nx\r\nversion\r\nget " + K251 + b"\r\n"),
-    ("refused get after a get keeps replies", b"set r3 0 0 1\r\nx\r\nget r3\r\nget " + K251 + b"\r\n"),
-    ("refused get after get, set", b"get r3\r\nset r3 0 0 1\r\nx\r\nget " + K251 + b"\r\n"),
-    ("refused delete keeps the STORED before it", b"set r4 0 0 1\r\nx\r\ndelete " + K251 + b"\r\n"),
-    ("refused get in a later write", b"", {"chunks": [b"set r5 0 0 1\r\nx\r\n", b"get " + K251 + b"\r\n"]}),
-    ("cas key of 251 bytes", b"cas " + K251 + b" 0 0 1 1\r\nx\r\n"),
-    ("delete key of 251 bytes", b"delete " + K251 + b"\r\n"),
-    ("incr key of 251 bytes", b"incr " + K251 + b" 1\r\n"),
-    ("touch key of 251 bytes", b"touch " + K251 + b" 0\r\n"),
+    ("get key of 250 bytes", b"get <K250>\r\n"),
+    ("get key of 251 bytes", b"get <K251>\r\n"),
+    ("get 251 then pipelined get", b"set g1 0 0 1\r\n1\r\nget <K251>\r\nget g1\r\n"),
+    ("multi-get with a 251-byte key in the middle", b"set g2 0 0 1\r\n1\r\nget g2 <K251> g2\r\n"),
+    ("gets key of 251 bytes", b"gets <K251>\r\n"),
+    ("gat with a 251-byte key", b"gat 0 g2 <K251>\r\n"),
+    ("set key of 250 bytes", b"set <K250> 0 0 1\r\nx\r\nget <K250>\r\n"),
+    ("set key of 251 bytes", b"set <K251> 0 0 1\r\nx\r\n"),
+    ("set key of 251 bytes noreply", b"set <K251> 0 0 1 noreply\r\nx\r\n"),
+    ("set key of 251 bytes, data is a command", b"set g3 0 0 1\r\n1\r\nset <K251> 0 0 9\r\ndelete g3\r\nget g3\r\n"),
+    ("refused get loses the STORED before it", b"set r1 0 0 1\r\nx\r\nget <K251>\r\n"),
+    ("refused get loses the ERRORs before it", b"foo\r\nbar\r\nget <K251>\r\n"),
+    ("refused get loses STORED and VERSION", b"set r2 0 0 1\r\nx\r\nversion\r\nget <K251>\r\n"),
+    ("refused get after a get keeps replies", b"set r3 0 0 1\r\nx\r\nget r3\r\nget <K251>\r\n"),
+    ("refused get after get, set", b"get r3\r\nset r3 0 0 1\r\nx\r\nget <K251>\r\n"),
+    ("refused delete keeps the STORED before it", b"set r4 0 0 1\r\nx\r\ndelete <K251>\r\n"),
+    ("refused get in a later write", b"", {"chunks": [b"set r5 0 0 1\r\nx\r\n", b"get <K251>\r\n"]}),
+    ("cas key of 251 bytes", b"cas <K251> 0 0 1 1\r\nx\r\n"),
+    ("delete key of 251 bytes", b"delete <K251>\r\n"),
+    ("incr key of 251 bytes", b"incr <K251> 1\r\n"),
+    ("touch key of 251 bytes", b"touch <K251> 0\r\n"),
     ("key with control bytes", b"set a\x01\x7fb 0 0 1\r\nx\r\nget a\x01\x7fb\r\n"),
     ("key with a tab", b"set a\tb 0 0 1\r\nx\r\nget a\tb\r\n"),
     ("tab as separator", b"get\tk\r\n"),
@@ -282,8 +290,10 @@ def main():
     try:
         print("memcached:", probe(port, b"version\r\n")[0])
         for case in CASES:
-            name, data = case[0], case[1]
+            name, data = case[0], with_keys(case[1])
             opts = case[2] if len(case) > 2 else {}
+            if "chunks" in opts:
+                opts = dict(opts, chunks=[with_keys(c) for c in opts["chunks"]])
             out, closed, follow = probe(port, data, opts.get("chunks"), opts.get("wait", WAIT))
             sent = data if data else b"".join(opts["chunks"])
             print("== %s\n   sent:   %s%s\n   answer: %s\n   closed: %s\n   then version: %s" % (
