@@ -121,16 +121,18 @@ fn split(list: Vec<(oneshot::Sender<Answer>, usize)>, response: Response) {
             let mut slots = pair(values, total);
             let mut first = 0;
             for (tx, n) in list {
-                let mine = slots
-                    .by_ref()
-                    .take(n)
-                    .flatten()
-                    .map(|mut v| {
-                        // `pair` yields the slots of keys first..first + n here: asked >= first.
-                        v.asked -= first;
-                        v
-                    })
-                    .collect();
+                let mut mine = Vec::new();
+                for slot in slots.by_ref().take(n) {
+                    let Some(mut v) = slot else { continue };
+                    if mine.capacity() == 0 {
+                        // One allocation of the request's size at its first hit (none for a
+                        // miss): collecting grew from 4 by doubling.
+                        mine = Vec::with_capacity(n);
+                    }
+                    // `pair` yields the slots of keys first..first + n here: asked >= first.
+                    v.asked -= first;
+                    mine.push(v);
+                }
                 first += n;
                 let _ = tx.send(Ok(Response::Values(mine)));
             }

@@ -213,6 +213,9 @@ fn length(token: &[u8], max: usize, line: &[u8]) -> Result<usize, ProtocolError>
     }
 }
 
+/// Hits of one retrieval answer reserved for at the first (more grow the list).
+const SPANS_RESERVED: usize = 64;
+
 fn parse_values(expect: Expect<'_>, buf: &mut BytesMut) -> Result<Option<Response>, ProtocolError> {
     // First pass over offsets; slices are cut once the whole answer is in.
     struct Span {
@@ -278,6 +281,12 @@ fn parse_values(expect: Expect<'_>, buf: &mut BytesMut) -> Result<Option<Respons
         };
         if tail != b"\r\n" {
             return Err(ProtocolError("value not terminated by \\r\\n".into()));
+        }
+        if spans.capacity() == 0 {
+            // At the first hit, room for a hit on every key asked: growing by doubling cost a
+            // `realloc` per doubling, most of a multi-key answer's allocations. Capped, so a
+            // get of thousands of keys that mostly miss does not reserve for all of them.
+            spans = Vec::with_capacity(expect.keys.len().clamp(1, SPANS_RESERVED));
         }
         spans.push(Span {
             key: (key_start, key_start + key.len()),
