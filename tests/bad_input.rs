@@ -312,10 +312,11 @@ fn multi_get_with_one_key_too_long_refuses_the_whole_command() {
 fn replies_before_a_refused_get_in_the_same_batch_are_not_lost() {
     // memcached 1.6.18 drops the unsent replies of the non-retrieval requests just before a get
     // with a too-long key (MEMCACHED_NOTES §4); DESIGN: every request is answered, in order.
-    if skip_unless_memroute("memcached loses the STORED and ERROR replies here") {
+    let Some((_t, mut c)) =
+        Target::memroute_only("memcached loses the STORED and ERROR replies here", 3)
+    else {
         return;
-    }
-    let (_t, mut c) = setup();
+    };
     let long = "b".repeat(251);
     c.roundtrip(
         format!("set k 0 0 1\r\nx\r\nfoo\r\nget {long}\r\nget k\r\n").as_bytes(),
@@ -472,21 +473,15 @@ exchange_tests! {
 
 #[test]
 fn bytes_field_beyond_32_bits_is_refused_at_once() {
-    if skip_unless_memroute(
-        "memcached truncates bytes to 32 bits: it waits for 1.2 GB, or stores 1 byte",
-    ) {
+    // memcached truncates bytes to 32 bits: it waits for 1.2 GB, or stores 1 byte.
+    let Some((_t, mut c)) = Target::memroute_only("memcached truncates bytes to 32 bits", 3) else {
         return;
-    }
-    let (_t, mut c) = setup();
-    c.roundtrip(
-        b"set k 0 0 99999999999\r\n",
-        b"CLIENT_ERROR bad command line format\r\n",
-    );
-    c.roundtrip(
-        b"set k 0 0 4294967297\r\nx\r\n",
-        b"CLIENT_ERROR bad command line format\r\nERROR\r\n",
-    );
-    c.roundtrip(b"get k\r\n", b"END\r\n");
+    };
+    c.roundtrips(rows![
+        b"set k 0 0 99999999999\r\n" => b"CLIENT_ERROR bad command line format\r\n",
+        b"set k 0 0 4294967297\r\nx\r\n" => b"CLIENT_ERROR bad command line format\r\nERROR\r\n",
+        b"get k\r\n" => b"END\r\n",
+    ]);
 }
 
 // ---- data block not followed by \r\n ------------------------------------------------------
@@ -543,10 +538,10 @@ fn bad_data_chunk_sent_in_pieces_answers_the_same() {
 
 #[test]
 fn line_longer_than_max_line_size_is_refused_and_closed() {
-    if skip_unless_memroute("memcached closes silently after 2048 bytes") {
+    let Some((_t, mut c)) = Target::memroute_only("memcached closes silently after 2048 bytes", 3)
+    else {
         return;
-    }
-    let (_t, mut c) = setup();
+    };
     c.send(&vec![b'x'; 70_000]);
     c.expect(b"CLIENT_ERROR line too long\r\n");
     c.expect_closed();
@@ -554,12 +549,10 @@ fn line_longer_than_max_line_size_is_refused_and_closed() {
 
 #[test]
 fn line_of_3000_bytes_split_over_two_writes_is_parsed() {
-    if skip_unless_memroute(
-        "memcached closes a non-get line once 2048 bytes wait for their newline",
-    ) {
+    // memcached closes a non-get line once 2048 bytes wait for their newline.
+    let Some((_t, mut c)) = Target::memroute_only("memcached closes long lines", 3) else {
         return;
-    }
-    let (_t, mut c) = setup();
+    };
     c.send(&vec![b'x'; 3000]);
     thread::sleep(Duration::from_millis(100));
     c.roundtrip(b"\r\n", b"ERROR\r\n");
@@ -622,11 +615,10 @@ fn expect_server_error(c: &mut Client) {
 
 #[test]
 fn request_to_a_stopped_backend_is_a_server_error_and_the_connection_kept() {
-    if skip_unless_memroute("needs the proxy in front of the backend") {
+    let Some((mut t, mut c)) = Target::memroute_only("needs the proxy in front of the backend", 1)
+    else {
         return;
-    }
-    let mut t = Target::new(1);
-    let mut c = t.client();
+    };
     c.set("k", b"v");
     t.backends[0].stop();
     for req in [
@@ -644,11 +636,11 @@ fn request_to_a_stopped_backend_is_a_server_error_and_the_connection_kept() {
 
 #[test]
 fn request_to_a_hung_backend_times_out_with_a_server_error() {
-    if skip_unless_memroute("needs the proxy's timeout") {
+    let Some((t, mut c)) =
+        Target::memroute_only_with("needs the proxy's timeout", 1, "", "timeout = \"200ms\"")
+    else {
         return;
-    }
-    let t = Target::with_options(1, "", "timeout = \"200ms\"");
-    let mut c = t.client();
+    };
     c.set("k", b"v");
     t.backends[0].pause();
     let started = Instant::now();
@@ -664,11 +656,10 @@ fn request_to_a_hung_backend_times_out_with_a_server_error() {
 
 #[test]
 fn multi_get_leaves_out_the_keys_of_a_down_backend() {
-    if skip_unless_memroute("needs several backends behind the proxy") {
+    let Some((mut t, mut c)) = Target::memroute_only("needs several backends behind the proxy", 3)
+    else {
         return;
-    }
-    let mut t = Target::new(3);
-    let mut c = t.client();
+    };
     let ks = keys("down", 30);
     for k in &ks {
         c.set(k, k.as_bytes());
@@ -686,11 +677,14 @@ fn multi_get_leaves_out_the_keys_of_a_down_backend() {
 
 #[test]
 fn restarted_backend_serves_again() {
-    if skip_unless_memroute("needs the proxy's reconnect") {
+    let Some((mut t, mut c)) = Target::memroute_only_with(
+        "needs the proxy's reconnect",
+        1,
+        "",
+        "retry_timeout = \"200ms\"",
+    ) else {
         return;
-    }
-    let mut t = Target::with_options(1, "", "retry_timeout = \"200ms\"");
-    let mut c = t.client();
+    };
     t.backends[0].stop();
     c.send(b"get k\r\n");
     expect_server_error(&mut c);

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Target, skip_unless_memroute};
+use common::Target;
 
 type Rows<'a> = &'a [(&'a [u8], &'a [u8])];
 
@@ -329,11 +329,9 @@ fn meta_and_classic_pipelined_across_servers_answer_in_order() {
 
 #[test]
 fn base64_and_plain_keys_reach_the_same_server() {
-    if skip_unless_memroute("checks where memroute put the keys") {
+    let Some((t, mut c)) = Target::memroute_only("checks where memroute put the keys", 3) else {
         return;
-    }
-    let t = Target::new(3);
-    let mut c = t.client();
+    };
     let keys = common::keys("b64", 30);
     for k in &keys {
         let encoded = encode(k.as_bytes());
@@ -355,11 +353,9 @@ fn base64_and_plain_keys_reach_the_same_server() {
 
 #[test]
 fn stats_count_meta_commands() {
-    if skip_unless_memroute("memroute's own counters") {
+    let Some((_t, mut c)) = Target::memroute_only("memroute's own counters", 1) else {
         return;
-    }
-    let t = Target::new(1);
-    let mut c = t.client();
+    };
     c.roundtrip(
         b"ms a 1\r\nx\r\nmg a\r\nmg b q\r\nmn\r\n",
         b"HD\r\nHD\r\nMN\r\n",

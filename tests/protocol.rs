@@ -6,7 +6,7 @@ mod common;
 
 use std::thread;
 
-use common::{Client, Target, keys, skip_unless_memroute, storage, value_reply};
+use common::{Client, Target, keys, storage, value_reply};
 
 /// A target with three backends and a client connected to it.
 fn setup() -> (Target, Client) {
@@ -521,10 +521,9 @@ fn stats_lists_stat_lines_then_end() {
 
 #[test]
 fn flush_all_is_refused_unless_allowed() {
-    if skip_unless_memroute("memcached always accepts flush_all") {
+    let Some((_t, mut c)) = Target::memroute_only("memcached always accepts flush_all", 3) else {
         return;
-    }
-    let (_t, mut c) = setup();
+    };
     c.set("k", b"v");
     c.roundtrip(b"flush_all\r\n", b"SERVER_ERROR flush_all disabled\r\n");
     c.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n");

@@ -53,29 +53,19 @@ fn scrape_stats(c: &mut Client) -> Result<Stats, String> {
                 continue;
             }
             let value = s[2].trim().to_string();
+            // `name`, `slab:name` or `items:slab:name`.
             let f: Vec<&str> = s[1].split(':').collect();
-            match f.len() {
-                1 => {
-                    stats.general.insert(s[1].to_string(), value);
+            let (table, id, name) = match f[..] {
+                [name] => {
+                    stats.general.insert(name.to_string(), value);
+                    continue;
                 }
-                2 => {
-                    let id: i64 = f[0].parse().map_err(|e| format!("{line:?}: {e}"))?;
-                    stats
-                        .slabs
-                        .entry(id)
-                        .or_default()
-                        .insert(f[1].to_string(), value);
-                }
-                3 => {
-                    let id: i64 = f[1].parse().map_err(|e| format!("{line:?}: {e}"))?;
-                    stats
-                        .items
-                        .entry(id)
-                        .or_default()
-                        .insert(f[2].to_string(), value);
-                }
-                _ => {}
-            }
+                [id, name] => (&mut stats.slabs, id, name),
+                [_, id, name] => (&mut stats.items, id, name),
+                _ => continue,
+            };
+            let id: i64 = id.parse().map_err(|e| format!("{line:?}: {e}"))?;
+            table.entry(id).or_default().insert(name.to_string(), value);
         }
     }
     Ok(stats)
@@ -134,90 +124,101 @@ fn yes_no(map: &HashMap<String, String>, key: &str) -> Result<(), String> {
     }
 }
 
+/// A rule of the exporter's for one value: Ok, or what the exporter fails on.
+type Rule = fn(&HashMap<String, String>, &str) -> Result<(), String>;
+
+/// `rule` for each of `keys` in `map`.
+fn each(map: &HashMap<String, String>, rule: Rule, keys: &[&str]) -> Result<(), String> {
+    keys.iter().try_for_each(|key| rule(map, key))
+}
+
 /// memcached_exporter's `parseStats` and `parseStatsSettings` (slab metrics enabled).
 fn exporter_rules(stats: &Stats, settings: &HashMap<String, String>) -> Result<(), String> {
+    const OPS: [&str; 6] = ["get", "delete", "incr", "decr", "cas", "touch"];
     let s = &stats.general;
-    for op in ["get", "delete", "incr", "decr", "cas", "touch"] {
+    for op in OPS {
         number(s, &format!("{op}_hits"))?;
         number(s, &format!("{op}_misses"))?;
     }
-    for key in ["uptime", "time", "cas_badval", "cmd_flush"] {
-        number(s, key)?;
-    }
+    each(s, number, &["uptime", "time", "cas_badval", "cmd_flush"])?;
     // "memcached includes cas operations again in cmd_set": cmd_set and the three cas
     // counters must all be there, or the scrape fails.
-    for key in ["cmd_set", "cas_misses", "cas_hits", "cas_badval"] {
-        required(s, key)?;
-    }
-    timeval(s, "rusage_user")?;
-    timeval(s, "rusage_system")?;
-    for key in [
-        "bytes",
-        "limit_maxbytes",
-        "curr_items",
-        "total_items",
-        "bytes_read",
-        "bytes_written",
-        "curr_connections",
-        "total_connections",
-        "rejected_connections",
-        "conn_yields",
-        "listen_disabled_num",
-        "evictions",
-        "reclaimed",
-        "store_too_large",
-        "store_no_memory",
-        "lru_crawler_starts",
-        "direct_reclaims",
-        "crawler_items_checked",
-        "crawler_reclaimed",
-        "moves_to_cold",
-        "moves_to_warm",
-        "moves_within_lru",
-        "total_malloced",
-        "accepting_conns",
-    ] {
-        number(s, key)?;
-    }
+    each(
+        s,
+        required,
+        &["cmd_set", "cas_misses", "cas_hits", "cas_badval"],
+    )?;
+    each(s, timeval, &["rusage_user", "rusage_system"])?;
+    each(
+        s,
+        number,
+        &[
+            "bytes",
+            "limit_maxbytes",
+            "curr_items",
+            "total_items",
+            "bytes_read",
+            "bytes_written",
+            "curr_connections",
+            "total_connections",
+            "rejected_connections",
+            "conn_yields",
+            "listen_disabled_num",
+            "evictions",
+            "reclaimed",
+            "store_too_large",
+            "store_no_memory",
+            "lru_crawler_starts",
+            "direct_reclaims",
+            "crawler_items_checked",
+            "crawler_reclaimed",
+            "moves_to_cold",
+            "moves_to_warm",
+            "moves_within_lru",
+            "total_malloced",
+            "accepting_conns",
+        ],
+    )?;
     for item in stats.items.values() {
         for key in item.keys() {
             number(item, key)?;
         }
     }
     for slab in stats.slabs.values() {
-        for op in ["get", "delete", "incr", "decr", "cas", "touch"] {
+        for op in OPS {
             number(slab, &format!("{op}_hits"))?;
         }
-        required(slab, "cmd_set")?;
-        required(slab, "cas_hits")?;
-        required(slab, "cas_badval")?;
-        for key in [
-            "chunk_size",
-            "chunks_per_page",
-            "total_pages",
-            "total_chunks",
-            "used_chunks",
-            "free_chunks",
-            "free_chunks_end",
-            "mem_requested",
-        ] {
-            number(slab, key)?;
-        }
+        each(slab, required, &["cmd_set", "cas_hits", "cas_badval"])?;
+        each(
+            slab,
+            number,
+            &[
+                "chunk_size",
+                "chunks_per_page",
+                "total_pages",
+                "total_chunks",
+                "used_chunks",
+                "free_chunks",
+                "free_chunks_end",
+                "mem_requested",
+            ],
+        )?;
     }
     number(settings, "maxconns")?;
     if settings.get("lru_crawler").map(String::as_str) == Some("yes") {
-        yes_no(settings, "lru_crawler")?;
-        yes_no(settings, "lru_maintainer_thread")?;
-        for key in [
-            "lru_crawler_sleep",
-            "lru_crawler_tocrawl",
-            "hot_lru_pct",
-            "warm_lru_pct",
-            "hot_max_factor",
-            "warm_max_factor",
-        ] {
-            number(settings, key)?;
-        }
+        each(settings, yes_no, &["lru_crawler", "lru_maintainer_thread"])?;
+        each(
+            settings,
+            number,
+            &[
+                "lru_crawler_sleep",
+                "lru_crawler_tocrawl",
+                "hot_lru_pct",
+                "warm_lru_pct",
+                "hot_max_factor",
+                "warm_max_factor",
+            ],
+        )?;
     }
     Ok(())
 }
@@ -295,11 +296,9 @@ fn stats_subcommands_answer_memcached_bytes() {
 /// lists `active_slabs 0` and `total_malloced 0` (memory the proxy does not have).
 #[test]
 fn stats_slabs_of_a_proxy_is_an_empty_list() {
-    if common::skip_unless_memroute("memcached lists its own slab memory") {
+    let Some((_t, mut c)) = Target::memroute_only("memcached lists its own slab memory", 1) else {
         return;
-    }
-    let t = Target::new(1);
-    let mut c = t.client();
+    };
     c.roundtrip(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n");
     c.roundtrip(b"stats slabs\r\n", b"END\r\n");
     c.roundtrip(b"stats items\r\n", b"END\r\n");
@@ -447,11 +446,10 @@ fn stats_settings_reports_the_running_config() {
 
 #[test]
 fn cache_memlimit_is_refused_unless_flush_all_is_allowed() {
-    if common::skip_unless_memroute("memcached always accepts cache_memlimit") {
+    let Some((t, mut c)) = Target::memroute_only("memcached always accepts cache_memlimit", 2)
+    else {
         return;
-    }
-    let t = Target::new(2);
-    let mut c = t.client();
+    };
     c.roundtrip(
         b"cache_memlimit 100\r\n",
         b"SERVER_ERROR cache_memlimit disabled\r\n",

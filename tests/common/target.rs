@@ -92,6 +92,28 @@ impl Target {
         }
     }
 
+    /// For a test of memroute-only behaviour (`why` says why memcached is no reference): memroute
+    /// over `backends` memcacheds and a client, or `None` under direct (the test returns), with a
+    /// note on stderr.
+    pub fn memroute_only(why: &str, backends: usize) -> Option<(Target, Client)> {
+        Target::memroute_only_with(why, backends, "", "")
+    }
+
+    /// As [`Target::memroute_only`], with extra `[listen]` and `[pools.main]` lines.
+    pub fn memroute_only_with(
+        why: &str,
+        backends: usize,
+        listen_extra: &str,
+        pool_extra: &str,
+    ) -> Option<(Target, Client)> {
+        if skip_unless_memroute(why) {
+            return None;
+        }
+        let t = Target::with_options(backends, listen_extra, pool_extra);
+        let c = t.client();
+        Some((t, c))
+    }
+
     /// True when talking to memcached directly.
     pub fn is_direct(&self) -> bool {
         self.kind == TargetKind::Direct
