@@ -144,7 +144,7 @@ impl From<&Keyed> for Cmd {
 impl From<&Command> for Cmd {
     fn from(command: &Command) -> Cmd {
         match command {
-            Command::Retrieve { kind, .. } => (*kind).into(),
+            Command::Retrieve(get) => get.kind.into(),
             Command::Keyed(keyed) => keyed.into(),
         }
     }

@@ -183,29 +183,27 @@ pub fn to_reply(answer: Result<Response, BackendError>) -> Reply {
 /// client's pipeline (it takes several round trips on a tiered route).
 pub fn dispatch(command: Command, router: &Router, lane: Lane) -> (ReplyFuture, bool) {
     match command {
-        Command::Retrieve {
-            kind,
-            exptime,
-            keys,
-        } => {
+        Command::Retrieve(get) => {
             let copies = match router.any_shadow {
-                true => shadow::offer_retrieve(router, lane, kind, exptime, &keys),
+                true => shadow::offer_retrieve(router, lane, &get),
                 false => Vec::new(),
             };
             let (fut, barrier) = if router.any_tiered()
-                && keys
+                && get
+                    .keys
                     .iter()
                     .any(|k| router.route(k).is_some_and(|r| r.tiered_for(k)))
             {
-                (tiers::retrieve(router, lane, kind, exptime, keys), true)
+                (tiers::retrieve(router, lane, get), true)
             } else if router.any_replicated
-                && keys
+                && get
+                    .keys
                     .iter()
                     .any(|k| router.route(k).is_some_and(|r| r.replicas.is_some()))
             {
-                (replicas::retrieve(router, lane, kind, exptime, keys), false)
+                (replicas::retrieve(router, lane, get), false)
             } else {
-                (forward::multi_get(router, lane, kind, exptime, keys), false)
+                (forward::multi_get(router, lane, get), false)
             };
             (shadow::tee(fut, copies), barrier)
         }

@@ -71,14 +71,18 @@ pub enum Command {
     /// A command on one key.
     Keyed(Keyed),
     /// `get`/`gets`/`gat`/`gats` with one or more keys.
-    Retrieve {
-        /// Which retrieval command.
-        kind: Retrieval,
-        /// For `gat`/`gats` only.
-        exptime: i32,
-        /// The keys in request order (duplicates kept).
-        keys: Vec<Bytes>,
-    },
+    Retrieve(Retrieve),
+}
+
+/// A client's `get`/`gets`/`gat`/`gats`, as routing takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retrieve {
+    /// Which retrieval command.
+    pub kind: Retrieval,
+    /// For `gat`/`gats` only.
+    pub exptime: i32,
+    /// The keys in request order (duplicates kept).
+    pub keys: Vec<Bytes>,
 }
 
 /// A command on exactly one key: it routes by [`Keyed::key`].

@@ -11,7 +11,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::KEY_MAX_LENGTH;
-use super::command::{Command, Keyed, Retrieval, Storage};
+use super::command::{Command, Keyed, Retrieval, Retrieve, Storage};
 use super::number::{parse_i32, parse_u32, parse_u64};
 use super::reply;
 
@@ -268,11 +268,11 @@ fn parse_retrieval(line: &Bytes, t: &Tokens) -> Result<Request, Invalid> {
     if keys.is_empty() {
         return Ok(Request::Answered(reply::END));
     }
-    let op = Command::Retrieve {
+    let op = Command::Retrieve(Retrieve {
         kind,
         exptime,
         keys,
-    };
+    });
     Ok(Request::Op { op, noreply: false })
 }
 

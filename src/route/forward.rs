@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::{ReplyFuture, Route, Router, ready, to_reply};
 use crate::backend::{BackendError, ErrorKind, Lane, Server, server::Pending};
 use crate::protocol::backend::{Response, Value, pair};
-use crate::protocol::command::{Keyed, Op, Retrieval};
+use crate::protocol::command::{Keyed, Op, Retrieval, Retrieve};
 use crate::protocol::reply::{NO_ROUTE, Reply};
 
 /// Sends a single-key command to tier 0 of `route`.
@@ -34,13 +34,12 @@ struct Group {
 
 /// A retrieval whose keys all route to single-tier routes: one request per server, sent at
 /// once, answers merged in the client's key order.
-pub fn multi_get(
-    router: &Router,
-    lane: Lane,
-    kind: Retrieval,
-    exptime: i32,
-    keys: Vec<Bytes>,
-) -> ReplyFuture {
+pub fn multi_get(router: &Router, lane: Lane, get: Retrieve) -> ReplyFuture {
+    let Retrieve {
+        kind,
+        exptime,
+        keys,
+    } = get;
     if keys.len() == 1 {
         // The common `get <key>`: no grouping, no extra vectors.
         let Some(route) = router.route(&keys[0]) else {

@@ -125,33 +125,15 @@ pub fn cap_exptime(exptime: i32, ttl: u32) -> i32 {
 }
 
 /// The command with every TTL it sets capped at `ttl` seconds.
-pub fn cap(keyed: Keyed, ttl: u32) -> Keyed {
-    match keyed {
-        Keyed::Store {
-            kind,
-            key,
-            flags,
-            exptime,
-            data,
-            cas,
-        } => Keyed::Store {
-            kind,
-            key,
-            flags,
-            exptime: cap_exptime(exptime, ttl),
-            data,
-            cas,
-        },
-        Keyed::Touch { key, exptime } => Keyed::Touch {
-            key,
-            exptime: cap_exptime(exptime, ttl),
-        },
-        Keyed::Meta(mut m) => {
-            m.line = cap_meta_line(&m.line, m.verb, ttl);
-            Keyed::Meta(m)
+pub fn cap(mut keyed: Keyed, ttl: u32) -> Keyed {
+    match &mut keyed {
+        Keyed::Store { exptime, .. } | Keyed::Touch { exptime, .. } => {
+            *exptime = cap_exptime(*exptime, ttl);
         }
-        other => other,
+        Keyed::Meta(m) => m.line = cap_meta_line(&m.line, m.verb, ttl),
+        _ => {}
     }
+    keyed
 }
 
 /// Caps the `T` (TTL, touch) and `N` (vivify TTL) flags of a meta line; an `ms` without `T`

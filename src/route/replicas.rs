@@ -45,7 +45,7 @@ use crate::backend::{BackendError, ErrorKind, Lane, Origin, Pool, Server};
 use crate::config::{RouteConfig, WriteMode};
 use crate::metrics::Metrics;
 use crate::protocol::backend::{Response, Value, pair};
-use crate::protocol::command::{Keyed, Op, Retrieval, Storage};
+use crate::protocol::command::{Keyed, Op, Retrieval, Retrieve, Storage};
 use crate::protocol::meta::MetaVerb;
 use crate::protocol::reply::{NO_ROUTE, Reply};
 
@@ -525,14 +525,9 @@ struct Group {
 /// A retrieval where some key is on a replicated route (and none on a tiered one): round `n`
 /// asks each key's `n`-th replica, one request per server; keys that failed (or missed, with
 /// `read_miss_failover`) go on to the next round. Round 0 is queued at dispatch time.
-pub fn retrieve(
-    router: &Router,
-    lane: Lane,
-    kind: Retrieval,
-    exptime: i32,
-    keys: Vec<Bytes>,
-) -> ReplyFuture {
-    let plans: Option<Vec<Plan>> = keys
+pub fn retrieve(router: &Router, lane: Lane, get: Retrieve) -> ReplyFuture {
+    let plans: Option<Vec<Plan>> = get
+        .keys
         .iter()
         .map(|k| {
             let route = router.route(k)?.clone();
@@ -546,29 +541,29 @@ pub fn retrieve(
     let Some(plans) = plans else {
         return ready(Reply::Static(NO_ROUTE));
     };
-    let mut slots: Vec<Slot> = keys.iter().map(|_| Slot::Todo).collect();
-    let all: Vec<usize> = (0..keys.len()).collect();
-    let round0 = send_round(&plans, &keys, &all, 0, lane, kind, exptime, &mut slots);
+    let mut slots: Vec<Slot> = get.keys.iter().map(|_| Slot::Todo).collect();
+    let all: Vec<usize> = (0..get.keys.len()).collect();
+    let round0 = send_round(&plans, &get, &all, 0, lane, &mut slots);
     Box::pin(async move {
         let mut groups = round0;
         let rounds = plans.iter().map(Plan::tries).max().unwrap_or(1);
         for round in 0..rounds {
             if round > 0 {
-                let todo: Vec<usize> = (0..keys.len())
+                let todo: Vec<usize> = (0..get.keys.len())
                     .filter(|&i| matches!(slots[i], Slot::Todo))
                     .collect();
                 if todo.is_empty() {
                     break;
                 }
-                groups = send_round(&plans, &keys, &todo, round, lane, kind, exptime, &mut slots);
+                groups = send_round(&plans, &get, &todo, round, lane, &mut slots);
             }
             for g in groups.drain(..) {
                 let answer = wait(g.pending).await;
                 settle(&plans, &mut slots, &g.keys, answer, round);
             }
         }
-        if matches!(kind, Retrieval::Gat | Retrieval::Gats) {
-            touch_others(&plans, &keys, &slots, lane, exptime).await;
+        if matches!(get.kind, Retrieval::Gat | Retrieval::Gats) {
+            touch_others(&plans, &get.keys, &slots, lane, get.exptime).await;
         }
         let mut first_error = None;
         let mut blocks = Vec::new();
@@ -583,7 +578,7 @@ pub fn retrieve(
                 Slot::Miss | Slot::Todo => {}
             }
         }
-        if errors == keys.len() {
+        if errors == get.keys.len() {
             if let Some(e) = first_error {
                 return e;
             }
@@ -609,17 +604,19 @@ async fn touch_others(plans: &[Plan], keys: &[Bytes], slots: &[Slot], lane: Lane
 
 /// Sends round `round` for the keys in `todo`, grouped by server. A key whose server cannot be
 /// picked is settled as an error at once (and tried again next round).
-#[allow(clippy::too_many_arguments)]
 fn send_round(
     plans: &[Plan],
-    keys: &[Bytes],
+    get: &Retrieve,
     todo: &[usize],
     round: usize,
     lane: Lane,
-    kind: Retrieval,
-    exptime: i32,
     slots: &mut [Slot],
 ) -> Vec<Group> {
+    let Retrieve {
+        kind,
+        exptime,
+        ref keys,
+    } = *get;
     let mut groups: Vec<(Group, Vec<Bytes>)> = Vec::new();
     for &i in todo {
         let (Some(plan), Some(key)) = (plans.get(i), keys.get(i)) else {

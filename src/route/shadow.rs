@@ -29,7 +29,7 @@ use crate::backend::{BackendError, Lane, Pool};
 use crate::config::RouteConfig;
 use crate::metrics::Metrics;
 use crate::protocol::backend::{Response, pair};
-use crate::protocol::command::{Keyed, Op, Retrieval};
+use crate::protocol::command::{Keyed, Op, Retrieval, Retrieve};
 use crate::protocol::meta::MetaVerb;
 use crate::protocol::reply::Reply;
 
@@ -68,11 +68,7 @@ struct Job {
 
 enum What {
     Keyed(Keyed),
-    Get {
-        kind: Retrieval,
-        exptime: i32,
-        keys: Vec<Bytes>,
-    },
+    Get(Retrieve),
 }
 
 impl Shadow {
@@ -149,15 +145,9 @@ impl Shadow {
 
 /// Queues copies of a retrieval's selected keys (one per shadowed route); returns where the main
 /// reply is to be sent.
-pub fn offer_retrieve(
-    router: &Router,
-    lane: Lane,
-    kind: Retrieval,
-    exptime: i32,
-    keys: &[Bytes],
-) -> Vec<oneshot::Sender<Reply>> {
+pub fn offer_retrieve(router: &Router, lane: Lane, get: &Retrieve) -> Vec<oneshot::Sender<Reply>> {
     let mut by_route: Vec<(&Shadow, Vec<Bytes>)> = Vec::new();
-    for key in keys {
+    for key in &get.keys {
         let Some(shadow) = router.route(key).and_then(|r| r.shadow.as_ref()) else {
             continue;
         };
@@ -170,7 +160,7 @@ pub fn offer_retrieve(
         }
     }
     // CAS tokens differ between pools: the copy asks without them.
-    let kind = match kind {
+    let kind = match get.kind {
         Retrieval::Gets => Retrieval::Get,
         Retrieval::Gats => Retrieval::Gat,
         k => k,
@@ -178,11 +168,11 @@ pub fn offer_retrieve(
     by_route
         .into_iter()
         .filter_map(|(s, keys)| {
-            let what = What::Get {
+            let what = What::Get(Retrieve {
                 kind,
-                exptime,
+                exptime: get.exptime,
                 keys,
-            };
+            });
             s.queue(lane, what, true)
         })
         .collect()
@@ -243,12 +233,8 @@ async fn run(job: Job, pool: &Pool, m: &ShadowMetrics) {
                 _ => m.different.inc(),
             }
         }
-        What::Get {
-            kind,
-            exptime,
-            keys,
-        } => {
-            let found = lookup(pool, job.lane, kind, exptime, &keys).await;
+        What::Get(get) => {
+            let found = lookup(pool, job.lane, &get).await;
             let Some(main) = job.main else { return };
             let Ok(main) = main.await else { return };
             let Reply::Values(blocks) = main else {
@@ -259,7 +245,7 @@ async fn run(job: Job, pool: &Pool, m: &ShadowMetrics) {
                 .filter_map(parse_block)
                 .map(|(k, f, d)| (k, (f, d)))
                 .collect();
-            for (key, result) in keys.iter().zip(found) {
+            for (key, result) in get.keys.iter().zip(found) {
                 match result {
                     Err(()) => m.error.inc(),
                     Ok(candidate) => {
@@ -276,13 +262,12 @@ async fn run(job: Job, pool: &Pool, m: &ShadowMetrics) {
 }
 
 /// Each key's `(flags, data)` in the candidate (`None` for a miss, `Err` when its server failed).
-async fn lookup(
-    pool: &Pool,
-    lane: Lane,
-    kind: Retrieval,
-    exptime: i32,
-    keys: &[Bytes],
-) -> Vec<Result<Option<(u32, Bytes)>, ()>> {
+async fn lookup(pool: &Pool, lane: Lane, get: &Retrieve) -> Vec<Result<Option<(u32, Bytes)>, ()>> {
+    let Retrieve {
+        kind,
+        exptime,
+        ref keys,
+    } = *get;
     let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
     let mut results: Vec<Result<Option<(u32, Bytes)>, ()>> = vec![Err(()); keys.len()];
     for (i, key) in keys.iter().enumerate() {

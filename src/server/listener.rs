@@ -209,17 +209,8 @@ impl Listener {
             .local_addr()
             .map_or_else(|_| "tcp:?".to_string(), |a| format!("tcp:{a}"));
         let _listening = self.register_listening(listener.as_raw_fd(), &listen_addr);
-        let mut stop = self.stop.clone();
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = stop.wait_for(|s| *s) => break,
-            };
-            match accepted {
-                Ok((stream, _peer)) => self.admit_tcp(stream, &listen_addr),
-                Err(e) => backoff(e).await,
-            }
-        }
+        self.accept_until_stopped(|| listener.accept(), Listener::admit_tcp, &listen_addr)
+            .await;
         for stream in accept_backlog(&listener) {
             self.admit_tcp(stream, &listen_addr);
         }
@@ -229,14 +220,28 @@ impl Listener {
     async fn serve_unix(mut self, listener: &UnixListener) {
         let listen_addr = self.address.to_string();
         let _listening = self.register_listening(listener.as_raw_fd(), &listen_addr);
+        self.accept_until_stopped(|| listener.accept(), Listener::admit_unix, &listen_addr)
+            .await;
+    }
+
+    /// Hands every client `accept` yields to `admit` until the stop comes; an accept error
+    /// (EMFILE and friends) backs off instead of spinning.
+    async fn accept_until_stopped<S, P, A>(
+        &mut self,
+        mut accept: impl FnMut() -> A,
+        admit: fn(&mut Listener, S, &str),
+        listen_addr: &str,
+    ) where
+        A: Future<Output = std::io::Result<(S, P)>>,
+    {
         let mut stop = self.stop.clone();
         loop {
             let accepted = tokio::select! {
-                a = listener.accept() => a,
+                a = accept() => a,
                 _ = stop.wait_for(|s| *s) => break,
             };
             match accepted {
-                Ok((stream, _peer)) => self.admit_unix(stream, &listen_addr),
+                Ok((stream, _peer)) => admit(self, stream, listen_addr),
                 Err(e) => backoff(e).await,
             }
         }

@@ -439,7 +439,7 @@ fn dispatch(
         Request::Op { op, noreply } => {
             let cmd = Cmd::from(&op);
             let mut m = info(cmd, noreply);
-            if let Command::Retrieve { keys, .. } = &op {
+            if let Command::Retrieve(crate::protocol::command::Retrieve { keys, .. }) = &op {
                 m.keys = keys.len() as u32;
             }
             let (fut, barrier) = route::dispatch(op, router, lane);

@@ -98,7 +98,7 @@ fn too_large_value_is_swallowed_without_buffering() {
     assert!(matches!(
         v[1],
         Ok(Request::Op {
-            op: Command::Retrieve { .. },
+            op: Command::Retrieve(_),
             ..
         })
     ));
@@ -124,7 +124,7 @@ fn multiget_beyond_24_tokens_keeps_every_key() {
     let keys: Vec<String> = (0..60).map(|i| format!("key{i}")).collect();
     let line = format!("get  {}\r\n", keys.join("  "));
     let Ok(Request::Op {
-        op: Command::Retrieve { keys: got, .. },
+        op: Command::Retrieve(Retrieve { keys: got, .. }),
         ..
     }) = one(line.as_bytes())
     else {
@@ -240,7 +240,7 @@ fn a_nul_byte_ends_the_line_as_in_memcached() {
     assert_eq!(v[0].as_ref().unwrap_err().reply, reply::ERROR);
     assert_eq!(v[1].as_ref().unwrap_err().reply, reply::ERROR);
     let Ok(Request::Op {
-        op: Command::Retrieve { keys, .. },
+        op: Command::Retrieve(Retrieve { keys, .. }),
         ..
     }) = &v[2]
     else {

@@ -17,7 +17,7 @@ use futures_util::future::join_all;
 use super::copy::copy_up;
 use crate::backend::{BackendError, ErrorKind, Lane, Pool, Server};
 use crate::protocol::backend::{Response, Value, pair};
-use crate::protocol::command::{Op, Retrieval};
+use crate::protocol::command::{Op, Retrieval, Retrieve};
 use crate::protocol::reply::{NO_ROUTE, Reply};
 use crate::route::{ReplyFuture, ready, to_reply};
 use crate::route::{Route, Router};
@@ -31,52 +31,37 @@ enum Slot {
 }
 
 /// A retrieval where at least one key is on a tiered route.
-pub fn retrieve(
-    router: &Router,
-    lane: Lane,
-    kind: Retrieval,
-    exptime: i32,
-    keys: Vec<Bytes>,
-) -> ReplyFuture {
-    let routes: Option<Vec<Arc<Route>>> = keys.iter().map(|k| router.route(k).cloned()).collect();
+pub fn retrieve(router: &Router, lane: Lane, get: Retrieve) -> ReplyFuture {
+    let routes: Option<Vec<Arc<Route>>> =
+        get.keys.iter().map(|k| router.route(k).cloned()).collect();
     let Some(routes) = routes else {
         return ready(Reply::Static(NO_ROUTE));
     };
     Box::pin(async move {
-        let all: Vec<usize> = (0..keys.len()).collect();
-        let mut slots = lookup(lane, kind, exptime, &keys, &routes, &all, 0).await;
+        let all: Vec<usize> = (0..get.keys.len()).collect();
+        let mut slots = lookup(lane, get.kind, get.exptime, &get.keys, &routes, &all, 0).await;
         if slots.iter().all(|s| matches!(s, Slot::Error(_))) {
             if let Some(Slot::Error(e)) = slots.first() {
                 return Reply::Static(e.reply());
             }
         }
-        let below = fall_through(lane, &keys, &routes, &mut slots).await;
-        if kind != Retrieval::Get {
+        let below = fall_through(lane, &get.keys, &routes, &mut slots).await;
+        if get.kind != Retrieval::Get {
             // gets/gat/gats of a key tier 0 lacks while a lower tier that may hold it cannot be
             // asked: a miss here would lead to an add or set over a value that exists.
             let unsure =
-                (0..keys.len()).find(|&i| below.unsure[i] && matches!(slots[i], Slot::Miss));
+                (0..get.keys.len()).find(|&i| below.unsure[i] && matches!(slots[i], Slot::Miss));
             if let Some(i) = unsure {
-                return to_reply(super::unknown(&routes[i], kind.verb()));
+                return to_reply(super::unknown(&routes[i], get.kind.verb()));
             }
         }
         let served_by = below.served_by;
-        let from_below: Vec<usize> = (0..keys.len()).filter(|&i| served_by[i] > 0).collect();
+        let from_below: Vec<usize> = (0..get.keys.len()).filter(|&i| served_by[i] > 0).collect();
         if !from_below.is_empty() {
-            if kind == Retrieval::Get {
-                warm_in_background(lane, &keys, &routes, &served_by, &from_below);
+            if get.kind == Retrieval::Get {
+                warm_in_background(lane, &get.keys, &routes, &served_by, &from_below);
             } else {
-                copy_then_reread(
-                    lane,
-                    kind,
-                    exptime,
-                    &keys,
-                    &routes,
-                    &served_by,
-                    &from_below,
-                    &mut slots,
-                )
-                .await;
+                copy_then_reread(lane, &get, &routes, &served_by, &from_below, &mut slots).await;
             }
         }
         let blocks = slots
@@ -176,17 +161,15 @@ fn warm_in_background(
 }
 
 /// `gets`/`gat`/`gats`: copy every lower-tier hit into tier 0, then read those keys from tier 0.
-#[allow(clippy::too_many_arguments)]
 async fn copy_then_reread(
     lane: Lane,
-    kind: Retrieval,
-    exptime: i32,
-    keys: &[Bytes],
+    get: &Retrieve,
     routes: &[Arc<Route>],
     served_by: &[usize],
     idx: &[usize],
     slots: &mut [Slot],
 ) {
+    let keys = &get.keys;
     let mut distinct: Vec<usize> = Vec::new();
     for &i in idx {
         if !distinct.iter().any(|&j| keys[j] == keys[i]) {
@@ -199,7 +182,7 @@ async fn copy_then_reread(
             .map(|&i| copy_up(&routes[i], lane, &keys[i], served_by[i])),
     )
     .await;
-    let again = lookup(lane, kind, exptime, keys, routes, idx, 0).await;
+    let again = lookup(lane, get.kind, get.exptime, keys, routes, idx, 0).await;
     for &i in idx {
         // Not in tier 0 after all (copy failed, or evicted at once): a miss, never a lower-tier
         // CAS token that tier 0 would not accept.
