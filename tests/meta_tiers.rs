@@ -10,9 +10,7 @@ use tiers_support::{Migration, assert_ttl_close, item, unix_now};
 
 #[test]
 fn mg_of_an_old_only_key_returns_old_value_and_copies_it_up_with_its_ttl() {
-    let m = Migration::start();
-    m.put_old("k1", 42, 1000, b"old-value");
-    let mut c = m.client();
+    let (m, mut c) = Migration::holding_old("k1", 42, 1000, b"old-value");
     c.send(b"mg k1 v f k O7\r\n");
     c.expect(b"VA 9 f42 kk1 O7\r\nold-value\r\n");
     // Answered from tier 0 after the copy: the copy is there already.
@@ -47,9 +45,7 @@ fn mg_quiet_miss_on_both_tiers_stays_quiet() {
 
 #[test]
 fn md_removes_the_key_from_both_tiers() {
-    let m = Migration::start();
-    m.put_old("d1", 0, 0, b"x");
-    let mut c = m.client();
+    let (m, mut c) = Migration::holding_old("d1", 0, 0, b"x");
     // Only old has it: the key existed for the client.
     c.roundtrip(b"md d1 O5\r\n", b"HD O5\r\n");
     assert_eq!(m.in_old("d1"), None);
@@ -60,15 +56,13 @@ fn md_removes_the_key_from_both_tiers() {
     c.roundtrip(b"mg d2 v\r\n", b"VA 1\r\nx\r\n");
     assert!(m.in_new("d2").is_some());
     c.roundtrip(b"md d2 q\r\nmn\r\n", b"MN\r\n");
-    assert_eq!((m.in_new("d2"), m.in_old("d2")), (None, None));
+    m.assert_tiers("d2", None, None);
     c.roundtrip(b"mg d2 v\r\n", b"EN\r\n");
 }
 
 #[test]
 fn md_invalidate_marks_the_copied_item_stale_and_deletes_below() {
-    let m = Migration::start();
-    m.put_old("s1", 0, 0, b"old");
-    let mut c = m.client();
+    let (m, mut c) = Migration::holding_old("s1", 0, 0, b"old");
     c.roundtrip(b"md s1 I T30\r\n", b"HD\r\n");
     assert_eq!(m.in_old("s1"), None);
     c.roundtrip(b"mg s1 v t\r\n", b"VA 3 t30 X W\r\nold\r\n");

@@ -10,8 +10,7 @@ mod tiers_support;
 
 use common::{Memcached, Memroute, counter, poll, poll_for, storage, value_reply};
 use tiers_support::{
-    Migration, TIMEOUT, assert_ttl_close, get, hit, item, meta_cas, read_cas_hit, read_retrieval,
-    unix_now,
+    Migration, TIMEOUT, assert_ttl_close, get, hit, item, read_cas_hit, read_retrieval, unix_now,
 };
 
 const DAY: i64 = 24 * 3600;
@@ -20,9 +19,7 @@ const DAY: i64 = 24 * 3600;
 
 #[test]
 fn get_falls_through_to_old_and_copies_with_flags_and_remaining_ttl() {
-    let m = Migration::start();
-    m.put_old("k1", 42, 1000, b"old-value");
-    let mut c = m.client();
+    let (m, mut c) = Migration::holding_old("k1", 42, 1000, b"old-value");
     assert_eq!(get(&mut c, "k1"), hit("k1", 42, b"old-value"));
 
     // The copy is made in the background; old keeps its item (a read changes nothing there).
@@ -41,9 +38,7 @@ fn get_falls_through_to_old_and_copies_with_flags_and_remaining_ttl() {
 
 #[test]
 fn get_fallback_copy_of_item_without_expiry_never_expires() {
-    let m = Migration::start();
-    m.put_old("forever", 7, 0, b"v");
-    let mut c = m.client();
+    let (m, mut c) = Migration::holding_old("forever", 7, 0, b"v");
     assert_eq!(get(&mut c, "forever"), hit("forever", 7, b"v"));
     let copy = poll("copied into new", || m.in_new("forever"));
     assert_eq!(copy, item(7, -1, b"v"));
@@ -159,15 +154,12 @@ fn multi_get_fetches_missing_keys_from_old_with_one_request_per_server_and_tier(
 
 #[test]
 fn gets_after_fallback_returns_tier0_cas_and_a_following_cas_succeeds() {
-    let m = Migration::start();
-    m.put_old("g", 3, 1000, b"v1");
-    let mut c = m.client();
+    let (m, mut c) = Migration::holding_old("g", 3, 1000, b"v1");
     c.send(b"gets g\r\n");
     let (flags, cas, value) = read_cas_hit(&mut c, "g");
     assert_eq!((flags, &value[..]), (3, &b"v1"[..]));
     // Copied before answering (not in the background), and the token is tier 0's.
-    let holder = m.new_holder("g").expect("gets copied g into new first");
-    assert_eq!(meta_cas(m.new[holder].port, "g"), Some(cas));
+    m.assert_tier0_cas("g", cas);
     assert_ttl_close(m.in_new("g").unwrap().ttl, m.in_old("g").unwrap().ttl);
 
     c.roundtrip(
@@ -182,33 +174,26 @@ fn gets_after_fallback_returns_tier0_cas_and_a_following_cas_succeeds() {
 
 #[test]
 fn gat_after_fallback_sets_tier0_ttl_and_leaves_old_alone() {
-    let m = Migration::start();
-    m.put_old("t", 5, 1000, b"val");
-    let mut c = m.client();
+    let (m, mut c) = Migration::holding_old("t", 5, 1000, b"val");
     c.roundtrip(b"gat 300 t\r\n", &hit("t", 5, b"val"));
-    let copy = m.in_new("t").expect("gat copied t into new first");
-    assert_eq!((copy.flags, &copy.value[..]), (5, &b"val"[..]));
-    assert_ttl_close(copy.ttl, 300);
+    // gat copied t into tier 0 before answering.
+    m.assert_in_new("t", 5, b"val", 300);
     assert_ttl_close(m.in_old("t").unwrap().ttl, 1000);
 }
 
 #[test]
 fn gats_after_fallback_returns_tier0_cas_and_sets_tier0_ttl() {
-    let m = Migration::start();
-    m.put_old("ts", 6, 0, b"abc");
-    let mut c = m.client();
+    let (m, mut c) = Migration::holding_old("ts", 6, 0, b"abc");
     c.send(b"gats 200 ts\r\n");
     let (flags, cas, value) = read_cas_hit(&mut c, "ts");
     assert_eq!((flags, &value[..]), (6, &b"abc"[..]));
-    let holder = m.new_holder("ts").expect("copied into new");
-    assert_eq!(meta_cas(m.new[holder].port, "ts"), Some(cas));
+    m.assert_tier0_cas("ts", cas);
     assert_ttl_close(m.in_new("ts").unwrap().ttl, 200);
     c.roundtrip(
         &storage("cas", "ts", 6, 0, b"xyz", &cas.to_string()),
         b"STORED\r\n",
     );
-    assert_eq!(m.in_new("ts"), Some(item(6, -1, b"xyz")));
-    assert_eq!(m.in_old("ts"), None);
+    m.assert_tiers("ts", Some(item(6, -1, b"xyz")), None);
 }
 
 #[test]
@@ -232,8 +217,7 @@ fn multi_gets_mixes_tier0_hits_and_copied_lower_hits_all_with_tier0_cas() {
     assert_eq!((got[1].0.as_str(), got[1].1.as_str()), ("a1", "2"));
     assert_eq!((&got[0].3[..], &got[1].3[..]), (&b"new"[..], &b"old"[..]));
     for (key, _, cas, _) in &got {
-        let holder = m.new_holder(key).expect("in new");
-        assert_eq!(meta_cas(m.new[holder].port, key), Some(*cas), "{key}");
+        m.assert_tier0_cas(key, *cas);
     }
 }
 
@@ -241,13 +225,9 @@ fn multi_gets_mixes_tier0_hits_and_copied_lower_hits_all_with_tier0_cas() {
 
 #[test]
 fn set_writes_tier0_and_deletes_the_key_from_old() {
-    let m = Migration::start();
-    m.put_old("s", 1, 0, b"old");
-    let mut c = m.client();
+    let (m, mut c) = Migration::holding_old("s", 1, 0, b"old");
     c.roundtrip(&storage("set", "s", 2, 100, b"new", ""), b"STORED\r\n");
-    let copy = m.in_new("s").expect("in new");
-    assert_eq!((copy.flags, &copy.value[..]), (2, &b"new"[..]));
-    assert_ttl_close(copy.ttl, 100);
+    m.assert_in_new("s", 2, b"new", 100);
     assert_eq!(m.in_old("s"), None);
     assert_eq!(get(&mut c, "s"), hit("s", 2, b"new"));
 }
@@ -264,16 +244,14 @@ fn cas_writes_tier0_and_deletes_the_key_from_old() {
         &storage("cas", "c", 0, 0, b"two", &cas.to_string()),
         b"STORED\r\n",
     );
-    assert_eq!(m.in_new("c"), Some(item(0, -1, b"two")));
-    assert_eq!(m.in_old("c"), None);
+    m.assert_tiers("c", Some(item(0, -1, b"two")), None);
     // A failed cas changes nothing anywhere.
     m.put_old("c", 0, 0, b"stale");
     c.roundtrip(
         &storage("cas", "c", 0, 0, b"three", &cas.to_string()),
         b"EXISTS\r\n",
     );
-    assert_eq!(m.in_new("c"), Some(item(0, -1, b"two")));
-    assert_eq!(m.in_old("c"), Some(item(0, -1, b"stale")));
+    m.assert_tiers("c", Some(item(0, -1, b"two")), Some(item(0, -1, b"stale")));
 }
 
 #[test]
@@ -283,12 +261,10 @@ fn lower_on_write_ignore_leaves_old_alone() {
     m.put_old("n", 0, 0, b"5");
     let mut c = m.client();
     c.roundtrip(&storage("set", "i", 2, 0, b"new", ""), b"STORED\r\n");
-    assert_eq!(m.in_new("i"), Some(item(2, -1, b"new")));
-    assert_eq!(m.in_old("i"), Some(item(1, -1, b"old")));
+    m.assert_tiers("i", Some(item(2, -1, b"new")), Some(item(1, -1, b"old")));
     // incr copies up, counts on in tier 0, and old keeps its value.
     c.roundtrip(b"incr n 1\r\n", b"6\r\n");
-    assert_eq!(m.in_new("n"), Some(item(0, -1, b"6")));
-    assert_eq!(m.in_old("n"), Some(item(0, -1, b"5")));
+    m.assert_tiers("n", Some(item(0, -1, b"6")), Some(item(0, -1, b"5")));
 }
 
 #[test]
@@ -304,12 +280,14 @@ fn lower_on_write_set_writes_old_too() {
     // Commands without the whole value (append, incr) copy tier 0's result down.
     m.put_old("ap", 4, 0, b"abc");
     c.roundtrip(&storage("append", "ap", 0, 0, b"def", ""), b"STORED\r\n");
-    assert_eq!(m.in_new("ap"), Some(item(4, -1, b"abcdef")));
-    assert_eq!(m.in_old("ap"), Some(item(4, -1, b"abcdef")));
+    m.assert_tiers(
+        "ap",
+        Some(item(4, -1, b"abcdef")),
+        Some(item(4, -1, b"abcdef")),
+    );
     m.put_old("cnt", 0, 0, b"10");
     c.roundtrip(b"incr cnt 5\r\n", b"15\r\n");
-    assert_eq!(m.in_new("cnt"), Some(item(0, -1, b"15")));
-    assert_eq!(m.in_old("cnt"), Some(item(0, -1, b"15")));
+    m.assert_tiers("cnt", Some(item(0, -1, b"15")), Some(item(0, -1, b"15")));
 }
 
 // ---- delete --------------------------------------------------------------------------------
@@ -335,37 +313,30 @@ fn delete_reaches_every_tier_and_the_key_never_comes_back() {
 
 #[test]
 fn add_answers_not_stored_when_only_old_holds_the_key_and_copies_it_up() {
-    let m = Migration::start();
-    m.put_old("ad", 8, 1000, b"old");
-    let mut c = m.client();
+    let (m, mut c) = Migration::holding_old("ad", 8, 1000, b"old");
     c.roundtrip(&storage("add", "ad", 0, 0, b"new", ""), b"NOT_STORED\r\n");
-    let copy = m.in_new("ad").expect("copied up by add");
-    assert_eq!((copy.flags, &copy.value[..]), (8, &b"old"[..]));
-    assert_ttl_close(copy.ttl, m.in_old("ad").unwrap().ttl);
+    // The add copied the key up.
+    m.assert_in_new("ad", 8, b"old", m.in_old("ad").unwrap().ttl);
     assert_eq!(get(&mut c, "ad"), hit("ad", 8, b"old"));
 
     // A key nowhere is added to tier 0.
     c.roundtrip(&storage("add", "fresh", 1, 0, b"f", ""), b"STORED\r\n");
-    assert_eq!(m.in_new("fresh"), Some(item(1, -1, b"f")));
-    assert_eq!(m.in_old("fresh"), None);
+    m.assert_tiers("fresh", Some(item(1, -1, b"f")), None);
 }
 
 // ---- replace, append, prepend, incr, decr, touch: copy up and retry ------------------------
 
 #[test]
 fn replace_on_a_key_only_old_holds_copies_up_and_succeeds() {
-    let m = Migration::start();
-    m.put_old("r", 9, 0, b"old");
-    let mut c = m.client();
+    let (m, mut c) = Migration::holding_old("r", 9, 0, b"old");
     c.roundtrip(&storage("replace", "r", 1, 0, b"rep", ""), b"STORED\r\n");
     assert_eq!(get(&mut c, "r"), hit("r", 1, b"rep"));
-    assert_eq!(m.in_new("r"), Some(item(1, -1, b"rep")));
-    assert_eq!(m.in_old("r"), None);
+    m.assert_tiers("r", Some(item(1, -1, b"rep")), None);
     c.roundtrip(
         &storage("replace", "none", 1, 0, b"x", ""),
         b"NOT_STORED\r\n",
     );
-    assert_eq!((m.in_new("none"), m.in_old("none")), (None, None));
+    m.assert_tiers("none", None, None);
 }
 
 #[test]
@@ -415,18 +386,14 @@ fn incr_and_decr_on_a_counter_only_old_holds_continue_from_its_value() {
     assert_eq!((m.in_old("up"), m.in_old("down")), (None, None));
     c.roundtrip(b"incr none 1\r\n", b"NOT_FOUND\r\n");
     c.roundtrip(b"decr none 1\r\n", b"NOT_FOUND\r\n");
-    assert_eq!((m.in_new("none"), m.in_old("none")), (None, None));
+    m.assert_tiers("none", None, None);
 }
 
 #[test]
 fn touch_on_a_key_only_old_holds_copies_up_and_sets_tier0_ttl() {
-    let m = Migration::start();
-    m.put_old("to", 2, 1000, b"val");
-    let mut c = m.client();
+    let (m, mut c) = Migration::holding_old("to", 2, 1000, b"val");
     c.roundtrip(b"touch to 100\r\n", b"TOUCHED\r\n");
-    let copy = m.in_new("to").expect("copied up");
-    assert_eq!((copy.flags, &copy.value[..]), (2, &b"val"[..]));
-    assert_ttl_close(copy.ttl, 100);
+    m.assert_in_new("to", 2, b"val", 100);
     assert_eq!(get(&mut c, "to"), hit("to", 2, b"val"));
     c.roundtrip(b"touch none 100\r\n", b"NOT_FOUND\r\n");
 }
@@ -500,15 +467,12 @@ fn deleted_key_never_comes_back_while_another_client_keeps_reading_it() {
 
 #[test]
 fn counter_only_in_old_keeps_counting_and_a_later_get_agrees() {
-    let m = Migration::start();
-    m.put_old("visits", 0, 0, b"1000");
-    let mut c = m.client();
+    let (m, mut c) = Migration::holding_old("visits", 0, 0, b"1000");
     for i in 1..=10 {
         c.roundtrip(b"incr visits 1\r\n", format!("{}\r\n", 1000 + i).as_bytes());
     }
     assert_eq!(get(&mut c, "visits"), hit("visits", 0, b"1010"));
-    assert_eq!(m.in_new("visits"), Some(item(0, -1, b"1010")));
-    assert_eq!(m.in_old("visits"), None);
+    m.assert_tiers("visits", Some(item(0, -1, b"1010")), None);
     // Even if tier 0 now loses it, the old value does not come back.
     m.evict_from_new("visits");
     assert_eq!(get(&mut c, "visits"), b"END\r\n");

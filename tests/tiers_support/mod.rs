@@ -84,6 +84,49 @@ impl Migration {
         Client::connect(self.proxy.port)
     }
 
+    /// [`Migration::start`] with `key` already in old ([`Migration::put_old`]), and a client.
+    pub fn holding_old(key: &str, flags: u32, exptime: i64, value: &[u8]) -> (Migration, Client) {
+        let m = Migration::start();
+        m.put_old(key, flags, exptime, value);
+        let c = m.client();
+        (m, c)
+    }
+
+    /// Asserts tier 0 holds `key` with `flags` and `value`, its TTL close to `ttl` seconds
+    /// ([`assert_ttl_close`]); the item.
+    #[track_caller]
+    pub fn assert_in_new(&self, key: &str, flags: u32, value: &[u8], ttl: i64) -> Item {
+        let copy = self
+            .in_new(key)
+            .unwrap_or_else(|| panic!("{key} is not in new"));
+        assert_eq!(
+            (copy.flags, &copy.value[..]),
+            (flags, value),
+            "{key} in new"
+        );
+        assert_ttl_close(copy.ttl, ttl);
+        copy
+    }
+
+    /// Asserts what tier 0 (`new`) and the old pool hold of `key`, read directly.
+    #[track_caller]
+    pub fn assert_tiers(&self, key: &str, new: Option<Item>, old: Option<Item>) {
+        assert_eq!(
+            (self.in_new(key), self.in_old(key)),
+            (new, old),
+            "{key}: (new, old)"
+        );
+    }
+
+    /// Asserts `cas`, a token memroute handed out for `key`, is the one of the tier-0 server
+    /// that holds `key`.
+    #[track_caller]
+    pub fn assert_tier0_cas(&self, key: &str, cas: u64) {
+        let holder = self.new_holder(key);
+        let holder = holder.unwrap_or_else(|| panic!("{key} is not in new"));
+        assert_eq!(meta_cas(self.new[holder].port, key), Some(cas), "{key}");
+    }
+
     /// The item as tier 0 holds it: asks both `new` servers directly; at most one may have it.
     #[track_caller]
     pub fn in_new(&self, key: &str) -> Option<Item> {
