@@ -331,21 +331,14 @@ mod tests {
 
     fn value(key: &str, asked: usize, data: &str) -> Value {
         let block = Bytes::from(format!("VALUE {key} 0 {}\r\n{data}\r\n", data.len()));
-        Value {
-            key: Bytes::from(key.to_string()),
-            asked,
-            flags: 0,
-            cas: None,
-            data: Bytes::from(data.to_string()),
-            block,
-        }
+        Value::new(block, key.len(), data.len(), asked, 0, None)
     }
 
     fn keys_of(rx: &mut oneshot::Receiver<Answer>) -> Vec<String> {
         match rx.try_recv().expect("answered").expect("no error") {
             Response::Values(v) => v
                 .iter()
-                .map(|v| String::from_utf8(v.data.to_vec()).unwrap())
+                .map(|v| String::from_utf8(v.data().to_vec()).unwrap())
                 .collect(),
             other => panic!("{other:?}"),
         }

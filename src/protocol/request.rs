@@ -9,6 +9,7 @@
 //! newline never makes the proxy buffer without bound.
 
 use bytes::{Buf, Bytes, BytesMut};
+use memchr::memchr;
 
 use super::KEY_MAX_LENGTH;
 use super::command::{Command, Keyed, Retrieval, Retrieve, Storage};
@@ -504,19 +505,18 @@ impl Tokens {
     fn split(line: &[u8]) -> Tokens {
         let mut spans = [(0u32, 0u32); MAX_TOKENS - 1];
         let mut count = 0;
-        let mut start = None;
-        for (i, &b) in line.iter().chain(std::iter::once(&b' ')).enumerate() {
-            match (b == b' ', start) {
-                (false, None) => start = Some(i),
-                (true, Some(s)) => {
-                    if count < spans.len() {
-                        spans[count] = (s as u32, i as u32);
-                    }
-                    count += 1;
-                    start = None;
+        // Tokens are the non-empty runs between spaces (and the line's ends); the spaces are
+        // found with `memchr` rather than by looking at every byte.
+        let mut start = 0;
+        let ends = memchr::memchr_iter(b' ', line).chain(std::iter::once(line.len()));
+        for end in ends {
+            if end > start {
+                if count < spans.len() {
+                    spans[count] = (start as u32, end as u32);
                 }
-                _ => {}
+                count += 1;
             }
+            start = end + 1;
         }
         Tokens { spans, count }
     }
@@ -587,10 +587,6 @@ fn split_spaces(line: &[u8], from: usize) -> impl Iterator<Item = std::ops::Rang
         }
         Some(s..i)
     })
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
 }
 
 #[cfg(test)]

@@ -300,7 +300,7 @@ async fn lookup(pool: &Pool, lane: Lane, get: &Retrieve) -> Vec<Result<Option<(u
         if let Ok(Response::Values(values)) = answer {
             for (&i, v) in ks.iter().zip(pair(values, ks.len())) {
                 if let Some(slot) = results.get_mut(i) {
-                    *slot = Ok(v.map(|v| (v.flags, v.data)));
+                    *slot = Ok(v.map(|v| (v.flags, v.data())));
                 }
             }
         }

@@ -40,11 +40,11 @@ fn values_need_the_whole_answer() {
     assert_eq!(v.len(), 2);
     assert_eq!(
         (
-            &v[0].key[..],
+            v[0].key(),
             v[0].asked,
             v[0].flags,
             v[0].cas,
-            &v[0].data[..]
+            &v[0].data()[..]
         ),
         (&b"a"[..], 0, 5, Some(77), &b"abc"[..])
     );
@@ -155,7 +155,7 @@ fn pair_yields_a_slot_per_key_asked() {
         panic!()
     };
     let slots: Vec<Option<String>> = pair(v, asked.len())
-        .map(|s| s.map(|v| String::from_utf8(v.data.to_vec()).unwrap()))
+        .map(|s| s.map(|v| String::from_utf8(v.data().to_vec()).unwrap()))
         .collect();
     assert_eq!(
         slots,
@@ -226,8 +226,8 @@ proptest! {
             if let Ok(Response::Values(v)) = r {
                 let mut order = KeyOrder::new(&asked);
                 for value in v {
-                    prop_assert_eq!(order.place(&value.key), Some(value.asked));
-                    prop_assert!(value.data.len() <= MAX);
+                    prop_assert_eq!(order.place(value.key()), Some(value.asked));
+                    prop_assert!(value.data().len() <= MAX);
                 }
             }
         }
@@ -254,7 +254,7 @@ proptest! {
         for ((hit, flags, data), slot) in hits.iter().zip(slots) {
             prop_assert_eq!(slot.is_some(), *hit);
             if let Some(s) = slot {
-                prop_assert_eq!((s.flags, &s.data[..]), (*flags, &data[..]));
+                prop_assert_eq!((s.flags, &s.data()[..]), (*flags, &data[..]));
             }
         }
     }

@@ -113,7 +113,7 @@ async fn get_with_warm_ttl(
         return None;
     };
     let exptime = for_remaining_ttl(ttl.as_secs() as i64, unix_now())?;
-    Some((value.flags, exptime, value.data))
+    Some((value.flags, exptime, value.data()))
 }
 
 /// Looks for `key` in the lower tiers in order and copies the first hit into tier 0. Answers

@@ -141,7 +141,7 @@ async fn ask(server: &Server, lane: Lane, tombs: Vec<Bytes>) -> Result<Vec<bool>
     match server.call(lane, op).await? {
         Response::Values(values) => Ok(tombs
             .iter()
-            .map(|t| values.iter().any(|v| v.key == *t))
+            .map(|t| values.iter().any(|v| v.key() == &t[..]))
             .take(asked)
             .collect()),
         _ => Err(crate::backend::ErrorKind::Protocol.into()),
