@@ -289,7 +289,13 @@ fn parse_values(expect: Expect<'_>, buf: &mut BytesMut) -> Result<Option<Respons
         if pos == 0 && is_error_line(line) {
             return Ok(Some(Response::Line(buf.split_to(data_start).freeze())));
         }
-        let Some((key, flags, len, cas)) = value_tokens(line) else {
+        let Some(ValueLine {
+            key,
+            flags,
+            len,
+            cas,
+        }) = value_tokens(line)
+        else {
             return Err(ProtocolError::line("not a VALUE line", line));
         };
         let Some(asked) = order.place(key) else {
@@ -329,17 +335,30 @@ fn parse_values(expect: Expect<'_>, buf: &mut BytesMut) -> Result<Option<Respons
     }
 }
 
-/// The tokens of `VALUE <key> <flags> <bytes> [<cas>]` split at single spaces (an empty token
-/// where two spaces meet): key, flags, length and the CAS if there is one. The key is found
-/// with one `memchr`; splitting the whole line byte by byte was most of the parser's time.
-fn value_tokens(line: &[u8]) -> Option<(&[u8], &[u8], &[u8], Option<&[u8]>)> {
+/// The tokens of a `VALUE <key> <flags> <bytes> [<cas>]` line.
+struct ValueLine<'a> {
+    key: &'a [u8],
+    flags: &'a [u8],
+    len: &'a [u8],
+    cas: Option<&'a [u8]>,
+}
+
+/// Splits a `VALUE` line at single spaces (an empty token where two spaces meet), as a split of
+/// the whole line would. The key is found with one `memchr`; splitting the whole line byte by
+/// byte was most of the parser's time.
+fn value_tokens(line: &[u8]) -> Option<ValueLine<'_>> {
     let rest = line.strip_prefix(VALUE_PREFIX)?;
     let space = memchr::memchr(b' ', rest)?;
     let (key, rest) = rest.split_at(space);
     // `rest` starts with the space just found.
     let mut parts = rest.get(1..)?.split(|&b| b == b' ');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(flags), Some(len), cas, None) => Some((key, flags, len, cas)),
+        (Some(flags), Some(len), cas, None) => Some(ValueLine {
+            key,
+            flags,
+            len,
+            cas,
+        }),
         _ => None,
     }
 }
