@@ -24,6 +24,15 @@ fn replicated(east: &Memcached, west: &Memcached, route_extra: &str) -> Memroute
     )
 }
 
+/// Replicas `east` and `west` (one memcached each), memroute [`replicated`] over them, and a
+/// client of it.
+fn setup(route_extra: &str) -> (Memcached, Memcached, Memroute, Client) {
+    let (east, west) = (Memcached::start(), Memcached::start());
+    let m = replicated(&east, &west, route_extra);
+    let c = m.client();
+    (east, west, m, c)
+}
+
 /// The replica index (0 east, 1 west) `/route` names as the key's home.
 fn home(m: &Memroute, key: &str) -> usize {
     let body = m.get(&format!("/route?key={key}")).body;
@@ -37,11 +46,11 @@ fn home(m: &Memroute, key: &str) -> usize {
 
 #[test]
 fn writes_reach_every_replica() {
-    let (east, west) = (Memcached::start(), Memcached::start());
-    let m = replicated(&east, &west, "");
-    let mut c = m.client();
-    c.roundtrip(b"set k 0 0 2\r\nv1\r\n", b"STORED\r\n");
-    c.roundtrip(b"append k 0 0 1\r\n+\r\n", b"STORED\r\n");
+    let (east, west, m, mut c) = setup("");
+    c.roundtrips(rows![
+        b"set k 0 0 2\r\nv1\r\n" => b"STORED\r\n",
+        b"append k 0 0 1\r\n+\r\n" => b"STORED\r\n",
+    ]);
     assert_eq!(direct_get(&east, "k"), hit("k", "v1+"));
     assert_eq!(direct_get(&west, "k"), hit("k", "v1+"));
     c.roundtrip(b"set n 0 0 1\r\n5\r\n", b"STORED\r\n");
@@ -77,11 +86,11 @@ fn ttl_on(m: &Memcached, key: &str) -> String {
 
 #[test]
 fn gat_touches_every_replica() {
-    let (east, west) = (Memcached::start(), Memcached::start());
-    let m = replicated(&east, &west, "");
-    let mut c = m.client();
-    c.roundtrip(b"set t 0 0 1\r\nx\r\n", b"STORED\r\n");
-    c.roundtrip(b"gat 1000 t\r\n", b"VALUE t 0 1\r\nx\r\nEND\r\n");
+    let (east, west, _m, mut c) = setup("");
+    c.roundtrips(rows![
+        b"set t 0 0 1\r\nx\r\n" => b"STORED\r\n",
+        b"gat 1000 t\r\n" => b"VALUE t 0 1\r\nx\r\nEND\r\n",
+    ]);
     for r in [&east, &west] {
         let t = ttl_on(r, "t");
         assert!(t == "HD t1000\r\n" || t == "HD t999\r\n", "{t:?}");
@@ -139,9 +148,7 @@ fn a_miss_fails_over_only_with_read_miss_failover() {
     let mut c = warm.client();
     assert_eq!(get(&mut c, &key), hit(&key, "w"));
     c.roundtrip(format!("mg {key} v\r\n").as_bytes(), b"VA 1\r\nw\r\n");
-    let metrics = warm.metrics();
-    let failovers = counter(
-        &metrics,
+    let failovers = warm.counter(
         "memroute_replica_failovers_total",
         &[("pool", "east"), ("reason", "miss")],
     );
@@ -150,9 +157,7 @@ fn a_miss_fails_over_only_with_read_miss_failover() {
 
 #[test]
 fn cas_is_checked_on_the_home_replica_and_followed_on_the_other() {
-    let (east, west) = (Memcached::start(), Memcached::start());
-    let m = replicated(&east, &west, "");
-    let mut c = m.client();
+    let (east, west, m, mut c) = setup("");
     c.roundtrip(b"set c 0 0 1\r\na\r\n", b"STORED\r\n");
     let h = home(&m, "c");
     let home_mc = if h == 0 { &east } else { &west };
@@ -180,22 +185,15 @@ fn cas_is_checked_on_the_home_replica_and_followed_on_the_other() {
 
 #[test]
 fn the_first_replica_answers_and_disagreements_are_counted() {
-    let (east, west) = (Memcached::start(), Memcached::start());
-    let m = replicated(&east, &west, "");
+    let (east, west, m, mut c) = setup("");
     direct_set(&east, "ctr", "10");
     direct_set(&west, "ctr", "20");
-    let mut c = m.client();
     c.roundtrip(b"incr ctr 1\r\n", b"11\r\n");
     assert_eq!(direct_get(&west, "ctr"), hit("ctr", "21"));
     // `add` of a key only west has: east's STORED is the answer, west's NOT_STORED disagrees.
     direct_set(&west, "only-west", "w");
     c.roundtrip(b"add only-west 0 0 1\r\ne\r\n", b"STORED\r\n");
-    let metrics = m.metrics();
-    let west_disagrees = counter(
-        &metrics,
-        "memroute_replica_disagreements_total",
-        &[("pool", "west")],
-    );
+    let west_disagrees = m.counter("memroute_replica_disagreements_total", &[("pool", "west")]);
     assert_eq!(west_disagrees, 2.0);
     // With the first replica down, the next one's reply is the answer.
     drop(east);
@@ -204,9 +202,7 @@ fn the_first_replica_answers_and_disagreements_are_counted() {
 
 #[test]
 fn async_writes_answer_after_the_first_replica_and_reach_the_rest() {
-    let (east, west) = (Memcached::start(), Memcached::start());
-    let m = replicated(&east, &west, "write_mode = \"async\"");
-    let mut c = m.client();
+    let (east, west, m, mut c) = setup("write_mode = \"async\"");
     for i in 0..50 {
         c.roundtrip(
             format!("set a{i} 0 0 1\r\n{}\r\n", i % 10).as_bytes(),
@@ -285,9 +281,7 @@ fn reads_never_fail_while_one_replica_is_up() {
         "{} failures in {steps} steps: {failures:#?}",
         failures.len()
     );
-    let metrics = m.metrics();
-    let failovers = counter(
-        &metrics,
+    let failovers = m.counter(
         "memroute_replica_failovers_total",
         &[("pool", "east"), ("reason", "error")],
     );
@@ -299,9 +293,7 @@ fn reads_never_fail_while_one_replica_is_up() {
 
 #[test]
 fn a_multi_key_get_fails_over_per_key() {
-    let (east, west) = (Memcached::start(), Memcached::start());
-    let m = replicated(&east, &west, "");
-    let mut c = m.client();
+    let (east, _west, m, mut c) = setup("");
     let keys: Vec<String> = (0..12).map(|i| format!("mk:{i}")).collect();
     for k in &keys {
         c.roundtrip(format!("set {k} 0 0 1\r\nx\r\n").as_bytes(), b"STORED\r\n");
@@ -313,9 +305,7 @@ fn a_multi_key_get_fails_over_per_key() {
     }
     want.extend(b"END\r\n");
     c.roundtrip(format!("get {}\r\n", keys.join(" ")).as_bytes(), &want);
-    let metrics = m.metrics();
-    let failed_over = counter(
-        &metrics,
+    let failed_over = m.counter(
         "memroute_replica_failovers_total",
         &[("pool", "east"), ("reason", "error")],
     );

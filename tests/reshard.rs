@@ -29,6 +29,13 @@ fn addrs(backends: &[&Memcached]) -> Vec<String> {
     backends.iter().map(|b| b.addr()).collect()
 }
 
+/// `n` memcacheds and their addresses.
+fn memcacheds(n: usize) -> (Vec<Memcached>, Vec<String>) {
+    let backends: Vec<Memcached> = (0..n).map(|_| Memcached::start()).collect();
+    let a = backends.iter().map(Memcached::addr).collect();
+    (backends, a)
+}
+
 /// Index of the backend holding `key` (asked directly), if exactly one does.
 fn holder(backends: &[&Memcached], key: &str) -> Option<usize> {
     let found: Vec<usize> = (0..backends.len())
@@ -77,9 +84,8 @@ fn reload(proxy: &Memroute, builder: &Builder) {
 fn add_remove_and_reweight_under_load_lose_no_reads_and_warm_the_new_owners() {
     const KEYS: usize = 600;
     const CLIENTS: usize = 8;
-    let backends: Vec<Memcached> = (0..4).map(|_| Memcached::start()).collect();
+    let (backends, a) = memcacheds(4);
     let all: Vec<&Memcached> = backends.iter().collect();
-    let a = addrs(&all);
     let warm = "reshard_warmup = \"5m\"";
     let configs = [
         pool(&a[..3], warm),
@@ -218,9 +224,7 @@ fn add_remove_and_reweight_under_load_lose_no_reads_and_warm_the_new_owners() {
 /// window ends; the gauge goes back to 0.
 #[test]
 fn the_window_shows_in_route_and_logs_and_closes_the_removed_server_at_its_end() {
-    let backends: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
-    let all: Vec<&Memcached> = backends.iter().collect();
-    let a = addrs(&all);
+    let (backends, a) = memcacheds(3);
     let warm = "reshard_warmup = \"3s\"";
     let proxy = pool(&a, warm).start();
     let mut c = Client::connect(proxy.port);
@@ -231,7 +235,7 @@ fn the_window_shows_in_route_and_logs_and_closes_the_removed_server_at_its_end()
     // The keys the third server holds move when it is removed.
     let on_third: Vec<&String> = keys
         .iter()
-        .filter(|k| meta_get(all[2].port, k).is_some())
+        .filter(|k| meta_get(backends[2].port, k).is_some())
         .collect();
     assert!(!on_third.is_empty());
     let opened = Instant::now();
@@ -244,7 +248,7 @@ fn the_window_shows_in_route_and_logs_and_closes_the_removed_server_at_its_end()
     assert_eq!(previous["moved"], serde_json::json!(true), "{shown}");
     let stays = keys
         .iter()
-        .find(|k| meta_get(all[0].port, k).is_some())
+        .find(|k| meta_get(backends[0].port, k).is_some())
         .expect("a key on the first server");
     assert!(!moved(&proxy, stays), "{}", route(&proxy, stays));
     assert!(proxy.stderr().contains("reshard window opened"));
@@ -281,13 +285,15 @@ fn the_window_shows_in_route_and_logs_and_closes_the_removed_server_at_its_end()
     );
     // Only our own stats connection is left on the removed server.
     poll("the removed server's connections to close", || {
-        (Client::connect(all[2].port).stat("curr_connections") == 1).then_some(())
+        (Client::connect(backends[2].port).stat("curr_connections") == 1).then_some(())
     });
     // After the window a moved key that was not read is a miss (cold), as without resharding.
     let cold = on_third
         .iter()
         .skip(1)
-        .find(|k| meta_get(all[0].port, k).is_none() && meta_get(all[1].port, k).is_none())
+        .find(|k| {
+            meta_get(backends[0].port, k).is_none() && meta_get(backends[1].port, k).is_none()
+        })
         .expect("an unread moved key");
     assert_eq!(get(&mut c, cold), b"END\r\n");
 }
@@ -297,9 +303,7 @@ fn the_window_shows_in_route_and_logs_and_closes_the_removed_server_at_its_end()
 /// CAS keep working for moved keys.
 #[test]
 fn deletes_and_writes_in_the_window_win_and_counters_and_cas_continue() {
-    let backends: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
-    let all: Vec<&Memcached> = backends.iter().collect();
-    let a = addrs(&all);
+    let (backends, a) = memcacheds(3);
     let warm = "reshard_warmup = \"5m\"";
     let proxy = pool(&a[..2], warm).start();
     let mut c = Client::connect(proxy.port);
@@ -355,7 +359,7 @@ fn deletes_and_writes_in_the_window_win_and_counters_and_cas_continue() {
     }
     // The previous owners no longer hold any of them.
     for k in moved.iter() {
-        for b in &all[..2] {
+        for b in &backends[..2] {
             assert_eq!(meta_get(b.port, k), None, "{k} left on its previous owner");
         }
     }

@@ -486,6 +486,13 @@ impl Memroute {
         reply.body
     }
 
+    /// The counter `name` with `labels` on `/metrics` now, 0 while absent (see
+    /// [`super::http::counter`]).
+    #[track_caller]
+    pub fn counter(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        super::http::counter(&self.metrics(), name, labels)
+    }
+
     /// The value of series `name` with `labels` on `/metrics` now (see [`sample`]).
     #[track_caller]
     pub fn sample(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
