@@ -26,6 +26,6 @@ pub mod server;
 pub mod settings;
 
 pub use error::{BackendError, ErrorKind, Origin};
-pub use pool::Pool;
+pub use pool::{Pool, Pools};
 pub use server::{Lane, Server};
 pub use settings::ServerSettings;

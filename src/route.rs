@@ -17,13 +17,12 @@ pub mod replicas;
 pub mod shadow;
 pub mod tiers;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{BackendError, ErrorKind, Lane, Pool};
+use crate::backend::{BackendError, ErrorKind, Lane, Pool, Pools};
 use crate::config::{LowerOnWrite, RouteConfig};
 use crate::metrics::{Metrics, TierMetrics};
 use crate::protocol::backend::Response;
@@ -66,11 +65,7 @@ pub struct Route {
 
 impl Route {
     /// Binds a route config to the snapshot's pools (validation guarantees they exist).
-    pub fn new(
-        config: &RouteConfig,
-        pools: &BTreeMap<String, Arc<Pool>>,
-        metrics: &Arc<Metrics>,
-    ) -> Option<Route> {
+    pub fn new(config: &RouteConfig, pools: &Pools, metrics: &Arc<Metrics>) -> Option<Route> {
         let tiers: Option<Vec<Arc<Pool>>> =
             config.tiers.iter().map(|t| pools.get(t).cloned()).collect();
         let tiers = tiers?;

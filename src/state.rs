@@ -20,7 +20,7 @@ use crate::route::tiers::reshard::{self, MAX_PREVIOUS_RINGS, PreviousRing};
 use arc_swap::ArcSwap;
 
 use crate::backend::ServerSettings;
-use crate::backend::{Pool, Server};
+use crate::backend::{Pool, Pools, Server};
 use crate::config::reload::ReloadOutcome;
 use crate::config::{Config, ListenAddress, LowerOnWrite, RouteConfig};
 use crate::metrics::Metrics;
@@ -33,7 +33,7 @@ pub struct Snapshot {
     /// The validated config.
     pub config: Arc<Config>,
     /// Pools by name.
-    pub pools: BTreeMap<String, Arc<Pool>>,
+    pub pools: Pools,
     /// Routes by prefix.
     pub router: Router,
     /// Listeners with their own `pool`: a router with one default route to it.
@@ -350,7 +350,7 @@ fn start_pools(
     metrics: &Metrics,
     servers: &Mutex<HashMap<Arc<ServerSettings>, Weak<Server>>>,
     tls: &crate::tls::Registry,
-) -> BTreeMap<String, Arc<Pool>> {
+) -> Pools {
     let mut table = lock(servers);
     let mut pools = BTreeMap::new();
     for (name, pc) in &config.pools {

@@ -14,6 +14,9 @@ use super::{BackendError, ErrorKind, Origin, Server};
 use crate::config::PoolConfig;
 use crate::ring::{Ring, RingServer, hash_key};
 
+/// A config snapshot's pools by name.
+pub type Pools = std::collections::BTreeMap<String, Arc<Pool>>;
+
 /// One pool of a config snapshot.
 pub struct Pool {
     /// The validated config of this pool.

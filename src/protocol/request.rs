@@ -285,16 +285,22 @@ fn single_key(line: &Bytes, t: &Tokens, noreply: bool) -> Result<Bytes, Invalid>
     Ok(t.slice(line, 1))
 }
 
-/// `incr|decr <key> <delta> [noreply]`
-fn parse_arith(line: &Bytes, t: &Tokens) -> Result<Request, Invalid> {
+/// `<verb> <key> <number> [noreply]` (`incr`, `decr`, `touch`): the key, the number's token
+/// and whether `noreply` was given; `ERROR` for any other token count.
+fn key_and_number<'l>(line: &'l Bytes, t: &Tokens) -> Result<(Bytes, &'l [u8], bool), Invalid> {
     let ntokens = t.ntokens();
     if ntokens != 4 && ntokens != 5 {
         return Err(Invalid::reply(reply::ERROR));
     }
     let noreply = t.get(line, t.last()) == b"noreply";
     let key = single_key(line, t, noreply)?;
-    let delta =
-        parse_u64(t.get(line, 2)).ok_or(Invalid::reply(reply::BAD_DELTA).noreply(noreply))?;
+    Ok((key, t.get(line, 2), noreply))
+}
+
+/// `incr|decr <key> <delta> [noreply]`
+fn parse_arith(line: &Bytes, t: &Tokens) -> Result<Request, Invalid> {
+    let (key, delta, noreply) = key_and_number(line, t)?;
+    let delta = parse_u64(delta).ok_or(Invalid::reply(reply::BAD_DELTA).noreply(noreply))?;
     let op = Command::Keyed(Keyed::Arith {
         incr: t.get(line, 0) == b"incr",
         key,
@@ -326,14 +332,8 @@ fn parse_delete(line: &Bytes, t: &Tokens) -> Result<Request, Invalid> {
 
 /// `touch <key> <exptime> [noreply]`
 fn parse_touch(line: &Bytes, t: &Tokens) -> Result<Request, Invalid> {
-    let ntokens = t.ntokens();
-    if ntokens != 4 && ntokens != 5 {
-        return Err(Invalid::reply(reply::ERROR));
-    }
-    let noreply = t.get(line, t.last()) == b"noreply";
-    let key = single_key(line, t, noreply)?;
-    let exptime =
-        parse_i32(t.get(line, 2)).ok_or(Invalid::reply(reply::BAD_EXPTIME).noreply(noreply))?;
+    let (key, exptime, noreply) = key_and_number(line, t)?;
+    let exptime = parse_i32(exptime).ok_or(Invalid::reply(reply::BAD_EXPTIME).noreply(noreply))?;
     let op = Command::Keyed(Keyed::Touch { key, exptime });
     Ok(Request::Op { op, noreply })
 }

@@ -17,7 +17,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use prometheus::IntCounter;
 
 use crate::backend::server::Pending;
-use crate::backend::{BackendError, Lane, Pool, Server};
+use crate::backend::{BackendError, Lane, Pool, Pools, Server};
 use crate::metrics::Metrics;
 use crate::protocol::command::{Keyed, Op};
 use crate::protocol::exptime::{RELATIVE_TTL_MAX, unix_now};
@@ -35,11 +35,7 @@ pub struct Gutter {
 
 impl Gutter {
     /// The gutter of `pool`, if its config names one that exists in `pools`.
-    pub fn of(
-        pool: &Pool,
-        pools: &std::collections::BTreeMap<String, Arc<Pool>>,
-        metrics: &Metrics,
-    ) -> Option<Gutter> {
+    pub fn of(pool: &Pool, pools: &Pools, metrics: &Metrics) -> Option<Gutter> {
         let gutter = pools.get(pool.config.failover.as_ref()?)?.clone();
         let ttl = pool
             .config

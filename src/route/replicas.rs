@@ -31,7 +31,6 @@
 //! retrieval that mixes keys of a route with fallback tiers and of a replicated route reads the
 //! replicated keys from their first replica only (the tiered reader handles the whole request).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -41,7 +40,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::gutter::{self, Gutter};
 use super::{ReplyFuture, Route, Router, ready, to_reply};
 use crate::backend::server::Pending;
-use crate::backend::{BackendError, ErrorKind, Lane, Origin, Pool, Server};
+use crate::backend::{BackendError, ErrorKind, Lane, Origin, Pool, Pools, Server};
 use crate::config::{RouteConfig, WriteMode};
 use crate::metrics::Metrics;
 use crate::protocol::backend::{Response, Value, pair};
@@ -90,11 +89,7 @@ struct TargetMetrics {
 
 impl Replicas {
     /// The replicas of a route config, `None` for a route without `replicas`.
-    pub fn new(
-        config: &RouteConfig,
-        pools: &BTreeMap<String, Arc<Pool>>,
-        metrics: &Metrics,
-    ) -> Option<Replicas> {
+    pub fn new(config: &RouteConfig, pools: &Pools, metrics: &Metrics) -> Option<Replicas> {
         if config.replicas.is_empty() {
             return None;
         }
@@ -612,14 +607,9 @@ fn send_round(
     lane: Lane,
     slots: &mut [Slot],
 ) -> Vec<Group> {
-    let Retrieve {
-        kind,
-        exptime,
-        ref keys,
-    } = *get;
     let mut groups: Vec<(Group, Vec<Bytes>)> = Vec::new();
     for &i in todo {
-        let (Some(plan), Some(key)) = (plans.get(i), keys.get(i)) else {
+        let (Some(plan), Some(key)) = (plans.get(i), get.keys.get(i)) else {
             continue;
         };
         let located = match (&plan.route.replicas, plan.order.get(round)) {
@@ -637,7 +627,7 @@ fn send_round(
                 continue;
             }
         };
-        let cap = g.filter(|_| matches!(kind, Retrieval::Gat | Retrieval::Gats));
+        let cap = g.filter(|_| matches!(get.kind, Retrieval::Gat | Retrieval::Gats));
         let at = groups
             .iter()
             .position(|(gr, _)| Arc::ptr_eq(&gr.server, &server) && gr.gutter == cap.is_some());
@@ -667,14 +657,14 @@ fn send_round(
             let exptime = match (g.gutter, plans.get(g.keys[0])) {
                 (true, Some(p)) => {
                     let ttl = gutter_ttl(p, round).unwrap_or(u32::MAX);
-                    gutter::cap_exptime(exptime, ttl)
+                    gutter::cap_exptime(get.exptime, ttl)
                 }
-                _ => exptime,
+                _ => get.exptime,
             };
             g.pending = g.server.send(
                 lane,
                 Op::Get {
-                    kind,
+                    kind: get.kind,
                     exptime,
                     keys: ks,
                 },

@@ -15,7 +15,7 @@
 //!   `mg … c` asking for the CAS token counts as `different`). A read the main path answered with
 //!   an error is not compared. Writes are counted `written` or `error`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -25,7 +25,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::replicas::key_hash;
 use super::{ReplyFuture, Router};
-use crate::backend::{BackendError, Lane, Pool};
+use crate::backend::{BackendError, Lane, Pool, Pools};
 use crate::config::RouteConfig;
 use crate::metrics::Metrics;
 use crate::protocol::backend::{Response, pair};
@@ -74,11 +74,7 @@ enum What {
 impl Shadow {
     /// The shadow of a route config (`None` without one, or outside a tokio runtime, where its
     /// worker could not run).
-    pub fn new(
-        config: &RouteConfig,
-        pools: &BTreeMap<String, Arc<Pool>>,
-        metrics: &Metrics,
-    ) -> Option<Shadow> {
+    pub fn new(config: &RouteConfig, pools: &Pools, metrics: &Metrics) -> Option<Shadow> {
         let sc = config.shadow.as_ref()?;
         let pool = pools.get(&sc.pool)?.clone();
         let runtime = tokio::runtime::Handle::try_current().ok()?;
@@ -263,11 +259,7 @@ async fn run(job: Job, pool: &Pool, m: &ShadowMetrics) {
 
 /// Each key's `(flags, data)` in the candidate (`None` for a miss, `Err` when its server failed).
 async fn lookup(pool: &Pool, lane: Lane, get: &Retrieve) -> Vec<Result<Option<(u32, Bytes)>, ()>> {
-    let Retrieve {
-        kind,
-        exptime,
-        ref keys,
-    } = *get;
+    let keys = &get.keys;
     let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
     let mut results: Vec<Result<Option<(u32, Bytes)>, ()>> = vec![Err(()); keys.len()];
     for (i, key) in keys.iter().enumerate() {
@@ -281,8 +273,8 @@ async fn lookup(pool: &Pool, lane: Lane, get: &Retrieve) -> Vec<Result<Option<(u
     }
     let answers = join_all(groups.iter().map(|(s, ks)| {
         let op = Op::Get {
-            kind,
-            exptime,
+            kind: get.kind,
+            exptime: get.exptime,
             keys: ks.iter().filter_map(|&i| keys.get(i).cloned()).collect(),
         };
         async move {

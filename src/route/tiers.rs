@@ -33,6 +33,10 @@ pub mod write;
 pub use read::retrieve;
 pub use write::dispatch;
 
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+
 use crate::backend::{BackendError, Lane, Pool};
 use crate::protocol::backend::Response;
 use crate::protocol::command::{Keyed, Op};
@@ -67,6 +71,45 @@ pub fn unknown(route: &Route, command: &str) -> Result<Response, BackendError> {
 /// True when a lower tier's answer to a `delete` means it no longer holds the key.
 pub fn deleted_or_absent(answer: &Result<Response, BackendError>) -> bool {
     is_line(answer, reply::DELETED) || is_line(answer, reply::NOT_FOUND)
+}
+
+/// `delete <key>` in each of the route's tiers `asked`, at once; the answers in that order.
+pub async fn delete_in(
+    route: &Route,
+    lane: Lane,
+    key: &bytes::Bytes,
+    asked: &[usize],
+) -> Vec<Result<Response, BackendError>> {
+    let delete = |t: usize| call(&route.tiers[t], lane, Keyed::Delete { key: key.clone() });
+    join_all(asked.iter().map(|&t| delete(t))).await
+}
+
+/// The tiers whose `delete` answer leaves the key possibly there (each counted as an error of
+/// its tier), from (tier, answer) pairs.
+pub fn failed_deletes<'a>(
+    route: &Route,
+    answers: impl Iterator<Item = (&'a usize, &'a Result<Response, BackendError>)>,
+) -> Vec<usize> {
+    let failed: Vec<usize> = answers
+        .filter(|(_, a)| !deleted_or_absent(a))
+        .map(|(&t, _)| t)
+        .collect();
+    for &t in &failed {
+        route.tier_metrics[t].errors.inc();
+    }
+    failed
+}
+
+/// The delayed double delete: tier 0 again after one `timeout`, in case a read that raced the
+/// delete copied the old value up in between.
+pub fn delete_again_later(route: &Arc<Route>, lane: Lane, key: bytes::Bytes) {
+    let route = route.clone();
+    let delay = route.owner().config.timeout;
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let answer = call(route.owner(), lane, Keyed::Delete { key }).await;
+        route.metrics.tiers.double_deletes.count(answer.is_ok());
+    });
 }
 
 /// An invalidation the lower tiers at `failed` could not take: queue it for each of their

@@ -31,31 +31,11 @@ fn timed_out(rx: &mut oneshot::Receiver<Answer>) -> bool {
     matches!(rx.try_recv(), Ok(Err(e)) if e.kind == ErrorKind::Timeout)
 }
 
-#[tokio::test(start_paused = true)]
-async fn one_timeout_then_a_late_answer_then_a_stall() {
-    let start = Instant::now();
-    let mut q = InFlightQueue::new(STUCK);
-    let (a, mut ra) = entry(start + TIMEOUT);
-    q.push(a);
-    // No answer: the request fails at its deadline, to the millisecond.
-    let e = q.expired().await;
-    assert_eq!(
-        e,
-        Expiry::TimedOut {
-            commands: 1,
-            requests: 1
-        }
-    );
-    assert_eq!(start.elapsed(), TIMEOUT);
-    assert!(timed_out(&mut ra));
-    // Its answer comes late (250 ms) and is taken off without a waiter.
-    advance(Duration::from_millis(150)).await;
-    let late = q.pop().expect("the late entry");
-    assert!(!late.waiter.is_waiting());
-    // The next request on the stalled connection fails at its own deadline, not at a recheck.
+/// Queues a request due in `TIMEOUT` and checks that it, alone, fails exactly then.
+async fn fails_alone_at_its_deadline(q: &mut InFlightQueue) {
     let sent = Instant::now();
-    let (b, mut rb) = entry(sent + TIMEOUT);
-    q.push(b);
+    let (e, mut rx) = entry(sent + TIMEOUT);
+    q.push(e);
     let e = q.expired().await;
     assert_eq!(
         e,
@@ -65,7 +45,20 @@ async fn one_timeout_then_a_late_answer_then_a_stall() {
         }
     );
     assert_eq!(sent.elapsed(), TIMEOUT);
-    assert!(timed_out(&mut rb));
+    assert!(timed_out(&mut rx));
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_timeout_then_a_late_answer_then_a_stall() {
+    let mut q = InFlightQueue::new(STUCK);
+    // No answer: the request fails at its deadline, to the millisecond.
+    fails_alone_at_its_deadline(&mut q).await;
+    // Its answer comes late (250 ms) and is taken off without a waiter.
+    advance(Duration::from_millis(150)).await;
+    let late = q.pop().expect("the late entry");
+    assert!(!late.waiter.is_waiting());
+    // The next request on the stalled connection fails at its own deadline, not at a recheck.
+    fails_alone_at_its_deadline(&mut q).await;
 }
 
 #[tokio::test(start_paused = true)]

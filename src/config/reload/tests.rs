@@ -32,6 +32,15 @@ impl TempDir {
     }
 }
 
+/// A fresh directory (see [`TempDir`]) holding `config.toml` with `config_text(1)`; returns the
+/// directory and the file's path.
+fn config_dir(tag: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::new(tag);
+    let path = dir.0.join("config.toml");
+    fs::write(&path, config_text(1)).unwrap();
+    (dir, path)
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
@@ -95,9 +104,7 @@ impl Running {
 
 #[tokio::test]
 async fn in_place_write_reloads_once_after_a_burst() {
-    let dir = TempDir::new("write");
-    let path = dir.0.join("config.toml");
-    fs::write(&path, config_text(1)).unwrap();
+    let (_dir, path) = config_dir("write");
     let mut r = Running::start(&path);
     // Several writes closer together than the debounce time are one reload.
     for port in 2..=4 {
@@ -109,9 +116,7 @@ async fn in_place_write_reloads_once_after_a_burst() {
 
 #[tokio::test]
 async fn rename_over_reloads_once() {
-    let dir = TempDir::new("rename");
-    let path = dir.0.join("config.toml");
-    fs::write(&path, config_text(1)).unwrap();
+    let (dir, path) = config_dir("rename");
     let mut r = Running::start(&path);
     // What editors and config-management tools do: write a temp file, rename it over.
     let tmp = dir.0.join(".config.toml.swp");
@@ -207,9 +212,7 @@ fn resolution_names_each_link_and_the_file_read() {
 
 #[tokio::test]
 async fn other_files_in_the_directory_are_ignored() {
-    let dir = TempDir::new("other");
-    let path = dir.0.join("config.toml");
-    fs::write(&path, config_text(1)).unwrap();
+    let (dir, path) = config_dir("other");
     let mut r = Running::start(&path);
     fs::write(dir.0.join("notes.txt"), "hello").unwrap();
     fs::rename(dir.0.join("notes.txt"), dir.0.join("notes2.txt")).unwrap();
@@ -218,9 +221,7 @@ async fn other_files_in_the_directory_are_ignored() {
 
 #[tokio::test]
 async fn broken_file_is_rejected_then_fixed_file_applied() {
-    let dir = TempDir::new("broken");
-    let path = dir.0.join("config.toml");
-    fs::write(&path, config_text(1)).unwrap();
+    let (_dir, path) = config_dir("broken");
     let mut r = Running::start(&path);
     fs::write(&path, "[pools.a]\nservers = [\"127.0.0.1:11211:0\"]\n").unwrap();
     match r.next().await {
@@ -241,9 +242,7 @@ async fn broken_file_is_rejected_then_fixed_file_applied() {
 
 #[tokio::test]
 async fn rewriting_the_same_text_is_unchanged() {
-    let dir = TempDir::new("same");
-    let path = dir.0.join("config.toml");
-    fs::write(&path, config_text(1)).unwrap();
+    let (_dir, path) = config_dir("same");
     let mut r = Running::start(&path);
     fs::write(&path, config_text(1)).unwrap();
     assert_eq!(r.next().await, ReloadOutcome::Unchanged);
@@ -253,9 +252,7 @@ async fn rewriting_the_same_text_is_unchanged() {
 
 #[test]
 fn reloader_reports_each_outcome_and_tracks_the_digest() {
-    let dir = TempDir::new("reloader");
-    let path = dir.0.join("config.toml");
-    fs::write(&path, config_text(1)).unwrap();
+    let (_dir, path) = config_dir("reloader");
     let (mut reloader, config) = Reloader::load(&path).unwrap();
     assert_eq!(port_of(&config), "127.0.0.1:1");
     assert_eq!(reloader.digest(), digest(&config_text(1)));

@@ -112,6 +112,19 @@ impl<'t> Fields<'t> {
         }
     }
 
+    /// A memcached TTL as a duration: whole seconds (memcached's unit), at least 1s (0 would
+    /// mean "never expires").
+    pub(super) fn ttl(&self, ctx: &mut Ctx<'_>, key: &str) -> Option<Duration> {
+        let ttl = self.duration(ctx, key)?;
+        if ttl < Duration::from_secs(1) || ttl.subsec_nanos() != 0 {
+            let span = &self.entry(key)?.node.span;
+            let msg = format!("`{key}` must be a whole number of seconds, at least 1s");
+            ctx.error(span, msg);
+            return None;
+        }
+        Some(ttl)
+    }
+
     /// A `host:port` listen address.
     pub(super) fn address(&self, ctx: &mut Ctx<'_>, key: &str) -> Option<String> {
         let (text, node) = self.string(ctx, key)?;

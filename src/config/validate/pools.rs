@@ -148,9 +148,7 @@ fn pool(ctx: &mut Ctx<'_>, name: &str, node: &Node, t: &Table) -> PoolConfig {
         merge_gets: f.boolean(ctx, "merge_gets").unwrap_or(true),
         // Checked against the other pools and the routes in [`super::replication::gutters`].
         failover: f.string(ctx, "failover").map(|(p, _)| p.to_string()),
-        failover_ttl: f
-            .duration(ctx, "failover_ttl")
-            .unwrap_or(DEFAULT_FAILOVER_TTL),
+        failover_ttl: f.ttl(ctx, "failover_ttl").unwrap_or(DEFAULT_FAILOVER_TTL),
         reshard_warmup: f
             .duration(ctx, "reshard_warmup")
             .unwrap_or(DEFAULT_RESHARD_WARMUP),
@@ -249,6 +247,29 @@ fn server_table(ctx: &mut Ctx<'_>, node: &Node, t: &Table) -> Option<ServerConfi
         None => 1,
     };
     Some(server(host, port, weight, name))
+}
+
+/// A list of pool names (`tiers`, `replicas`): each a string naming a known pool, none twice.
+/// The names come back as written, an unknown one included (its error is reported).
+pub(super) fn pool_list(
+    ctx: &mut Ctx<'_>,
+    list: &[Node],
+    what: &str,
+    pools: &BTreeMap<String, PoolConfig>,
+) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for node in list {
+        let Some(name) = string(ctx, node, what) else {
+            continue;
+        };
+        if names.iter().any(|n| n == name) {
+            ctx.error(&node.span, format!("pool `{name}` is twice in `{what}`"));
+        } else {
+            known_pool(ctx, name, &node.span, pools);
+        }
+        names.push(name.to_string());
+    }
+    names
 }
 
 /// True when `name` is a pool of `pools`; else reports "no pool named …" at `span`, with the

@@ -13,10 +13,9 @@
 //!   own); `failover_ttl` without `failover` or not a whole number of seconds.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use super::Ctx;
-use super::fields::{Fields, array, string};
+use super::fields::{Fields, array};
 use super::pools::known_pool;
 use crate::config::raw::{Entry, Node, Value};
 use crate::config::{PoolConfig, RouteConfig, ShadowConfig, WriteMode};
@@ -76,19 +75,7 @@ fn replicas(ctx: &mut Ctx<'_>, entry: &Entry, pools: &BTreeMap<String, PoolConfi
             "`replicas` needs at least two pools (a single pool is `tiers = [\"POOL\"]`)",
         );
     }
-    let mut names: Vec<String> = Vec::new();
-    for node in list {
-        let Some(name) = string(ctx, node, "replicas") else {
-            continue;
-        };
-        if names.iter().any(|n| n == name) {
-            ctx.error(&node.span, format!("pool `{name}` is twice in `replicas`"));
-        } else if !pools.contains_key(name) {
-            no_pool(ctx, node, name, pools);
-        }
-        names.push(name.to_string());
-    }
-    names
+    super::pools::pool_list(ctx, list, "replicas", pools)
 }
 
 fn no_pool(ctx: &mut Ctx<'_>, node: &Node, name: &str, pools: &BTreeMap<String, PoolConfig>) {
@@ -193,19 +180,12 @@ pub(super) fn gutters(
         let (Value::Table(t), Some(pool)) = (&e.node.value, pools.get(&e.key)) else {
             continue;
         };
+        // (A `failover_ttl` that is no TTL is reported where it is read: `Fields::ttl`.)
         if let Some(ttl) = t.get("failover_ttl") {
             if t.get("failover").is_none() {
                 ctx.error(
                     &ttl.key_span,
                     "`failover_ttl` only applies to a pool with `failover`",
-                );
-            }
-            // memcached TTLs are whole seconds, and 0 would mean "never expires".
-            let d = pool.failover_ttl;
-            if d < Duration::from_secs(1) || d.subsec_nanos() != 0 {
-                ctx.error(
-                    &ttl.node.span,
-                    "`failover_ttl` must be a whole number of seconds, at least 1s",
                 );
             }
         }

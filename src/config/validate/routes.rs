@@ -1,11 +1,9 @@
 //! `[[routes]]`: key prefixes and their tiers (DESIGN §4).
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
 use super::Ctx;
-use super::fields::{Fields, array, string};
-use super::pools::known_pool;
+use super::fields::{Fields, array};
 use crate::config::raw::{Entry, Node, Span, Table, Value};
 use crate::config::{DEFAULT_TOMBSTONE_TTL, LowerOnWrite, PoolConfig, RouteConfig};
 use crate::protocol::KEY_MAX_LENGTH;
@@ -118,18 +116,7 @@ fn route(
         }
         None => String::new(),
     };
-    let warm_ttl = f.duration(ctx, "warm_ttl").and_then(|ttl| {
-        // memcached TTLs are whole seconds, and 0 would mean "never expires".
-        if ttl < Duration::from_secs(1) || ttl.subsec_nanos() != 0 {
-            let span = &f.entry("warm_ttl")?.node.span;
-            ctx.error(
-                span,
-                "`warm_ttl` must be a whole number of seconds, at least 1s",
-            );
-            return None;
-        }
-        Some(ttl)
-    });
+    let warm_ttl = f.ttl(ctx, "warm_ttl");
     let lower_on_write = f
         .string(ctx, "lower_on_write")
         .and_then(|(text, node)| match text {
@@ -144,18 +131,7 @@ fn route(
                 None
             }
         });
-    let tombstone_ttl = f.duration(ctx, "tombstone_ttl").and_then(|ttl| {
-        // A memcached TTL in whole seconds; 0 would mean "never expires".
-        if ttl < Duration::from_secs(1) || ttl.subsec_nanos() != 0 {
-            let span = &f.entry("tombstone_ttl")?.node.span;
-            ctx.error(
-                span,
-                "`tombstone_ttl` must be a whole number of seconds, at least 1s",
-            );
-            return None;
-        }
-        Some(ttl)
-    });
+    let tombstone_ttl = f.ttl(ctx, "tombstone_ttl");
     let replication = super::replication::route(ctx, &f, pools);
     // A replicated route has no `tiers`: its first replica stands in as tier 0 for the code that
     // names one owner pool (`/route`, stats).
@@ -192,17 +168,5 @@ fn tiers(
     if list.is_empty() {
         ctx.error(&entry.node.span, no_tiers);
     }
-    let mut tiers: Vec<String> = Vec::new();
-    for node in list {
-        let Some(name) = string(ctx, node, "tiers") else {
-            continue;
-        };
-        if tiers.iter().any(|t| t == name) {
-            ctx.error(&node.span, format!("pool `{name}` is twice in `tiers`"));
-        } else if !pools.contains_key(name) {
-            known_pool(ctx, name, &node.span, pools);
-        }
-        tiers.push(name.to_string());
-    }
-    tiers
+    super::pools::pool_list(ctx, list, "tiers", pools)
 }

@@ -2,7 +2,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::protocol::command::Command;
-use crate::protocol::request::tests::{check_cuts, corpus, drive, err, one};
+use crate::protocol::request::tests::{check_cuts, corpus, drive, err, one, refused_with};
 
 fn meta(input: &[u8]) -> MetaRequest {
     match one(input) {
@@ -49,15 +49,17 @@ fn base64_keys_route_by_their_bytes() {
 
 #[test]
 fn errors_are_memcacheds_lines_per_command() {
-    assert_eq!(err(b"mz k\r\n"), reply::ERROR);
-    assert_eq!(err(b"mg\r\n"), reply::ERROR);
-    assert_eq!(err(b"me\r\n"), reply::BAD_FORMAT);
-    assert_eq!(err(b"mg k v v\r\n"), reply::META_DUPLICATE_FLAG);
-    assert_eq!(err(b"mg k E\r\n"), reply::META_INVALID_FLAG);
-    assert_eq!(err(b"md k E\r\n"), reply::META_BAD_FLAG);
-    assert_eq!(err(b"ma k v v\r\n"), reply::META_BAD_FLAG);
-    assert_eq!(err(b"mg k Tx\r\n"), reply::META_BAD_TOKEN);
-    assert_eq!(err(b"ma k MX\r\n"), reply::META_BAD_MA_MODE);
+    refused_with(&[
+        (b"mz k\r\n", reply::ERROR),
+        (b"mg\r\n", reply::ERROR),
+        (b"me\r\n", reply::BAD_FORMAT),
+        (b"mg k v v\r\n", reply::META_DUPLICATE_FLAG),
+        (b"mg k E\r\n", reply::META_INVALID_FLAG),
+        (b"md k E\r\n", reply::META_BAD_FLAG),
+        (b"ma k v v\r\n", reply::META_BAD_FLAG),
+        (b"mg k Tx\r\n", reply::META_BAD_TOKEN),
+        (b"ma k MX\r\n", reply::META_BAD_MA_MODE),
+    ]);
     let long = format!("mg {} v\r\n", "k".repeat(251));
     assert_eq!(err(long.as_bytes()), reply::BAD_FORMAT);
     let flags17 = "mg k a b c d e f g h i j k l m n o p q\r\n";

@@ -36,6 +36,13 @@ pub(in crate::protocol) fn err(input: &[u8]) -> &'static [u8] {
     one(input).unwrap_err().reply
 }
 
+/// Each `(request, reply)` row: the request alone is refused with exactly that reply.
+pub(in crate::protocol) fn refused_with(rows: &[(&[u8], &[u8])]) {
+    for &(request, want) in rows {
+        assert_eq!(err(request), want, "{request:?}");
+    }
+}
+
 #[test]
 fn set_with_data_block() {
     let r = one(b"set k 5 10 3 noreply\r\nabc\r\n").unwrap();
@@ -68,15 +75,17 @@ fn storage_waits_for_the_whole_data_block() {
 
 #[test]
 fn bad_inputs_get_memcached_replies() {
-    assert_eq!(err(b"\r\n"), reply::ERROR);
-    assert_eq!(err(b"bogus\r\n"), reply::ERROR);
-    assert_eq!(err(b"set k 0 0\r\n"), reply::ERROR);
-    assert_eq!(err(b"set k x 0 1\r\n"), reply::BAD_FORMAT);
-    assert_eq!(err(b"set k 0 0 -1\r\n"), reply::BAD_FORMAT);
-    assert_eq!(err(b"incr k x\r\n"), reply::BAD_DELTA);
-    assert_eq!(err(b"touch k x\r\n"), reply::BAD_EXPTIME);
-    assert_eq!(err(b"gat x k\r\n"), reply::BAD_EXPTIME);
-    assert_eq!(err(b"delete k 5\r\n"), reply::BAD_DELETE);
+    refused_with(&[
+        (b"\r\n", reply::ERROR),
+        (b"bogus\r\n", reply::ERROR),
+        (b"set k 0 0\r\n", reply::ERROR),
+        (b"set k x 0 1\r\n", reply::BAD_FORMAT),
+        (b"set k 0 0 -1\r\n", reply::BAD_FORMAT),
+        (b"incr k x\r\n", reply::BAD_DELTA),
+        (b"touch k x\r\n", reply::BAD_EXPTIME),
+        (b"gat x k\r\n", reply::BAD_EXPTIME),
+        (b"delete k 5\r\n", reply::BAD_DELETE),
+    ]);
     let long = format!("get {}\r\n", "k".repeat(251));
     assert_eq!(err(long.as_bytes()), reply::BAD_FORMAT);
     // As in memcached, exactly <bytes> + 2 bytes are consumed; the rest is the next line.

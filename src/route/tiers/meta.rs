@@ -21,12 +21,11 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::future::join_all;
 
 use super::copy::{CopyUp, find_and_copy};
 use super::tombstone::Written;
 use super::write::lower_on_write;
-use super::{call, deleted_or_absent, invalidation_failed, unknown};
+use super::{call, delete_again_later, delete_in, failed_deletes, invalidation_failed, unknown};
 use crate::backend::{BackendError, Lane};
 use crate::protocol::backend::Response;
 use crate::protocol::command::{Keyed, MetaRequest};
@@ -80,13 +79,7 @@ async fn set(route: &Arc<Route>, lane: Lane, m: MetaRequest, key: Bytes) -> Repl
     let answer = match m.mode {
         Some(b'E') => {
             // A key only a lower tier holds exists for the client: add must fail.
-            if find_and_copy(route, lane, &key).await == CopyUp::LowerError
-                && is_code(
-                    &call(route.owner(), lane, Keyed::Meta(probe(&key))).await,
-                    b"EN",
-                )
-            {
-                // Whether it exists depends on a tier that cannot be asked.
+            if exists_below_unknown(route, lane, &key).await {
                 return to_reply(unknown(route, "ms"));
             }
             tier0(route, lane, &m).await
@@ -103,12 +96,7 @@ async fn set(route: &Arc<Route>, lane: Lane, m: MetaRequest, key: Bytes) -> Repl
 async fn arith(route: &Arc<Route>, lane: Lane, m: MetaRequest, key: Bytes) -> Reply {
     let answer = if m.has(b'N') {
         // Vivify would start a new counter where a lower tier's one should continue.
-        if find_and_copy(route, lane, &key).await == CopyUp::LowerError
-            && is_code(
-                &call(route.owner(), lane, Keyed::Meta(probe(&key))).await,
-                b"EN",
-            )
-        {
+        if exists_below_unknown(route, lane, &key).await {
             return to_reply(unknown(route, "ma"));
         }
         tier0(route, lane, &m).await
@@ -119,6 +107,16 @@ async fn arith(route: &Arc<Route>, lane: Lane, m: MetaRequest, key: Bytes) -> Re
         lower_on_write(route, lane, &key, None).await;
     }
     to_reply(answer)
+}
+
+/// Copies the key up; true when whether it exists depends on a lower tier that cannot be asked
+/// (the copy failed there and tier 0 does not hold the key).
+async fn exists_below_unknown(route: &Route, lane: Lane, key: &Bytes) -> bool {
+    find_and_copy(route, lane, key).await == CopyUp::LowerError
+        && is_code(
+            &call(route.owner(), lane, Keyed::Meta(probe(key))).await,
+            b"EN",
+        )
 }
 
 /// Tier 0; when it answers `absent`, copy up and retry once (even when no lower tier has the
@@ -161,36 +159,17 @@ async fn delete(route: &Arc<Route>, lane: Lane, m: MetaRequest, key: Bytes) -> R
     let asked: Vec<usize> = (1..route.tiers.len())
         .filter(|&t| route.asks(t, &key))
         .collect();
-    let lower = join_all(
-        asked
-            .iter()
-            .map(|&t| call(&route.tiers[t], lane, Keyed::Delete { key: key.clone() })),
-    )
-    .await;
+    let lower = delete_in(route, lane, &key, &asked).await;
     drop(held);
-    let failed: Vec<usize> = asked
-        .iter()
-        .zip(&lower)
-        .filter(|(_, a)| !deleted_or_absent(a))
-        .map(|(&t, _)| t)
-        .collect();
-    for &t in &failed {
-        route.tier_metrics[t].errors.inc();
-    }
+    let failed = failed_deletes(route, asked.iter().zip(&lower));
     let tomb = if failed.is_empty() || first.is_err() {
         None
     } else {
         Some(invalidation_failed(route, lane, &key, &failed).await)
     };
     if !stale {
-        // The delayed double delete (see `delete` in super::write). A stale item stays.
-        let delayed = route.clone();
-        let delay = route.owner().config.timeout;
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let answer = call(delayed.owner(), lane, Keyed::Delete { key }).await;
-            delayed.metrics.tiers.double_deletes.count(answer.is_ok());
-        });
+        // The delayed double delete, as `delete`'s. A stale item stays.
+        delete_again_later(route, lane, key);
     }
     let held_below = lower
         .iter()

@@ -24,6 +24,7 @@ use futures_util::future::join_all;
 use super::copy::{CopyUp, find_and_copy};
 use super::tombstone::Written;
 use super::{call, deleted_or_absent, invalidation_failed, is_line, unknown};
+use super::{delete_again_later, delete_in, failed_deletes};
 use crate::backend::{BackendError, Lane};
 use crate::config::LowerOnWrite;
 use crate::protocol::backend::Response;
@@ -121,31 +122,10 @@ async fn delete_everywhere(route: &Arc<Route>, lane: Lane, key: Bytes) -> Reply 
     // Copies of this key already running in this process finish first (their `add` is then
     // deleted below); copies that start later find nothing in the lower tiers.
     let held = route.key_locks.exclusive(&key).await;
-    let answers = join_all(
-        asked
-            .iter()
-            .map(|&t| call(&route.tiers[t], lane, Keyed::Delete { key: key.clone() })),
-    )
-    .await;
+    let answers = delete_in(route, lane, &key, &asked).await;
     drop(held);
-    let delayed = route.clone();
-    let delay = route.owner().config.timeout;
-    let double = key.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
-        let answer = call(delayed.owner(), lane, Keyed::Delete { key: double }).await;
-        delayed.metrics.tiers.double_deletes.count(answer.is_ok());
-    });
-    let failed: Vec<usize> = asked
-        .iter()
-        .zip(&answers)
-        .skip(1)
-        .filter(|(_, a)| !deleted_or_absent(a))
-        .map(|(&t, _)| t)
-        .collect();
-    for &t in &failed {
-        route.tier_metrics[t].errors.inc();
-    }
+    delete_again_later(route, lane, key.clone());
+    let failed = failed_deletes(route, asked.iter().zip(&answers).skip(1));
     let tomb = if failed.is_empty() || !deleted_or_absent(&answers[0]) {
         // Nothing missed, or tier 0 failed too (then no tombstone can be written there).
         None
