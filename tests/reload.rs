@@ -95,14 +95,34 @@ fn worker(
 
 /// `n` memcacheds, and memroute with `pool` ([`one_pool`] or [`cold_pool`]) over the first
 /// `serving`.
-fn serving(
-    n: usize,
-    serving: usize,
-    pool: fn(&[&Memcached]) -> Builder,
-) -> (Vec<Memcached>, Memroute) {
+fn serving(n: usize, serving: usize, pool: fn(&[&Memcached]) -> Builder) -> Serving {
     let backends: Vec<Memcached> = (0..n).map(|_| Memcached::start()).collect();
     let proxy = pool(&backends.iter().take(serving).collect::<Vec<_>>()).start();
-    (backends, proxy)
+    Serving {
+        backends,
+        proxy,
+        pool,
+    }
+}
+
+/// What [`serving`] started.
+struct Serving {
+    backends: Vec<Memcached>,
+    proxy: Memroute,
+    pool: fn(&[&Memcached]) -> Builder,
+}
+
+impl Serving {
+    /// Every backend, for the helpers that take `&[&Memcached]`.
+    fn all(&self) -> Vec<&Memcached> {
+        self.backends.iter().collect()
+    }
+
+    /// The pool's config over the first `n` backends, on this memroute's ports (what a reload
+    /// to `n` servers writes).
+    fn text(&self, n: usize) -> String {
+        self.proxy.config_for(&(self.pool)(&self.all()[..n]))
+    }
 }
 
 /// Writes `count` fresh keys through memroute and asserts each is stored on exactly the backend
@@ -171,15 +191,14 @@ fn configmap_swap(dir: &Path, stamp: &str, text: &str, previous: Option<&Path>) 
 
 #[test]
 fn reload_under_load_by_rename_in_place_configmap_and_sighup_fails_no_request() {
-    let (backends, proxy) = serving(3, 2, one_pool);
-    let all: Vec<&Memcached> = backends.iter().collect();
+    let served = serving(3, 2, one_pool);
+    let (proxy, all) = (&served.proxy, served.all());
     let two: Vec<String> = all[..2].iter().map(|b| b.addr()).collect();
     let three: Vec<String> = all.iter().map(|b| b.addr()).collect();
     let (port, admin) = (proxy.port, proxy.admin());
-    let text = |n: usize| proxy.config_for(&one_pool(&all[..n]));
     let path = proxy.config_path.clone();
     let dir = path.parent().unwrap().to_path_buf();
-    wait_for_config(admin, &text(2));
+    wait_for_config(admin, &served.text(2));
     assert_routed_by(&proxy, &all, 2, "start", 60);
 
     let stop = AtomicBool::new(false);
@@ -203,7 +222,7 @@ fn reload_under_load_by_rename_in_place_configmap_and_sighup_fails_no_request() 
 
         let step = |name: &str, servers: usize, change: &dyn Fn(&str)| {
             let before = ops.load(Ordering::Relaxed);
-            let new = text(servers);
+            let new = served.text(servers);
             change(&new);
             wait_for_config(admin, &new);
             let spread = assert_routed_by(&proxy, &all, servers, name, 60);
@@ -241,7 +260,7 @@ fn reload_under_load_by_rename_in_place_configmap_and_sighup_fails_no_request() 
         let elsewhere = scratch_dir("hardlink");
         let hard = elsewhere.join("config.toml");
         fs::hard_link(dir.join(&data).join("memroute.toml"), &hard).unwrap();
-        let unseen = text(2);
+        let unseen = served.text(2);
         let running = running_hash(admin);
         write_in_place(&hard, &unseen);
         // Five debounce times: a watcher would have fired.
@@ -295,10 +314,9 @@ fn cold_pool(backends: &[&Memcached]) -> Builder {
 #[test]
 fn adding_a_fourth_server_moves_only_the_keys_ketama_gives_it() {
     const KEYS: usize = 2_000;
-    let (backends, proxy) = serving(4, 3, cold_pool);
-    let all: Vec<&Memcached> = backends.iter().collect();
+    let served = serving(4, 3, cold_pool);
+    let (proxy, all) = (&served.proxy, served.all());
     let admin = proxy.admin();
-    let text = |n: usize| proxy.config_for(&cold_pool(&all[..n]));
     let keys: Vec<String> = (0..KEYS).map(|i| format!("user:{i}")).collect();
     let v1: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), format!("{k}=1"))).collect();
     let mut c = Client::connect(proxy.port);
@@ -312,7 +330,7 @@ fn adding_a_fourth_server_moves_only_the_keys_ketama_gives_it() {
         })
         .collect();
 
-    let four = text(4);
+    let four = served.text(4);
     proxy.replace_config(&four);
     wait_for_config(admin, &four);
 
@@ -415,11 +433,10 @@ fn starting_a_migration_by_reload_finds_old_keys_and_copies_them_up() {
 
 #[test]
 fn a_broken_file_keeps_the_old_routes_and_a_fixed_one_is_picked_up() {
-    let (backends, proxy) = serving(3, 2, one_pool);
-    let all: Vec<&Memcached> = backends.iter().collect();
+    let served = serving(3, 2, one_pool);
+    let (proxy, all) = (&served.proxy, served.all());
     let admin = proxy.admin();
-    let text = |n: usize| proxy.config_for(&one_pool(&all[..n]));
-    let good = text(2);
+    let good = served.text(2);
     wait_for_config(admin, &good);
     let mut c = Client::connect(proxy.port);
     c.set("before", b"1");
@@ -428,7 +445,9 @@ fn a_broken_file_keeps_the_old_routes_and_a_fixed_one_is_picked_up() {
 
     // Three servers (so applying it would show), but two mistakes: a misspelt key and a
     // duplicate route. Positions: `timout` at 10:1, the second prefix at 17:10.
-    let broken = text(3).replace("timeout = \"2s\"", "timout = \"2s\"")
+    let broken = served
+        .text(3)
+        .replace("timeout = \"2s\"", "timout = \"2s\"")
         + "\n[[routes]]\nprefix = \"\"\ntiers = [\"main\"]\n";
     assert_eq!(broken.lines().nth(9), Some("timout = \"2s\""));
     assert_eq!(broken.lines().nth(16), Some("prefix = \"\""));
@@ -468,7 +487,7 @@ fn a_broken_file_keeps_the_old_routes_and_a_fixed_one_is_picked_up() {
     assert_eq!(get(&mut c, "before").as_deref(), Some(&b"1"[..]));
 
     // Fixed: picked up, routes by it, and the gauge says so.
-    let fixed = text(3);
+    let fixed = served.text(3);
     proxy.replace_config(&fixed);
     wait_for_config(admin, &fixed);
     let spread = assert_routed_by(&proxy, &all, 3, "fixed", 60);
@@ -572,8 +591,8 @@ fn reverting_a_rejected_file_to_the_running_one_clears_the_failure() {
 fn pipelined_set_then_get_stays_in_order_across_reloads_that_rebuild_servers() {
     // A changed `timeout` gives every server new backend connections. A client that pipelines
     // `set k` and `get k` must still read its own write, as on one memcached connection.
-    let (backends, proxy) = serving(2, 2, one_pool);
-    let all: Vec<&Memcached> = backends.iter().collect();
+    let served = serving(2, 2, one_pool);
+    let (proxy, all) = (&served.proxy, served.all());
     let admin = proxy.admin();
     let port = proxy.port;
     let stop = AtomicBool::new(false);
@@ -637,10 +656,9 @@ fn stat(backend: &Memcached, name: &str) -> u64 {
 
 #[test]
 fn a_reload_keeps_connections_to_kept_servers_and_closes_removed_ones() {
-    let (backends, proxy) = serving(3, 3, cold_pool);
-    let all: Vec<&Memcached> = backends.iter().collect();
+    let served = serving(3, 3, cold_pool);
+    let (proxy, all) = (&served.proxy, served.all());
     let admin = proxy.admin();
-    let text = |n: usize| proxy.config_for(&cold_pool(&all[..n]));
     // Traffic to every server, so memroute has connected to each.
     let mut c = Client::connect(proxy.port);
     let spread = assert_routed_by(&proxy, &all, 3, "warm-up", 60);
@@ -648,12 +666,12 @@ fn a_reload_keeps_connections_to_kept_servers_and_closes_removed_ones() {
     let accepted = |b: &Memcached| stat(b, "total_connections");
     let before: Vec<u64> = all.iter().map(|b| accepted(b)).collect();
 
-    let two = text(2);
+    let two = served.text(2);
     proxy.replace_config(&two);
     wait_for_config(admin, &two);
     // The removed server: memroute's connections to it close (only ours is left).
     poll("the removed server's connections to close", || {
-        (stat(&backends[2], "curr_connections") == 1).then_some(())
+        (stat(all[2], "curr_connections") == 1).then_some(())
     });
     // The kept servers: served on the same connections, none opened since (each `stat` call
     // is one accepted connection).
