@@ -10,8 +10,9 @@
 //! socket does not take at once goes on in the background while the session keeps taking
 //! answers off the backends into its write buffer (so they never pin a backend connection's
 //! read buffer), and those unread replies count against `max_inflight` and the byte cap.
-//! When sessions compete for the backends, each has a fair share of the requests in flight
-//! ([`super::fair`]), and a session sends at most `DISPATCH_PER_POLL` requests per turn.
+//! Sessions are paced ([`super::fair`]): a session sends a few requests per turn of the
+//! scheduler, one that pipelines more than that sends only in one of a few heavy turns, and
+//! when sessions compete for the backends each has a fair share of the requests in flight.
 //!
 //! Requests on tiered routes take several backend round trips; one of them is a barrier: nothing
 //! after it is dispatched until it completes, so a pipelined `incr` then `get` on a migrating key
@@ -34,14 +35,15 @@ use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use super::fair::Share;
+use super::fair::{self, Pace, Share};
 use super::in_order::InOrder;
 use super::local;
 use super::output::OutputBudget;
 use super::stream::{ClientRead, ClientStream};
+use crate::backend::Lane;
 use crate::config::ListenAddress;
 use crate::metrics::Cmd;
-use crate::protocol::command::Command;
+use crate::protocol::command::{Command, Retrieve};
 use crate::protocol::reply::{self, Reply};
 use crate::protocol::request::{Decoder, Invalid, Limits, Request};
 use crate::route::{self, ReplyFuture, Router, ready};
@@ -58,6 +60,19 @@ struct RequestInfo {
     close: bool,
     /// This request is a barrier (tiered route).
     barrier: bool,
+}
+
+impl RequestInfo {
+    fn new(cmd: Cmd, start: Instant, noreply: bool) -> Self {
+        RequestInfo {
+            cmd,
+            start,
+            noreply,
+            keys: 0,
+            close: false,
+            barrier: false,
+        }
+    }
 }
 
 /// A reply future with its bookkeeping, without a second allocation.
@@ -80,176 +95,282 @@ impl Future for InFlight {
 pub async fn run<S: ClientStream>(
     stream: S,
     shared: Arc<Shared>,
-    lane: crate::backend::Lane,
+    lane: Lane,
     mut shutdown: watch::Receiver<bool>,
     listener: Arc<ListenAddress>,
 ) {
-    let listen = shared.snapshot().config.listen.clone();
-    let limits = Limits {
-        max_value_size: listen.max_value_size,
-        max_line_size: listen.max_line_size,
-    };
-    let max_inflight = listen.max_inflight.max(1);
-    let mut budget = OutputBudget::new(listen.max_client_output, listen.max_value_size);
-    let (mut rd, mut wr) = stream.into_split();
-    let mut decoder = Decoder::new(limits);
-    let mut pending: InOrder<InFlight> = InOrder::new();
-    // This session's part of the requests in flight from all sessions (see `fair`).
-    let mut share = Share::new();
-    // Buffers are allocated when there is something to hold and given back once empty, so an
-    // idle connection costs little memory.
-    let mut out = BytesMut::new();
-    // Replies in `out` (whole or in part) the client has not taken yet: they count against
-    // `max_inflight` with the requests still in flight.
-    let mut unread = 0usize;
-    // Written but not flushed: TLS keeps what the socket did not take until a flush (on TCP
-    // the flush is free).
-    let mut unflushed = false;
-    // `quit` or an input we cannot resync after: nothing after it is parsed; pending requests
-    // are answered, then we close.
-    let mut closing = false;
-    // The client half-closed, or shutdown: no more reads, but every complete request already
-    // received is still answered.
-    let mut input_done = false;
-    // The client closed its side: nothing to wait for when we close.
-    let mut eof = false;
-    let mut barrier = false;
-    // The snapshot generation of the requests in `pending`.
-    let mut generation = shared.snapshot().generation;
-
+    let mut session = Session::<S>::new(stream, shared, lane, listener);
     loop {
-        let window = share.window(max_inflight);
-        let may_send =
-            |pending: &InOrder<InFlight>, unread: usize, out: &BytesMut, budget: &OutputBudget| {
-                pending.len() + unread < window && budget.may_send(out.len())
-            };
-        let mut sent = 0;
-        while !closing
-            && !barrier
-            && sent < DISPATCH_PER_POLL
-            && may_send(&pending, unread, &out, &budget)
-        {
-            let snapshot = shared.current();
-            if snapshot.generation != generation && !pending.is_empty() {
+        match session.send_ready() {
+            Next::Wait => {}
+            Next::Yield => {
+                yield_once().await;
+                continue;
+            }
+            Next::Close => {
+                let Session { rd, wr, flags, .. } = session;
+                // Boxed: the closing steps are large and run once; keeping them inline made
+                // every idle session future (one per client) bigger.
+                Box::pin(close(rd, wr, flags.eof)).await;
+                return;
+            }
+        }
+        if session.wait(&mut shutdown).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// What a session does after sending what it could.
+enum Next {
+    /// Wait for answers, the client, a heavy turn or shutdown.
+    Wait,
+    /// Let the other sessions run first: it has more ready to send.
+    Yield,
+    /// Everything is answered and nothing more will be read: close.
+    Close,
+}
+
+/// The client went away or its socket failed: the session ends without a goodbye.
+struct Gone;
+
+/// Where a session is in its life.
+#[derive(Debug, Default)]
+struct Flags {
+    /// Written but not flushed: TLS keeps what the socket did not take until a flush (on TCP
+    /// the flush is free).
+    unflushed: bool,
+    /// `quit` or an input we cannot resync after: nothing after it is parsed; pending requests
+    /// are answered, then we close.
+    closing: bool,
+    /// The client half-closed, or shutdown: no more reads, but every complete request already
+    /// received is still answered.
+    input_done: bool,
+    /// The client closed its side: nothing to wait for when we close.
+    eof: bool,
+    /// A barrier request (tiered route) or a reload is in flight: nothing more is sent until
+    /// what is pending is answered.
+    barrier: bool,
+}
+
+/// One client connection's state between two wake-ups.
+struct Session<S: ClientStream> {
+    rd: S::Read,
+    wr: S::Write,
+    shared: Arc<Shared>,
+    listener: Arc<ListenAddress>,
+    lane: Lane,
+    limits: Limits,
+    max_inflight: usize,
+    decoder: Decoder,
+    pending: InOrder<InFlight>,
+    budget: OutputBudget,
+    /// This session's part of the requests in flight from all sessions (see `fair`).
+    share: Share,
+    pace: Pace,
+    /// When the heavy turn this session holds goes back at the latest.
+    turn_until: Instant,
+    /// Replies not yet written. Buffers are allocated when there is something to hold and
+    /// given back once empty, so an idle connection costs little memory.
+    out: BytesMut,
+    /// Replies in `out` (whole or in part) the client has not taken yet: they count against
+    /// `max_inflight` with the requests still in flight.
+    unread: usize,
+    flags: Flags,
+    /// The snapshot generation of the requests in `pending`.
+    generation: u64,
+}
+
+impl<S: ClientStream> Session<S> {
+    fn new(stream: S, shared: Arc<Shared>, lane: Lane, listener: Arc<ListenAddress>) -> Self {
+        let snapshot = shared.snapshot();
+        let listen = &snapshot.config.listen;
+        let limits = Limits {
+            max_value_size: listen.max_value_size,
+            max_line_size: listen.max_line_size,
+        };
+        let (rd, wr) = stream.into_split();
+        Session {
+            rd,
+            wr,
+            lane,
+            limits,
+            max_inflight: listen.max_inflight.max(1),
+            decoder: Decoder::new(limits),
+            pending: InOrder::new(),
+            budget: OutputBudget::new(listen.max_client_output, listen.max_value_size),
+            share: Share::new(),
+            pace: Pace::default(),
+            turn_until: Instant::now(),
+            out: BytesMut::new(),
+            unread: 0,
+            flags: Flags::default(),
+            generation: snapshot.generation,
+            listener,
+            shared: shared.clone(),
+        }
+    }
+
+    /// Whether one more request may go out: under the session's window (its share of the
+    /// requests in flight, replies the client has not read included) and its byte budget.
+    fn may_send(&self, window: usize) -> bool {
+        self.pending.len() + self.unread < window && self.budget.may_send(self.out.len())
+    }
+
+    /// Parses and sends on what the pace allows, then says what to do next.
+    fn send_ready(&mut self) -> Next {
+        let window = self.share.window(self.max_inflight);
+        let limit = self.pace.limit();
+        let (mut sent, mut drained) = (0, false);
+        while !self.flags.closing && !self.flags.barrier && sent < limit && self.may_send(window) {
+            let snapshot = self.shared.current();
+            if snapshot.generation != self.generation && !self.pending.is_empty() {
                 // A reload: what is in flight went out on the previous snapshot. Let it finish
                 // before anything goes out on the new one, so a client's requests never run on
                 // two configs at once. A server whose settings changed is a new set of backend
                 // connections, and a pipelined `get` on one could overtake the `set` before it
                 // on the other.
-                barrier = true;
+                self.flags.barrier = true;
                 break;
             }
-            let Some(parsed) = decoder.next_request() else {
+            let Some(parsed) = self.decoder.next_request() else {
+                drained = true;
                 break;
             };
-            generation = snapshot.generation;
-            let router = snapshot.router_for(&listener);
-            let in_flight = dispatch(parsed, &snapshot, router, &shared, lane);
+            self.generation = snapshot.generation;
+            let router = snapshot.router_for(&self.listener);
+            let in_flight = dispatch(parsed, &snapshot, router, &self.shared, self.lane);
             let info = in_flight.info.as_ref().expect("fresh");
-            closing |= info.close;
-            barrier |= info.barrier;
-            budget.sent(info.keys);
-            pending.push_back(in_flight);
+            self.flags.closing |= info.close;
+            self.flags.barrier |= info.barrier;
+            self.budget.sent(info.keys);
+            self.pending.push_back(in_flight);
             sent += 1;
         }
-        share.publish(pending.len());
+        let yield_now = self.pace.sent(sent, drained);
+        if yield_now && self.pace.holds_turn() {
+            self.turn_until = Instant::now() + fair::TURN_HOLD;
+        }
+        self.share.publish(self.pending.len());
         // An idle connection keeps no buffer: it is allocated again by the next read (a malloc
         // is far cheaper than the syscalls around it, and 10,000 idle clients cost 160 MB less).
-        decoder.release_if_empty(0);
-        let writing = !out.is_empty() || unflushed;
+        self.decoder.release_if_empty(0);
+        let writing = !self.out.is_empty() || self.flags.unflushed;
+        let flags = &self.flags;
         // With nothing pending, the loop above stopped only because no complete request is left.
-        if pending.is_empty() && !writing && (closing || input_done) {
-            drop(share);
-            // Boxed: the closing steps are large and run once; keeping them inline made every
-            // idle session future (one per client) bigger.
-            Box::pin(close(rd, wr, eof)).await;
-            return;
+        if self.pending.is_empty() && !writing && (flags.closing || flags.input_done) {
+            return Next::Close;
         }
-        if sent == DISPATCH_PER_POLL {
+        if yield_now {
             // More may be parsed, but other sessions come first: their requests queue on the
             // same backend connections (memcached, too, serves a connection a few requests per
-            // turn). The replies and reads below wait one turn of the scheduler.
-            yield_once().await;
-            continue;
+            // turn). The replies and reads wait one turn of the scheduler.
+            return Next::Yield;
         }
-        let can_read =
-            !closing && !input_done && !barrier && may_send(&pending, unread, &out, &budget);
+        Next::Wait
+    }
+
+    /// Waits for the first of: answers to take, the socket taking replies, client input, a
+    /// heavy turn, the end of a held turn, shutdown.
+    async fn wait(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), Gone> {
+        let window = self.share.window(self.max_inflight);
+        let flags = &self.flags;
+        let can_send = !flags.closing && !flags.barrier && self.may_send(window);
+        let writing = !self.out.is_empty() || flags.unflushed;
+        let can_read = can_send && !flags.input_done && self.pace.reads();
+        // A heavy session queues for a turn only when it could use one: its client has taken
+        // every reply, and there is room for more.
+        let wants_turn = can_send && !writing && self.pace.wants_turn();
+        let holds_turn = self.pace.holds_turn();
+        let drain = !self.pending.is_empty() && self.out.len() < DRAIN_LIMIT;
+        let watch_shutdown = !flags.closing && !flags.input_done;
         tokio::select! {
             // Answers are taken into the write buffer up to DRAIN_LIMIT bytes; past that they
             // wait in `pending` (counted by the budget) until the client reads, so a client
             // that does not read large values never makes the buffer grow by doubling.
-            Some((reply, info)) = pending.next(), if !pending.is_empty() && out.len() < DRAIN_LIMIT => {
-                finish(&shared, &mut out, &mut budget, reply, info);
-                unread += 1;
-                while out.len() < DRAIN_LIMIT {
-                    let Some(Some((reply, info))) = pending.next().now_or_never() else {
-                        break;
-                    };
-                    finish(&shared, &mut out, &mut budget, reply, info);
-                    unread += 1;
-                }
-                share.publish(pending.len());
-                if pending.is_empty() {
-                    barrier = false;
-                }
-                // Written at once when the socket takes it (the usual case: one syscall per
-                // batch of ready replies, flushed once); what it does not take is written by
-                // the branch below while answers keep being taken off the backends.
-                if write_now(&mut wr, &mut out, &mut unflushed).is_err() {
-                    return;
-                }
-                if out.is_empty() {
-                    unread = 0;
-                }
-            }
+            Some((reply, info)) = self.pending.next(), if drain => self.take_answers(reply, info),
             // Cancel safe: a write that did not complete wrote nothing; a dropped flush keeps
             // its data buffered.
-            r = write_or_flush(&mut wr, &mut out), if writing => match r {
-                Ok(n) => {
-                    unflushed = n > 0 || !out.is_empty();
-                    if out.is_empty() {
-                        unread = 0;
-                        out = BytesMut::new();
-                    }
+            r = write_or_flush(&mut self.wr, &mut self.out), if writing => {
+                let n = r.map_err(|_| Gone)?;
+                self.flags.unflushed = n > 0 || !self.out.is_empty();
+                if self.out.is_empty() {
+                    self.unread = 0;
+                    self.out = BytesMut::new();
                 }
-                Err(_) => return,
-            },
+                Ok(())
+            }
             // Wait for input before reserving the read buffer: an idle client holds none.
-            r = rd.readable(), if can_read => {
-                if r.is_err() {
-                    return;
-                }
-                match read_now(&mut rd, decoder.buffer()) {
+            r = self.rd.readable(), if can_read => {
+                r.map_err(|_| Gone)?;
+                match read_now(&mut self.rd, self.decoder.buffer()) {
                     // A half-closed client (`printf … | nc`) still gets its replies.
                     Some(Ok(0)) => {
-                        input_done = true;
-                        eof = true;
+                        self.flags.input_done = true;
+                        self.flags.eof = true;
                     }
                     Some(Ok(_)) | None => {}
-                    Some(Err(_)) => return,
+                    Some(Err(_)) => return Err(Gone),
                 }
-            },
-            changed = shutdown.changed(), if !closing && !input_done => {
+                Ok(())
+            }
+            turn = fair::next_turn(), if wants_turn => {
+                self.pace.start(turn);
+                self.turn_until = Instant::now() + fair::TURN_HOLD;
+                Ok(())
+            }
+            () = tokio::time::sleep_until(self.turn_until.into()), if holds_turn => {
+                self.pace.expire();
+                Ok(())
+            }
+            changed = shutdown.changed(), if watch_shutdown => {
                 if changed.is_err() || *shutdown.borrow() {
                     // Requests the client sent before the shutdown may still sit in the socket
                     // (unread because of back-pressure, or ready at the same moment): take them
                     // too, so everything sent before the signal is answered.
-                    let limit = FINAL_READ_LIMIT.max(limits.max_value_size);
-                    eof = rd.read_arrived(decoder.buffer(), limit);
-                    input_done = true;
+                    let limit = FINAL_READ_LIMIT.max(self.limits.max_value_size);
+                    self.flags.eof = self.rd.read_arrived(self.decoder.buffer(), limit);
+                    self.flags.input_done = true;
                 }
+                Ok(())
             }
         }
+    }
+
+    /// Takes the first ready answer and every other one ready behind it into the write buffer,
+    /// and writes what the socket takes at once.
+    fn take_answers(&mut self, reply: Reply, info: RequestInfo) -> Result<(), Gone> {
+        finish(&self.shared, &mut self.out, &mut self.budget, reply, info);
+        self.unread += 1;
+        while self.out.len() < DRAIN_LIMIT {
+            let Some(Some((reply, info))) = self.pending.next().now_or_never() else {
+                break;
+            };
+            finish(&self.shared, &mut self.out, &mut self.budget, reply, info);
+            self.unread += 1;
+        }
+        self.share.publish(self.pending.len());
+        if self.pending.is_empty() {
+            self.flags.barrier = false;
+        }
+        // Written at once when the socket takes it (the usual case: one syscall per batch of
+        // ready replies, flushed once); what it does not take is written by `wait` while
+        // answers keep being taken off the backends.
+        write_now(&mut self.wr, &mut self.out, &mut self.flags.unflushed).map_err(|_| Gone)?;
+        if self.out.is_empty() {
+            self.unread = 0;
+        }
+        // A turn goes back once its requests are answered, or as soon as the client stops
+        // taking replies: a client that does not read holds no turn.
+        self.pace
+            .answered(self.pending.is_empty(), !self.out.is_empty());
+        Ok(())
     }
 }
 
 /// Replies taken into the write buffer before it is written: about a thousand small answers,
 /// or one large value beyond it.
 const DRAIN_LIMIT: usize = 256 * 1024;
-
-/// At most this many requests are parsed and sent on per turn of a session; then it lets
-/// the other sessions run (see [`super::fair`]).
-const DISPATCH_PER_POLL: usize = 64;
 
 /// Writes `out` as far as the socket takes it now, flushing once it is all written; never
 /// waits. `unflushed` says whether a flush is still owed.
@@ -402,44 +523,34 @@ fn dispatch(
     snapshot: &Snapshot,
     router: &Router,
     shared: &Arc<Shared>,
-    lane: crate::backend::Lane,
+    lane: Lane,
 ) -> InFlight {
     let start = Instant::now();
-    let info = |cmd, noreply| RequestInfo {
-        cmd,
-        start,
-        noreply,
-        keys: 0,
-        close: false,
-        barrier: false,
+    let (fut, info) = match parsed {
+        Ok(request) => answer(request, snapshot, router, shared, lane, start),
+        Err(invalid) => refuse(invalid, router, lane, start),
     };
-    let request = match parsed {
-        Ok(r) => r,
-        Err(invalid) => {
-            shared.metrics.client.cmd(Cmd::Invalid).requests.inc();
-            let mut m = info(Cmd::Invalid, invalid.noreply);
-            m.close = invalid.close;
-            let line = invalid.reply;
-            let fut = match invalid.forget {
-                // A refused `set` removes the old value, as memcached does.
-                Some(forget) => {
-                    let (delete, barrier) = route::dispatch(Command::Keyed(*forget), router, lane);
-                    m.barrier = barrier;
-                    Box::pin(async move {
-                        delete.await;
-                        Reply::Static(line)
-                    })
-                }
-                None => ready(Reply::Static(line)),
-            };
-            return InFlight { fut, info: Some(m) };
-        }
-    };
-    let (fut, info) = match request {
+    shared.metrics.client.cmd(info.cmd).requests.inc();
+    InFlight {
+        fut,
+        info: Some(info),
+    }
+}
+
+/// A valid request: routed to the backends, or answered by memroute itself.
+fn answer(
+    request: Request,
+    snapshot: &Snapshot,
+    router: &Router,
+    shared: &Arc<Shared>,
+    lane: Lane,
+    start: Instant,
+) -> (ReplyFuture, RequestInfo) {
+    let info = |cmd, noreply| RequestInfo::new(cmd, start, noreply);
+    match request {
         Request::Op { op, noreply } => {
-            let cmd = Cmd::from(&op);
-            let mut m = info(cmd, noreply);
-            if let Command::Retrieve(crate::protocol::command::Retrieve { keys, .. }) = &op {
+            let mut m = info(Cmd::from(&op), noreply);
+            if let Command::Retrieve(Retrieve { keys, .. }) = &op {
                 m.keys = keys.len() as u32;
             }
             let (fut, barrier) = route::dispatch(op, router, lane);
@@ -476,10 +587,30 @@ fn dispatch(
             info(Cmd::MetaNoop, false),
         ),
         Request::Answered(line) => (ready(Reply::Static(line)), info(Cmd::Get, false)),
-    };
-    shared.metrics.client.cmd(info.cmd).requests.inc();
-    InFlight {
-        fut,
-        info: Some(info),
     }
+}
+
+/// An invalid request: memcached's error line.
+fn refuse(
+    invalid: Invalid,
+    router: &Router,
+    lane: Lane,
+    start: Instant,
+) -> (ReplyFuture, RequestInfo) {
+    let mut m = RequestInfo::new(Cmd::Invalid, start, invalid.noreply);
+    m.close = invalid.close;
+    let line = invalid.reply;
+    let fut = match invalid.forget {
+        // A refused `set` removes the old value, as memcached does.
+        Some(forget) => {
+            let (delete, barrier) = route::dispatch(Command::Keyed(*forget), router, lane);
+            m.barrier = barrier;
+            Box::pin(async move {
+                delete.await;
+                Reply::Static(line)
+            })
+        }
+        None => ready(Reply::Static(line)),
+    };
+    (fut, m)
 }
