@@ -199,7 +199,7 @@ fn reload_under_load_by_rename_in_place_configmap_and_sighup_fails_no_request() 
     let path = proxy.config_path.clone();
     let dir = path.parent().unwrap().to_path_buf();
     wait_for_config(admin, &served.text(2));
-    assert_routed_by(&proxy, &all, 2, "start", 60);
+    assert_routed_by(proxy, &all, 2, "start", 60);
 
     let stop = AtomicBool::new(false);
     let ops = AtomicUsize::new(0);
@@ -225,7 +225,7 @@ fn reload_under_load_by_rename_in_place_configmap_and_sighup_fails_no_request() 
             let new = served.text(servers);
             change(&new);
             wait_for_config(admin, &new);
-            let spread = assert_routed_by(&proxy, &all, servers, name, 60);
+            let spread = assert_routed_by(proxy, &all, servers, name, 60);
             if servers == 3 {
                 assert!(spread[2] > 0, "{name}: the third backend gets keys");
             }
@@ -475,7 +475,7 @@ fn a_broken_file_keeps_the_old_routes_and_a_fixed_one_is_picked_up() {
     // The old config keeps serving, with its routes.
     assert_eq!(running_hash(admin), memroute::config::reload::digest(&good));
     assert_eq!(get(&mut c, "before").as_deref(), Some(&b"1"[..]));
-    let spread = assert_routed_by(&proxy, &all, 2, "after-broken", 60);
+    let spread = assert_routed_by(proxy, &all, 2, "after-broken", 60);
     assert_eq!(spread[2], 0);
 
     // A file cut short mid-write is just as harmless.
@@ -490,7 +490,7 @@ fn a_broken_file_keeps_the_old_routes_and_a_fixed_one_is_picked_up() {
     let fixed = served.text(3);
     proxy.replace_config(&fixed);
     wait_for_config(admin, &fixed);
-    let spread = assert_routed_by(&proxy, &all, 3, "fixed", 60);
+    let spread = assert_routed_by(proxy, &all, 3, "fixed", 60);
     assert!(spread[2] > 0);
     assert_eq!(
         proxy.sample("memroute_config_last_reload_successful", &[]),
@@ -636,7 +636,7 @@ fn pipelined_set_then_get_stays_in_order_across_reloads_that_rebuild_servers() {
             .collect();
         let _stop = StopOnDrop(&stop);
         for i in 0..20 {
-            let text = version(&proxy, &all, 3 + i % 2);
+            let text = version(proxy, &all, 3 + i % 2);
             proxy.replace_config(&text);
             wait_for_config(admin, &text);
         }
@@ -661,7 +661,7 @@ fn a_reload_keeps_connections_to_kept_servers_and_closes_removed_ones() {
     let admin = proxy.admin();
     // Traffic to every server, so memroute has connected to each.
     let mut c = Client::connect(proxy.port);
-    let spread = assert_routed_by(&proxy, &all, 3, "warm-up", 60);
+    let spread = assert_routed_by(proxy, &all, 3, "warm-up", 60);
     assert!(spread.iter().all(|&n| n > 0), "{spread:?}");
     let accepted = |b: &Memcached| stat(b, "total_connections");
     let before: Vec<u64> = all.iter().map(|b| accepted(b)).collect();
@@ -675,7 +675,7 @@ fn a_reload_keeps_connections_to_kept_servers_and_closes_removed_ones() {
     });
     // The kept servers: served on the same connections, none opened since (each `stat` call
     // is one accepted connection).
-    assert_routed_by(&proxy, &all, 2, "after-reload", 60);
+    assert_routed_by(proxy, &all, 2, "after-reload", 60);
     c.set("still", b"here");
     for (i, b) in all[..2].iter().enumerate() {
         assert_eq!(
