@@ -35,11 +35,12 @@ fn mg_of_an_old_only_key_returns_old_value_and_copies_it_up_with_its_ttl() {
 
 #[test]
 fn mg_quiet_miss_on_both_tiers_stays_quiet() {
-    let m = Migration::start();
-    let mut c = m.client();
-    c.roundtrip(b"mg nowhere v q\r\nmg nowhere v\r\nmn\r\n", b"EN\r\nMN\r\n");
-    m.put_old("q1", 0, 0, b"x");
-    c.roundtrip(b"mg q1 v q\r\nmn\r\n", b"VA 1\r\nx\r\nMN\r\n");
+    let (m, mut c) = Migration::holding_old("q1", 0, 0, b"x");
+    c.roundtrips(rows![
+        b"mg nowhere v q\r\nmg nowhere v\r\nmn\r\n" => b"EN\r\nMN\r\n",
+        // Only old has q1: found there, so not a miss.
+        b"mg q1 v q\r\nmn\r\n" => b"VA 1\r\nx\r\nMN\r\n",
+    ]);
     assert_eq!(m.in_new("q1"), Some(item(0, -1, b"x")));
 }
 
