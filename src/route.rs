@@ -12,6 +12,7 @@
 
 pub mod describe;
 pub mod forward;
+pub mod group;
 pub mod gutter;
 pub mod replicas;
 pub mod shadow;

@@ -24,7 +24,7 @@ use prometheus::IntCounter;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::replicas::key_hash;
-use super::{ReplyFuture, Router};
+use super::{ReplyFuture, Router, group};
 use crate::backend::{BackendError, Lane, Pool, Pools};
 use crate::config::RouteConfig;
 use crate::metrics::Metrics;
@@ -150,10 +150,9 @@ pub fn offer_retrieve(router: &Router, lane: Lane, get: &Retrieve) -> Vec<onesho
         if !shadow.selects(key) {
             continue;
         }
-        match by_route.iter_mut().find(|(s, _)| std::ptr::eq(*s, shadow)) {
-            Some((_, ks)) => ks.push(key.clone()),
-            None => by_route.push((shadow, vec![key.clone()])),
-        }
+        group::add(&mut by_route, shadow, key.clone(), |a, b| {
+            std::ptr::eq(*a, *b)
+        });
     }
     // CAS tokens differ between pools: the copy asks without them.
     let kind = match get.kind {
@@ -266,10 +265,7 @@ async fn lookup(pool: &Pool, lane: Lane, get: &Retrieve) -> Vec<Result<Option<(u
         let Ok(server) = pool.locate_index(key) else {
             continue;
         };
-        match groups.iter_mut().find(|(s, _)| *s == server) {
-            Some((_, ks)) => ks.push(i),
-            None => groups.push((server, vec![i])),
-        }
+        group::add(&mut groups, server, i, |a, b| a == b);
     }
     let answers = join_all(groups.iter().map(|(s, ks)| {
         let op = Op::Get {

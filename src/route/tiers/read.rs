@@ -19,7 +19,7 @@ use crate::backend::{BackendError, ErrorKind, Lane, Pool, Server};
 use crate::protocol::backend::{Response, Value, pair};
 use crate::protocol::command::{Op, Retrieval, Retrieve};
 use crate::protocol::reply::{NO_ROUTE, Reply};
-use crate::route::{ReplyFuture, ready, to_reply};
+use crate::route::{ReplyFuture, group, ready, to_reply};
 use crate::route::{Route, Router};
 
 /// What one tier said about one key.
@@ -238,16 +238,13 @@ async fn lookup(
 ) -> Vec<Slot> {
     let mut slots = vec![Slot::Miss; keys.len()];
     // (server, indices) in first-seen order.
-    let mut groups: Vec<(Arc<Server>, Vec<usize>)> = Vec::new();
+    let mut groups: Vec<(&Arc<Server>, Vec<usize>)> = Vec::new();
     for &i in idx {
         let pool: &Pool = &routes[i].tiers[tier];
         match pool.locate(&keys[i]) {
             // A delete for it waits to be replayed there: whatever that server holds is gone.
             Ok(server) if tier > 0 && routes[i].replay.pending(server.address(), &keys[i]) => {}
-            Ok(server) => match groups.iter_mut().find(|(s, _)| Arc::ptr_eq(s, server)) {
-                Some((_, members)) => members.push(i),
-                None => groups.push((server.clone(), vec![i])),
-            },
+            Ok(server) => group::add(&mut groups, server, i, |a, b| Arc::ptr_eq(a, b)),
             Err(e) => slots[i] = Slot::Error(e),
         }
     }

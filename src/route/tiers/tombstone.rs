@@ -26,7 +26,7 @@ use crate::backend::{BackendError, Lane, Server};
 use crate::protocol::backend::Response;
 use crate::protocol::command::{Keyed, Op, Retrieval, Storage};
 use crate::protocol::reply;
-use crate::route::Route;
+use crate::route::{Route, group};
 
 /// The key prefix of tombstones (a memcached key; the digest keeps it short for any key).
 pub const PREFIX: &[u8] = b"memroute:tomb:";
@@ -106,13 +106,7 @@ pub async fn present_one(route: &Route, lane: Lane, key: &Bytes) -> Result<bool,
 pub async fn present_many(lane: Lane, keys: &[(&std::sync::Arc<Server>, &Bytes)]) -> Vec<bool> {
     let mut groups: Vec<(&std::sync::Arc<Server>, Vec<usize>)> = Vec::new();
     for (i, (server, _)) in keys.iter().enumerate() {
-        match groups
-            .iter_mut()
-            .find(|(s, _)| std::sync::Arc::ptr_eq(s, server))
-        {
-            Some((_, members)) => members.push(i),
-            None => groups.push((server, vec![i])),
-        }
+        group::add(&mut groups, server, i, |a, b| std::sync::Arc::ptr_eq(a, b));
     }
     let answers = join_all(groups.iter().map(|(server, members)| {
         let tombs = members.iter().map(|&i| key_for(keys[i].1)).collect();
