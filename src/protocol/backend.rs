@@ -33,10 +33,14 @@ pub struct Value {
     pub block: Bytes,
     /// Where the key ends in `block` (it starts after `VALUE `) and where the data starts. The
     /// key and the data are cut from the block only when asked for: most answers are only
-    /// forwarded, and each `Bytes` slice costs two atomic operations on the read buffer.
-    key_end: usize,
-    data_start: usize,
+    /// forwarded, and each `Bytes` slice costs two atomic operations on the read buffer. Both
+    /// lie within the `VALUE` line, at most [`LINE_MAX`] bytes: `u16`, so that a `Value` is
+    /// 64 bytes and a list of them turns into the reply's list of blocks in place.
+    key_end: u16,
+    data_start: u16,
 }
+
+const _: () = assert!(LINE_MAX <= u16::MAX as usize);
 
 impl Value {
     /// A block `VALUE <key> …\r\n<data>\r\n` whose key is `key_len` bytes and whose data is
@@ -49,12 +53,15 @@ impl Value {
         flags: u32,
         cas: Option<u64>,
     ) -> Value {
+        // Out of range only for a block no parser made (a line over LINE_MAX): its key and
+        // data then read as empty.
+        let offset = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
         Value {
             asked,
             flags,
             cas,
-            key_end: VALUE_PREFIX.len() + key_len,
-            data_start: block.len().saturating_sub(data_len + 2),
+            key_end: offset(VALUE_PREFIX.len() + key_len),
+            data_start: offset(block.len().saturating_sub(data_len + 2)),
             block,
         }
     }
@@ -62,15 +69,18 @@ impl Value {
     /// The key as the backend echoed it.
     pub fn key(&self) -> &[u8] {
         self.block
-            .get(VALUE_PREFIX.len()..self.key_end)
+            .get(VALUE_PREFIX.len()..usize::from(self.key_end))
             .unwrap_or_default()
     }
 
     /// The value, without `\r\n`.
     pub fn data(&self) -> Bytes {
-        let end = self.block.len().saturating_sub(2);
-        match self.data_start <= end {
-            true => self.block.slice(self.data_start..end),
+        let (start, end) = (
+            usize::from(self.data_start),
+            self.block.len().saturating_sub(2),
+        );
+        match start <= end {
+            true => self.block.slice(start..end),
             false => Bytes::new(),
         }
     }
