@@ -17,6 +17,7 @@
 //! - [`metrics`]: every Prometheus series, with handles resolved once.
 //! - [`state`]: the live state (config snapshot + pools + routes) behind an `ArcSwap`, and
 //!   what a reload changes in it.
+//! - [`io`]: the write-or-flush and yield steps the client and backend sides share.
 //! - [`watch`]: file and `SIGHUP` watching, debounced (config reload, certificates).
 //! - [`tls`]: TLS to clients and to backends (rustls): certificate loading with located errors,
 //!   acceptors and connectors that reload when their files change, handshake failure counting.
@@ -25,6 +26,7 @@
 pub mod admin;
 pub mod backend;
 pub mod config;
+pub mod io;
 pub mod metrics;
 pub mod protocol;
 pub mod ring;

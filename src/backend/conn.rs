@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::FutureExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -34,6 +34,7 @@ use super::error::{BackendError, ErrorKind, Origin};
 use super::health::Health;
 use super::inflight::{Expiry, InFlightQueue};
 use super::settings::ServerSettings;
+use crate::io::{write_or_flush, yield_once};
 use crate::metrics::ServerMetrics;
 use crate::protocol::backend::{Response, parse};
 use crate::protocol::command::Op;
@@ -369,22 +370,6 @@ impl<'a> Connection<'a> {
     }
 }
 
-/// Writes what is buffered (returns the bytes taken), or flushes once it is all written
-/// (returns 0).
-async fn write_or_flush(
-    wr: &mut (impl AsyncWrite + Unpin),
-    wbuf: &mut BytesMut,
-) -> std::io::Result<usize> {
-    if wbuf.is_empty() {
-        wr.flush().await?;
-        return Ok(0);
-    }
-    match wr.write_buf(wbuf).await? {
-        0 => Err(std::io::ErrorKind::WriteZero.into()),
-        n => Ok(n),
-    }
-}
-
 /// Why a read failed. A TLS 1.3 server refuses a client certificate (or its absence) only after
 /// the handshake, on the first read: that is a TLS failure, counted and answered as one.
 fn read_error(target: &Target, e: std::io::Error) -> BackendError {
@@ -395,22 +380,6 @@ fn read_error(target: &Target, e: std::io::Error) -> BackendError {
         }
         _ => BackendError::new(ErrorKind::Closed, Origin::Read).because(e),
     }
-}
-
-/// Returns `Pending` once, waking itself at once: the task goes to the back of the run queue,
-/// behind the sessions that are ready to queue more requests. (`tokio::task::yield_now` defers
-/// its wake-up to the worker's next park, which stalled connections under load in tests.)
-async fn yield_once() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            return std::task::Poll::Ready(());
-        }
-        yielded = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    })
-    .await
 }
 
 #[cfg(test)]

@@ -94,25 +94,27 @@ mod tests {
         n
     }
 
+    /// `n` one-key gets sent and answered with `bytes` bytes each.
+    fn answer(b: &mut OutputBudget, n: usize, bytes: usize) {
+        for _ in 0..n {
+            b.sent(1);
+            b.answered(1, bytes);
+        }
+    }
+
     #[test]
     fn a_new_client_starts_with_a_few_requests_and_opens_up_for_small_values() {
         let mut b = OutputBudget::new(4 * MIB, MIB);
         assert_eq!(window(&mut b), 4);
         // Answers of 100 bytes: within a few dozen answers the window is wide open.
-        for _ in 0..60 {
-            b.sent(1);
-            b.answered(1, 100);
-        }
+        answer(&mut b, 60, 100);
         assert!(window(&mut b) > 10_000);
     }
 
     #[test]
     fn large_values_keep_about_the_cap_in_flight() {
         let mut b = OutputBudget::new(4 * MIB, MIB);
-        for _ in 0..100 {
-            b.sent(1);
-            b.answered(1, 500_000);
-        }
+        answer(&mut b, 100, 500_000);
         let w = window(&mut b);
         assert_eq!(w, 4 * MIB / 500_000 + 1);
         assert!(w * 500_000 <= 4 * MIB + 500_000);
@@ -121,12 +123,8 @@ mod tests {
     #[test]
     fn one_large_answer_narrows_the_window_at_once() {
         let mut b = OutputBudget::new(4 * MIB, MIB);
-        for _ in 0..100 {
-            b.sent(1);
-            b.answered(1, 100);
-        }
-        b.sent(1);
-        b.answered(1, 900_000);
+        answer(&mut b, 100, 100);
+        answer(&mut b, 1, 900_000);
         assert_eq!(window(&mut b), 5);
     }
 

@@ -42,6 +42,7 @@ use super::output::OutputBudget;
 use super::stream::{ClientRead, ClientStream};
 use crate::backend::Lane;
 use crate::config::ListenAddress;
+use crate::io::{write_or_flush, yield_once};
 use crate::metrics::Cmd;
 use crate::protocol::command::{Command, Retrieve};
 use crate::protocol::reply::{self, Reply};
@@ -394,37 +395,6 @@ fn write_now(
             }
         }
     }
-}
-
-/// Writes what is buffered (returns the bytes taken), or flushes once it is all written
-/// (returns 0).
-async fn write_or_flush(
-    wr: &mut (impl AsyncWrite + Unpin),
-    out: &mut BytesMut,
-) -> std::io::Result<usize> {
-    if out.is_empty() {
-        wr.flush().await?;
-        return Ok(0);
-    }
-    match wr.write_buf(out).await? {
-        0 => Err(std::io::ErrorKind::WriteZero.into()),
-        n => Ok(n),
-    }
-}
-
-/// Returns `Pending` once, waking itself at once: the session goes to the back of the run
-/// queue, behind the other ready sessions.
-async fn yield_once() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            return Poll::Ready(());
-        }
-        yielded = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    })
-    .await
 }
 
 /// Bytes reserved for each read from a client that is in the middle of a request.
