@@ -100,12 +100,7 @@ fn flag_bit(c: u8) -> Option<u64> {
 /// Parses a meta command line (`cmd` is two bytes starting with `m`). `line_end` and `line_len`
 /// are as in [`super::request::parse`]; nothing is consumed when `Ok(None)` (need more bytes).
 pub(super) fn parse(buf: &mut BytesMut, line: &Line) -> Result<Option<Request>, Invalid> {
-    let &Line {
-        tokens: t,
-        end: line_end,
-        len: line_len,
-        ..
-    } = line;
+    let (t, line_end, line_len) = (line.tokens, line.end, line.len);
     let verb = match t.get(&buf[..line_end], 0) {
         b"mg" => MetaVerb::Get,
         b"ms" => MetaVerb::Set,
@@ -116,10 +111,7 @@ pub(super) fn parse(buf: &mut BytesMut, line: &Line) -> Result<Option<Request>, 
             buf.advance(line_len);
             return Ok(Some(Request::MetaNoop));
         }
-        _ => {
-            buf.advance(line_len);
-            return Err(Invalid::reply(reply::ERROR));
-        }
+        _ => return line.refuse(buf, Invalid::reply(reply::ERROR)),
     };
     if verb == MetaVerb::Set {
         return parse_set(buf, line);
@@ -202,30 +194,21 @@ fn parse_debug(line: &Bytes, t: &Tokens) -> Result<Request, Invalid> {
 /// `ms <key> <datalen> <flags>*` and its data block. Errors found before the flags are parsed
 /// leave the data block unread (memcached then reads it as commands); flag errors and a
 /// too-large value swallow it.
-fn parse_set(buf: &mut BytesMut, line: &Line) -> Result<Option<Request>, Invalid> {
-    let &Line {
-        tokens: t,
-        end: line_end,
-        len: line_len,
-        limits,
-    } = line;
+fn parse_set(buf: &mut BytesMut, at: &Line) -> Result<Option<Request>, Invalid> {
+    let (t, line_end, line_len) = (at.tokens, at.end, at.len);
     let ntokens = t.ntokens();
-    let fail = |buf: &mut BytesMut, invalid: Invalid| {
-        buf.advance(line_len);
-        Err(invalid)
-    };
     if ntokens < 3 {
-        return fail(buf, Invalid::reply(reply::ERROR));
+        return at.refuse(buf, Invalid::reply(reply::ERROR));
     }
     let line = &buf[..line_end];
     if t.get(line, 1).len() > KEY_MAX_LENGTH || ntokens == 3 {
-        return fail(buf, Invalid::reply(reply::BAD_FORMAT));
+        return at.refuse(buf, Invalid::reply(reply::BAD_FORMAT));
     }
     if ntokens > MAX_OPT_TOKENS {
-        return fail(buf, Invalid::reply(reply::META_FLAGS_TOO_LONG));
+        return at.refuse(buf, Invalid::reply(reply::META_FLAGS_TOO_LONG));
     }
     let Some(vlen) = parse_i32(t.get(line, 2)).filter(|v| (0..=i32::MAX - 2).contains(v)) else {
-        return fail(buf, Invalid::reply(reply::BAD_FORMAT));
+        return at.refuse(buf, Invalid::reply(reply::BAD_FORMAT));
     };
     let vlen = vlen as usize;
     let swallow = |buf: &mut BytesMut, line: &'static [u8]| {
@@ -246,7 +229,7 @@ fn parse_set(buf: &mut BytesMut, line: &Line) -> Result<Option<Request>, Invalid
     if flags.long_opaque {
         return swallow(buf, reply::META_OPAQUE_TOO_LONG);
     }
-    if vlen > limits.max_value_size {
+    if vlen > at.limits.max_value_size {
         // As memcached: the value is refused, its data swallowed, and the item already stored
         // under the key is removed (whatever the mode), so no stale value survives.
         let line = buf.split_to(line_len).freeze().slice(..line_end);

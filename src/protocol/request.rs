@@ -406,52 +406,39 @@ fn parse_local(line: &Bytes, t: &Tokens) -> Result<Request, Invalid> {
 }
 
 /// `set`/`add`/`replace`/`append`/`prepend`/`cas`: the line, then `<bytes>` of data and `\r\n`.
-fn parse_storage(
-    buf: &mut BytesMut,
-    kind: Storage,
-    line: &Line,
-) -> Result<Option<Request>, Invalid> {
-    let &Line {
-        tokens: t,
-        end: line_end,
-        len: line_len,
-        limits,
-    } = line;
+fn parse_storage(buf: &mut BytesMut, kind: Storage, at: &Line) -> Result<Option<Request>, Invalid> {
+    let (t, line_end, line_len) = (at.tokens, at.end, at.len);
     let ntokens = t.ntokens();
     let want = if kind == Storage::Cas { [7, 8] } else { [6, 7] };
     let line = &buf[..line_end];
-    let fail = |buf: &mut BytesMut, invalid: Invalid| {
-        buf.advance(line_len);
-        Err(invalid)
-    };
     if !want.contains(&ntokens) {
-        return fail(buf, Invalid::reply(reply::ERROR));
+        return at.refuse(buf, Invalid::reply(reply::ERROR));
     }
     let noreply = t.get(line, t.last()) == b"noreply";
     let bad = Invalid::reply(reply::BAD_FORMAT).noreply(noreply);
     if t.get(line, 1).len() > KEY_MAX_LENGTH {
-        return fail(buf, bad);
+        return at.refuse(buf, bad);
     }
     let (Some(flags), Some(exptime), Some(vlen)) = (
         parse_u32(t.get(line, 2)),
         parse_i32(t.get(line, 3)),
         parse_i32(t.get(line, 4)),
     ) else {
-        return fail(buf, bad);
+        return at.refuse(buf, bad);
     };
     let cas = if kind == Storage::Cas {
         match parse_u64(t.get(line, 5)) {
             Some(cas) => cas,
-            None => return fail(buf, bad),
+            None => return at.refuse(buf, bad),
         }
     } else {
         0
     };
     if !(0..=i32::MAX - 2).contains(&vlen) {
-        return fail(buf, bad);
+        return at.refuse(buf, bad);
     }
     let vlen = vlen as usize;
-    if vlen > limits.max_value_size {
+    if vlen > at.limits.max_value_size {
         // Refused before the data arrives; the data block is discarded as it comes in.
         let line = buf.split_to(line_len).freeze();
         let forget = (kind == Storage::Set).then(|| {
@@ -491,6 +478,19 @@ pub(super) struct Line<'a> {
     pub end: usize,
     pub len: usize,
     pub limits: &'a Limits,
+}
+
+impl Line<'_> {
+    /// Consumes the line (not a data block after it) and answers `invalid`: the way out for an
+    /// error found on the line itself.
+    pub(super) fn refuse(
+        &self,
+        buf: &mut BytesMut,
+        invalid: Invalid,
+    ) -> Result<Option<Request>, Invalid> {
+        buf.advance(self.len);
+        Err(invalid)
+    }
 }
 
 /// Token positions of one line, split on spaces as memcached's `tokenize_command` does: at most
