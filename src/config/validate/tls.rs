@@ -11,11 +11,23 @@ use std::path::{Path, PathBuf};
 use super::Ctx;
 use super::fields::Fields;
 use crate::config::ServerConfig;
-use crate::config::raw::{Entry, Node, Value};
+use crate::config::raw::{Entry, Node, Table, Value};
 use crate::tls::{self, BackendTls, DEFAULT_HANDSHAKE_TIMEOUT, ListenTls, TlsError};
 
 const LISTEN_TLS_KEYS: &[&str] = &["cert", "key", "client_ca", "handshake_timeout"];
 const BACKEND_TLS_KEYS: &[&str] = &["ca", "server_name", "cert", "key"];
+
+/// The table a `tls` key holds, or an error naming what it holds instead; `shape` (with its
+/// punctuation) shows what a good one looks like.
+fn table<'e>(ctx: &mut Ctx<'_>, entry: &'e Entry, shape: &str) -> Option<&'e Table> {
+    let Value::Table(t) = &entry.node.value else {
+        let found = entry.node.value.type_name();
+        let message = format!("`tls` must be a table{shape} found {found}");
+        ctx.error(&entry.node.span, message);
+        return None;
+    };
+    Some(t)
+}
 
 /// `[listen] tls = { cert, key, client_ca, handshake_timeout }`.
 pub(super) fn listen(ctx: &mut Ctx<'_>, entry: Option<&Entry>) -> Option<ListenTls> {
@@ -29,14 +41,7 @@ pub(super) fn listener(
     section: &str,
 ) -> Option<ListenTls> {
     let entry = entry?;
-    let Value::Table(t) = &entry.node.value else {
-        let found = entry.node.value.type_name();
-        ctx.error(
-            &entry.node.span,
-            format!("`tls` must be a table {{ cert = \"...\", key = \"...\" }}, found {found}"),
-        );
-        return None;
-    };
+    let t = table(ctx, entry, " { cert = \"...\", key = \"...\" },")?;
     let f = Fields::new(ctx, t, section, LISTEN_TLS_KEYS, &[]);
     let cert = path(ctx, &f, "cert");
     let key = path(ctx, &f, "key");
@@ -85,14 +90,11 @@ pub(super) fn backend(
     servers: &[ServerConfig],
 ) -> Option<BackendTls> {
     let entry = entry?;
-    let Value::Table(t) = &entry.node.value else {
-        let found = entry.node.value.type_name();
-        ctx.error(
-            &entry.node.span,
-            format!("`tls` must be a table, e.g. {{ ca = \"ca.pem\" }} or {{}} for the system's CAs; found {found}"),
-        );
-        return None;
-    };
+    let t = table(
+        ctx,
+        entry,
+        ", e.g. { ca = \"ca.pem\" } or {} for the system's CAs;",
+    )?;
     let section = format!("[pools.{pool}] tls");
     let f = Fields::new(ctx, t, &section, BACKEND_TLS_KEYS, &[]);
     let ca = path(ctx, &f, "ca");
