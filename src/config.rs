@@ -5,6 +5,8 @@
 //! into a [`Config`], collecting **every** error with its line and column. [`reload`] watches the
 //! file and swaps new snapshots in; [`nutcracker`] converts a twemproxy YAML file.
 
+#[cfg(test)]
+mod expect;
 pub mod nutcracker;
 pub mod raw;
 pub mod reload;

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::config::LowerOnWrite;
+use crate::config::{LowerOnWrite, expect};
 
 /// twemproxy's sample `alpha` pool, with named servers added.
 const ALPHA: &str = r#"
@@ -175,10 +175,7 @@ fn unsupported_settings_are_all_reported() {
         "pool `r`: `colour`: unknown twemproxy setting",
         "pool `r`: `servers`: \"/tmp/mc.sock:1\": unix socket servers are not supported",
     ];
-    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
-    for (e, want) in errors.iter().zip(expected) {
-        assert!(e.starts_with(want), "{e:?} should start with {want:?}");
-    }
+    expect::messages(&errors, &expected, |e, want| e.starts_with(want));
 }
 
 #[test]

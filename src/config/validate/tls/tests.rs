@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use crate::config::Config;
+use crate::config::{Config, expect};
 
 /// A directory with `cert.pem`/`key.pem` (a self-signed certificate for localhost), `other.key`
 /// (another key) and `ca.pem`, plus a config file path inside it.
@@ -118,10 +118,7 @@ fn missing_and_unknown_keys_are_errors_too() {
         "`cert` needs `key` too",
         "`tls` must be a table",
     ];
-    assert_eq!(e.len(), want.len(), "{e:#?}");
-    for (message, want) in messages.iter().zip(want) {
-        assert!(message.contains(want), "{messages:?}");
-    }
+    expect::messages(&messages, &want, |message, want| message.contains(want));
 }
 
 #[test]
