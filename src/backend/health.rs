@@ -155,12 +155,24 @@ mod tests {
         }))
     }
 
+    /// A server's health after `failures` failed requests in a row, and the metrics that
+    /// counted them.
+    fn after_failures(
+        failure_limit: u32,
+        retry_timeout: Duration,
+        failures: u32,
+    ) -> (Health, ServerMetrics) {
+        let metrics = Metrics::new().backend.server("s");
+        let h = health(failure_limit, retry_timeout);
+        for _ in 0..failures {
+            h.record_failure(&metrics);
+        }
+        (h, metrics)
+    }
+
     #[test]
     fn marked_down_at_the_limit_and_up_after_success() {
-        let metrics = Metrics::new().backend.server("s");
-        let h = health(3, Duration::from_secs(60));
-        h.record_failure(&metrics);
-        h.record_failure(&metrics);
+        let (h, metrics) = after_failures(3, Duration::from_secs(60), 2);
         assert_eq!(h.state(), State::Up);
         h.record_failure(&metrics);
         assert_eq!(h.state(), State::Down);
@@ -174,10 +186,7 @@ mod tests {
 
     #[test]
     fn a_due_server_is_probing_and_still_refuses_requests() {
-        let metrics = Metrics::new().backend.server("s");
-        let h = health(2, Duration::from_millis(0));
-        h.record_failure(&metrics);
-        h.record_failure(&metrics);
+        let (h, metrics) = after_failures(2, Duration::from_millis(0), 2);
         // retry_timeout 0: the retry time has come; the server is probed, clients still refused.
         assert_eq!(h.state(), State::Probing);
         assert!(h.is_down());

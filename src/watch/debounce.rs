@@ -60,6 +60,10 @@ mod tests {
     const QUIET: Duration = Duration::from_millis(200);
     const MAX: Duration = Duration::from_millis(800);
 
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     /// Drives a `Debounce` the way the watcher's select loop does: events every `every` until
     /// `events_end`, and returns when each trigger fired, relative to the start.
     async fn drive(every: Duration, events_end: Duration, run: Duration) -> Vec<Duration> {
@@ -89,36 +93,21 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn one_event_fires_once_after_the_quiet_time() {
-        let fired = drive(
-            Duration::from_secs(10),
-            Duration::from_millis(1),
-            Duration::from_secs(5),
-        )
-        .await;
+        let fired = drive(ms(10_000), ms(1), ms(5_000)).await;
         assert_eq!(fired, vec![QUIET]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_short_burst_fires_once_after_its_last_event() {
         // Events at 0, 50, …, 300 ms: one trigger, 200 ms after the last.
-        let fired = drive(
-            Duration::from_millis(50),
-            Duration::from_millis(301),
-            Duration::from_secs(5),
-        )
-        .await;
+        let fired = drive(ms(50), ms(301), ms(5_000)).await;
         assert_eq!(fired, vec![Duration::from_millis(500)]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_file_that_keeps_changing_fires_at_least_once_a_second() {
         // Rewritten every 100 ms for 30 s: the quiet time never comes, the cap does.
-        let fired = drive(
-            Duration::from_millis(100),
-            Duration::from_secs(30),
-            Duration::from_secs(31),
-        )
-        .await;
+        let fired = drive(ms(100), ms(30_000), ms(31_000)).await;
         assert_eq!(
             fired.first(),
             Some(&MAX),
