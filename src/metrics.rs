@@ -243,6 +243,19 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
     register(registry, c)
 }
 
+/// Registers a counter family with one `label` and returns the counter of each of `values`, in
+/// order: for a family whose label values are all known up front (the results of one event).
+fn counters<const N: usize>(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: [&str; N],
+) -> [IntCounter; N] {
+    let family = counter_vec(registry, name, help, &[label]);
+    values.map(|v| family.with_label_values(&[v]))
+}
+
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric name");
     register(registry, g)

@@ -2,7 +2,7 @@
 
 use prometheus::{Histogram, IntCounter, IntGauge, Registry};
 
-use super::{Cmd, counter, counter_vec, gauge, histogram_vec, labels};
+use super::{Cmd, counter, counter_vec, counters, gauge, histogram_vec, labels};
 
 labels! {
     /// Why a client's TLS handshake failed: the `reason` label of
@@ -126,11 +126,12 @@ impl ClientMetrics {
                 latency: latency.with_label_values(&[c.label()]),
             })
             .collect();
-        let get_keys = counter_vec(
+        let [get_hits, get_misses] = counters(
             r,
             "memroute_get_keys_total",
             "Keys asked for by retrieval commands, by final result after fallback tiers.",
-            &["result"],
+            "result",
+            ["hit", "miss"],
         );
         let tls_failures = counter_vec(
             r,
@@ -157,8 +158,8 @@ impl ClientMetrics {
             ),
             cmds,
             results: Results::register(r),
-            get_hits: get_keys.with_label_values(&["hit"]),
-            get_misses: get_keys.with_label_values(&["miss"]),
+            get_hits,
+            get_misses,
             tls_failures: TlsFailure::ALL
                 .iter()
                 .map(|f| tls_failures.with_label_values(&[f.label()]))

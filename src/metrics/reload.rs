@@ -2,7 +2,7 @@
 
 use prometheus::{IntCounter, IntGauge, Registry};
 
-use super::{counter_vec, gauge};
+use super::{counters, gauge};
 
 /// What happened to the config file.
 pub struct ReloadMetrics {
@@ -20,11 +20,12 @@ pub struct ReloadMetrics {
 
 impl ReloadMetrics {
     pub(super) fn register(r: &Registry) -> ReloadMetrics {
-        let reloads = counter_vec(
+        let [applied, rejected] = counters(
             r,
             "memroute_config_reloads_total",
             "Config reloads by result.",
-            &["result"],
+            "result",
+            ["success", "failure"],
         );
         let last_ok = gauge(
             r,
@@ -33,8 +34,8 @@ impl ReloadMetrics {
         );
         last_ok.set(1);
         ReloadMetrics {
-            applied: reloads.with_label_values(&["success"]),
-            rejected: reloads.with_label_values(&["failure"]),
+            applied,
+            rejected,
             last_success: gauge(
                 r,
                 "memroute_config_last_reload_success_timestamp_seconds",

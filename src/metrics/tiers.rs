@@ -2,7 +2,7 @@
 
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Registry};
 
-use super::{counter_vec, gauge_vec};
+use super::{counter_vec, counters, gauge_vec};
 
 /// Per (pool, tier) lookup counters.
 #[derive(Clone)]
@@ -94,11 +94,12 @@ pub struct TiersMetrics {
 
 impl TiersMetrics {
     pub(super) fn register(r: &Registry) -> TiersMetrics {
-        let copies = counter_vec(
+        let [copies_ok, copies_not_stored, copies_failed] = counters(
             r,
             "memroute_fallback_copies_total",
             "Items copied from a lower tier into tier 0, by result.",
-            &["result"],
+            "result",
+            ["ok", "not_stored", "failed"],
         );
         let lower = counter_vec(
             r,
@@ -117,9 +118,9 @@ impl TiersMetrics {
                 "Key lookups per pool and tier position, by result.",
                 &["pool", "tier", "result"],
             ),
-            copies_ok: copies.with_label_values(&["ok"]),
-            copies_not_stored: copies.with_label_values(&["not_stored"]),
-            copies_failed: copies.with_label_values(&["failed"]),
+            copies_ok,
+            copies_not_stored,
+            copies_failed,
             lower_deletes: writes("delete"),
             lower_sets: writes("set"),
             double_deletes: writes("double_delete"),
