@@ -261,29 +261,15 @@ fn main() {
     let mut p99s: [Vec<u32>; 3] = Default::default();
     for round in 1..=rounds {
         let (m, c) = (main_mc.id(), cand_mc.id());
-        let p = measured(
-            &format!("r{round} no shadow"),
-            plain_port,
-            seconds,
-            &[plain.id(), m, c],
-        );
-        p99s[0].push(p);
+        // One measured run of this round: its p99 goes to column `col`.
+        let mut run = |col: usize, what: &str, port: u16, pids: &[u32]| {
+            p99s[col].push(measured(&format!("r{round} {what}"), port, seconds, pids));
+        };
+        run(0, "no shadow", plain_port, &[plain.id(), m, c]);
         let pids = [shadowed.id(), m, c];
-        let p = measured(
-            &format!("r{round} shadow, candidate up"),
-            shadow_port,
-            seconds,
-            &pids,
-        );
-        p99s[1].push(p);
+        run(1, "shadow, candidate up", shadow_port, &pids);
         signal(cand_mc.id(), "STOP");
-        let p = measured(
-            &format!("r{round} shadow, candidate STOP"),
-            shadow_port,
-            seconds,
-            &pids,
-        );
-        p99s[2].push(p);
+        run(2, "shadow, candidate STOP", shadow_port, &pids);
         signal(cand_mc.id(), "CONT");
         // Let the candidate drain the copies that waited on it before the next round.
         thread::sleep(Duration::from_secs(1));
