@@ -59,27 +59,17 @@ const MEMCACHED_MB: usize = 1024;
 /// Starts `memcached -u root -U 0 -l 127.0.0.1 -p PORT -t 1 -c 4096 -m 1024`.
 pub fn memcached(dir: &Path, name: &str, layout: Layout) -> Server {
     let port = procs::free_port();
-    let argv: Vec<String> = [
-        "memcached",
-        "-u",
-        "root",
-        "-U",
-        "0",
-        "-l",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-t",
-        "1",
-        "-c",
-        "4096",
-        "-m",
-        &MEMCACHED_MB.to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let argv = memcached_argv("memcached", port, 1, 4096, MEMCACHED_MB);
     start(dir, name, &argv, port, layout)
+}
+
+/// `EXE -u root -U 0 -l 127.0.0.1 -p PORT -t THREADS -c CONNS -m MB`: memcached's command line
+/// (memcached itself or its proxy build) for a loopback TCP server run as root, no UDP.
+fn memcached_argv(exe: &str, port: u16, threads: usize, conns: u32, mb: usize) -> Vec<String> {
+    let flags = format!("-u root -U 0 -l 127.0.0.1 -p {port} -t {threads} -c {conns} -m {mb}");
+    std::iter::once(exe.to_string())
+        .chain(flags.split(' ').map(String::from))
+        .collect()
 }
 
 /// Starts nutcracker in the foreground with twemproxy's defaults for memcache (fnv1a_64, ketama)
@@ -245,28 +235,8 @@ pub fn mcproxy(
          end\n"
     );
     let conf = write(dir, &format!("{name}.lua"), &lua);
-    let argv: Vec<String> = [
-        &exe.display().to_string(),
-        "-u",
-        "root",
-        "-U",
-        "0",
-        "-l",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-t",
-        &threads.to_string(),
-        "-c",
-        "20000",
-        "-m",
-        "64",
-        "-o",
-        &format!("proxy_config={}", conf.display()),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut argv = memcached_argv(&exe.display().to_string(), port, threads, 20000, 64);
+    argv.extend(["-o".to_string(), format!("proxy_config={}", conf.display())]);
     start(dir, name, &argv, port, layout)
 }
 
