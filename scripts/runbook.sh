@@ -163,6 +163,15 @@ write_config() {                 # $1 = file, $2 = step: 0, 1, 3 or 5
   } >"$1"
 }
 
+# Writes step $1's config, checks it, installs it (as the README does) and waits until the
+# local memroute runs it.
+apply_step() {
+  write_config "$work/step$1.toml" "$1"
+  memroute --check-config "$work/step$1.toml" >/dev/null
+  install_config "$work/step$1.toml" >/dev/null || fail "install_config refused step $1"
+  wait_reloaded_local "$work/step$1.toml" || fail "step $1 not loaded"
+}
+
 # Reads user:$1 .. user:$(($2 - 1)) through memroute, one `get` each, pipelined. Sets HITS and
 # fails if a value is not the one loaded.
 read_keys() {
@@ -249,9 +258,7 @@ baseline=$(ratio $(($(n memroute_get_keys_total 'result="hit"') - hits0)) $(($(n
 ok "$stored keys stored in pool main; baseline hit ratio $baseline"
 
 step "1. add the new pool, not yet routed"
-write_config "$work/step1.toml" 1
-install_config "$work/step1.toml" >/dev/null || fail "install_config refused step 1"
-wait_reloaded_local "$work/step1.toml" || fail "step 1 not loaded"
+apply_step 1
 for port in "$NEW1" "$NEW2"; do
   up=none
   for _ in $(seq 50); do
@@ -268,10 +275,7 @@ ok "config reloaded; both main-v2 servers up; keys still go to main only"
 step "2. skipped: one proxy (the README's pre-step is for fleets)"
 
 step "3. route to the new pool, falling back to the old one"
-write_config "$work/step3.toml" 3
-memroute --check-config "$work/step3.toml" >/dev/null
-install_config "$work/step3.toml" >/dev/null || fail "install_config refused step 3"
-wait_reloaded_local "$work/step3.toml" || fail "step 3 not loaded"
+apply_step 3
 tiers=$(admin '/route?key=user:1' | sed -n 's/.*"pool": "\(.*\)".*/\1/p' | paste -sd, -)
 [ "$tiers" = main-v2,main ] || fail "/route?key=user:1 shows tiers $tiers"
 ok "config reloaded; /route?key=user:1: tiers main-v2, then main"
@@ -325,10 +329,7 @@ wait_holders 0 extra:delete "$OLD1" "$OLD2" "$NEW1" "$NEW2" || fail "extra:delet
 ok "a write removes the key from main (lower_on_write = \"delete\"), a delete reaches both pools"
 
 step "5. remove the old tier and the old pool"
-write_config "$work/step5.toml" 5
-memroute --check-config "$work/step5.toml" >/dev/null
-install_config "$work/step5.toml" >/dev/null || fail "install_config refused step 5"
-wait_reloaded_local "$work/step5.toml" || fail "step 5 not loaded"
+apply_step 5
 for port in "$OLD1" "$OLD2"; do
   up=$(metric memroute_server_up "server=\"127.0.0.1:$port\"")
   [ "$up" = none ] || fail "memroute_server_up still has 127.0.0.1:$port ($up)"
