@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -47,7 +47,7 @@ pub enum Socket {
 /// that is not a socket is not); the new one gets the configured `mode`.
 pub async fn bind(config: &ListenerConfig) -> std::io::Result<Socket> {
     match &config.address {
-        ListenAddress::Tcp(address) => TcpListener::bind(address).await.map(Socket::Tcp),
+        ListenAddress::Tcp(address) => bind_tcp(address).await.map(Socket::Tcp),
         ListenAddress::Unix(path) => {
             if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
                 std::fs::remove_file(path)?;
@@ -57,6 +57,39 @@ pub async fn bind(config: &ListenerConfig) -> std::io::Result<Socket> {
             Ok(Socket::Unix(listener))
         }
     }
+}
+
+/// Connections the kernel completes and queues for `accept` (memcached's `-b` default).
+/// tokio's `TcpListener::bind` asks for 128: a client storm on a busy machine then overflows
+/// the queue during a scheduling hiccup of a few milliseconds, and each dropped SYN costs that
+/// client a one-second retransmit.
+const BACKLOG: u32 = 1024;
+
+/// Binds a TCP listener on the first address `address` resolves to that can be bound, with
+/// [`BACKLOG`] and `SO_REUSEADDR` (as memcached and `TcpListener::bind` set it).
+async fn bind_tcp(address: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(address).await? {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }?;
+        let bound = socket
+            .set_reuseaddr(true)
+            .and_then(|()| socket.bind(addr))
+            .and_then(|()| socket.listen(BACKLOG));
+        match bound {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )
+    }))
 }
 
 /// Binds every listener of the config, or names the first that cannot be bound.
