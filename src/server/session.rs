@@ -320,7 +320,7 @@ impl<S: ClientStream> Session<S> {
                 self.turn_until = Instant::now() + fair::TURN_HOLD;
                 Ok(())
             }
-            () = tokio::time::sleep_until(self.turn_until.into()), if holds_turn => {
+            () = turn_ends(self.turn_until), if holds_turn => {
                 self.pace.expire();
                 Ok(())
             }
@@ -395,6 +395,13 @@ fn write_now(
             }
         }
     }
+}
+
+/// Waits until a held heavy turn goes back. An async fn, so a session that holds no turn does
+/// not build a timer on every wake-up: `select!` evaluates every branch's future, enabled or
+/// not, and `sleep_until` looks up the runtime's timer as it is built.
+async fn turn_ends(at: Instant) {
+    tokio::time::sleep_until(at.into()).await
 }
 
 /// Bytes reserved for each read from a client that is in the middle of a request.
