@@ -399,9 +399,11 @@ fn write_now(
 
 /// Waits until a held heavy turn goes back. An async fn, so a session that holds no turn does
 /// not build a timer on every wake-up: `select!` evaluates every branch's future, enabled or
-/// not, and `sleep_until` looks up the runtime's timer as it is built.
+/// not, and `sleep_until` looks up the runtime's timer as it is built. The timer is boxed: it
+/// is only built for heavy sessions, and inline it made every session future (one per client,
+/// tests/session_size.rs) bigger.
 async fn turn_ends(at: Instant) {
-    tokio::time::sleep_until(at.into()).await
+    Box::pin(tokio::time::sleep_until(at.into())).await
 }
 
 /// Bytes reserved for each read from a client that is in the middle of a request.
