@@ -1,6 +1,7 @@
 //! The client side: accept connections and run one session per client.
 //!
-//! - [`listener`]: accepts, enforces `max_connections`, starts sessions, stops on shutdown.
+//! - [`listener`]: accepts, enforces `max_connections`, starts sessions, stops on shutdown
+//!   ([`stop`]: the signal that tells a listener's sessions to drain).
 //! - [`session`]: reads and parses requests, dispatches them, writes replies in request order
 //!   ([`in_order`]: the replies still owed, completed oldest first;
 //!   [`output`]: the per-client byte cap on replies it has not read yet;
@@ -16,6 +17,7 @@ pub mod local;
 pub mod output;
 pub mod session;
 pub mod shutdown;
+pub mod stop;
 pub mod stream;
 
 pub use listener::supervise;

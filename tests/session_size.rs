@@ -15,7 +15,7 @@ async fn idle_session_state_stays_small() {
     let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
         .await
         .unwrap();
-    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let (_stop, signal) = memroute::server::stop::channel();
     let listener_address = std::sync::Arc::new(memroute::config::ListenAddress::Tcp(
         "127.0.0.1:0".to_string(),
     ));
@@ -23,7 +23,7 @@ async fn idle_session_state_stays_small() {
         stream,
         shared,
         memroute::backend::Lane::default(),
-        shutdown,
+        signal.watch(),
         listener_address,
     );
     let size = std::mem::size_of_val(&session);

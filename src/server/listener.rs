@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::session;
+use super::stop::{self, StopSignal, Stopper};
 use super::stream::ClientStream;
 use crate::backend::Lane;
 use crate::config::{ListenAddress, ListenerConfig};
@@ -108,7 +109,7 @@ pub async fn bind_all(
 struct Running {
     /// Its current `max_connections` (a reload may change it in place).
     limit: Arc<AtomicUsize>,
-    stop: watch::Sender<bool>,
+    stop: Stopper,
     task: JoinHandle<()>,
 }
 
@@ -138,7 +139,7 @@ pub async fn supervise(
         follow_reload(&mut running, &shared).await;
     }
     for r in running.values() {
-        r.stop.send_replace(true);
+        r.stop.stop();
     }
     for (_, r) in running {
         let _ = r.task.await;
@@ -158,7 +159,7 @@ async fn follow_reload(running: &mut HashMap<ListenAddress, Running>, shared: &A
     for address in removed {
         if let Some(r) = running.remove(&address) {
             tracing::info!(address = %address, "listener removed; draining its sessions");
-            r.stop.send_replace(true);
+            r.stop.stop();
         }
     }
     for (address, l) in wanted {
@@ -182,7 +183,7 @@ async fn follow_reload(running: &mut HashMap<ListenAddress, Running>, shared: &A
 
 fn start(config: ListenerConfig, socket: Socket, shared: &Arc<Shared>) -> Running {
     let limit = Arc::new(AtomicUsize::new(config.max_connections));
-    let (stop, stop_rx) = watch::channel(false);
+    let (stop, stop_rx) = stop::channel();
     let listener = Listener {
         address: Arc::new(config.address.clone()),
         limit: limit.clone(),
@@ -213,7 +214,7 @@ struct Listener {
     /// Sessions of this listener.
     active: Arc<AtomicUsize>,
     shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
+    stop: StopSignal,
     lane: Lane,
 }
 
@@ -267,11 +268,11 @@ impl Listener {
     ) where
         A: Future<Output = std::io::Result<(S, P)>>,
     {
-        let mut stop = self.stop.clone();
+        let mut stop = self.stop.watch();
         loop {
             let accepted = tokio::select! {
                 a = accept() => a,
-                _ = stop.wait_for(|s| *s) => break,
+                () = stop.stopped() => break,
             };
             match accepted {
                 Ok((stream, _peer)) => admit(self, stream, listen_addr),
@@ -345,7 +346,7 @@ impl Listener {
             .peer_addr()
             .map_or_else(|_| "tcp:?".to_string(), |a| format!("tcp:{a}"));
         let (guard, lane) = self.guard(stream.as_raw_fd(), peer, listen_addr);
-        let shutdown = self.stop.clone();
+        let shutdown = self.stop.watch();
         let address = self.address.clone();
         tokio::spawn(async move {
             let shared = guard.shared.clone();
@@ -376,7 +377,7 @@ impl Listener {
     }
 
     fn spawn_session<S: ClientStream>(&self, stream: S, guard: ConnectionGuard, lane: Lane) {
-        let shutdown = self.stop.clone();
+        let shutdown = self.stop.watch();
         let address = self.address.clone();
         tokio::spawn(async move {
             session::run(stream, guard.shared.clone(), lane, shutdown, address).await;

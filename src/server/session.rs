@@ -33,12 +33,12 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
 
 use super::fair::{self, Pace, Share};
 use super::in_order::InOrder;
 use super::local;
 use super::output::OutputBudget;
+use super::stop::StopWatch;
 use super::stream::{ClientRead, ClientStream};
 use crate::backend::Lane;
 use crate::config::ListenAddress;
@@ -97,7 +97,7 @@ pub async fn run<S: ClientStream>(
     stream: S,
     shared: Arc<Shared>,
     lane: Lane,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: StopWatch,
     listener: Arc<ListenAddress>,
 ) {
     let mut session = Session::<S>::new(stream, shared, lane, listener);
@@ -273,7 +273,7 @@ impl<S: ClientStream> Session<S> {
 
     /// Waits for the first of: answers to take, the socket taking replies, client input, a
     /// heavy turn, the end of a held turn, shutdown.
-    async fn wait(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), Gone> {
+    async fn wait(&mut self, shutdown: &mut StopWatch) -> Result<(), Gone> {
         let window = self.share.window(self.max_inflight);
         let flags = &self.flags;
         let can_send = !flags.closing && !flags.barrier && self.may_send(window);
@@ -324,15 +324,13 @@ impl<S: ClientStream> Session<S> {
                 self.pace.expire();
                 Ok(())
             }
-            changed = shutdown.changed(), if watch_shutdown => {
-                if changed.is_err() || *shutdown.borrow() {
-                    // Requests the client sent before the shutdown may still sit in the socket
-                    // (unread because of back-pressure, or ready at the same moment): take them
-                    // too, so everything sent before the signal is answered.
-                    let limit = FINAL_READ_LIMIT.max(self.limits.max_value_size);
-                    self.flags.eof = self.rd.read_arrived(self.decoder.buffer(), limit);
-                    self.flags.input_done = true;
-                }
+            () = shutdown.stopped(), if watch_shutdown => {
+                // Requests the client sent before the shutdown may still sit in the socket
+                // (unread because of back-pressure, or ready at the same moment): take them
+                // too, so everything sent before the signal is answered.
+                let limit = FINAL_READ_LIMIT.max(self.limits.max_value_size);
+                self.flags.eof = self.rd.read_arrived(self.decoder.buffer(), limit);
+                self.flags.input_done = true;
                 Ok(())
             }
         }
