@@ -29,10 +29,9 @@ pub struct StopSignal {
 #[derive(Debug)]
 pub struct StopWatch {
     inner: Arc<Inner>,
-    /// Its place in the waiter list, once registered.
-    slot: Option<usize>,
-    /// The waker registered there, to tell whether a poll brings a different one.
-    waker: Option<Waker>,
+    /// Once registered: its place in the waiter list, and the waker put there (to tell whether
+    /// a poll brings a different one).
+    registered: Option<(usize, Waker)>,
 }
 
 #[derive(Debug, Default)]
@@ -101,8 +100,7 @@ impl StopSignal {
     pub fn watch(&self) -> StopWatch {
         StopWatch {
             inner: self.inner.clone(),
-            slot: None,
-            waker: None,
+            registered: None,
         }
     }
 }
@@ -122,23 +120,26 @@ impl StopWatch {
         if self.is_stopped() {
             return Poll::Ready(());
         }
-        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        if !self
+            .registered
+            .as_ref()
+            .is_some_and(|(_, w)| w.will_wake(cx.waker()))
+        {
             let waker = cx.waker().clone();
             let mut waiters = self.inner.lock();
-            let slot = match self.slot {
-                Some(slot) => slot,
+            let slot = match &self.registered {
+                Some((slot, _)) => *slot,
                 None => {
                     let slot = waiters.free.pop().unwrap_or(waiters.wakers.len());
                     if slot == waiters.wakers.len() {
                         waiters.wakers.push(None);
                     }
-                    self.slot = Some(slot);
                     slot
                 }
             };
             waiters.wakers[slot] = Some(waker.clone());
             drop(waiters);
-            self.waker = Some(waker);
+            self.registered = Some((slot, waker));
             // The stopper sets the flag before it takes the list: if it took the list before we
             // put our waker in, the flag is visible now.
             if self.is_stopped() {
@@ -151,7 +152,7 @@ impl StopWatch {
 
 impl Drop for StopWatch {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot {
+        if let Some((slot, _)) = self.registered {
             let mut waiters = self.inner.lock();
             waiters.wakers[slot] = None;
             waiters.free.push(slot);
