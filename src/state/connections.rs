@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub struct Entry {
     /// `tcp:host:port` or `unix:/path`: the peer of a client, the bound address of a listener.
     pub addr: String,
-    /// For a client, the listening address it connected to; `None` for a listener.
-    pub listen_addr: Option<String>,
+    /// For a client, the listening address it connected to (one string shared by all its
+    /// clients); `None` for a listener.
+    pub listen_addr: Option<Arc<str>>,
 }
 
 /// Open sockets by (file descriptor, registration number). A descriptor is unique while its
