@@ -8,7 +8,11 @@ zeroes the counters, drives a fixed number of requests with a closed-loop client
 connections, dumps, and prints instructions per request. Loopback only; it stops the processes
 it started, by PID.
 
-    bench/callgrind.py BINARY [--load a|b|c|f|d] [--rounds N]
+    bench/callgrind.py BINARY [--load a|b|c|f|d] [--rounds N] [--syscalls]
+
+With --syscalls memroute runs natively and `perf stat` (Debian's linux-perf) counts its
+system calls and context switches per request over the same measured requests instead: the
+kernel side of the cost, which callgrind does not see.
 
 Loads (50 connections each, 40,000 requests with the default rounds):
   a  one request per round trip, get:set 9:1, 100-byte values
@@ -93,11 +97,38 @@ def drive(conns, rounds, per_write, load, rng):
                 bufs[i] = read_reply(s, bufs[i], end)
 
 
+EVENTS = ["raw_syscalls:sys_enter", "context-switches"]
+
+
+def count_syscalls(pid, tmp, run, requests, args):
+    """Counts memroute's system calls and context switches while `run` drives the requests."""
+    out = os.path.join(tmp, "perf.txt")
+    perf = subprocess.Popen(["perf", "stat", "-x,", "-o", out, "-e", ",".join(EVENTS),
+                             "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # perf attaches
+    run()
+    perf.send_signal(signal.SIGINT)
+    perf.wait(30)
+    counts = {}
+    with open(out) as f:
+        for line in f:
+            fields = line.strip().split(",")
+            if len(fields) > 2 and fields[2] in EVENTS and fields[0].isdigit():
+                counts[fields[2]] = int(fields[0])
+    if len(counts) != len(EVENTS):
+        sys.exit(f"perf stat counted {counts} (is linux-perf installed?)")
+    print(f"load {args.load}: {requests} requests: "
+          + ", ".join(f"{n} {counts[n] / requests:.3f}/req" for n in EVENTS)
+          + f" ({args.binary})")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("binary")
     p.add_argument("--load", default="a", choices="abcdf")
     p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--syscalls", action="store_true",
+                   help="count system calls per request with perf stat instead")
     args = p.parse_args()
     per_write = 16 if args.load == "b" else 1
     rounds = args.rounds or (50 if args.load == "b" else 800)
@@ -126,9 +157,10 @@ def main():
                     f'[pools.main]\nservers = ["127.0.0.1:{ports[0]}", "127.0.0.1:{ports[1]}"]\n'
                     'connections = 1\n\n[[routes]]\nprefix = ""\ntiers = ["main"]\n')
         out = os.path.join(tmp, "callgrind.out")
+        tool = [] if args.syscalls else [
+            "valgrind", "--tool=callgrind", "--dump-instr=no", f"--callgrind-out-file={out}"]
         memroute = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", "--dump-instr=no", f"--callgrind-out-file={out}",
-             args.binary, "--config", config, "--threads", "1"],
+            tool + [args.binary, "--config", config, "--threads", "1"],
             stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         started.append(memroute)
         wait_port(port, 120)
@@ -140,12 +172,16 @@ def main():
         for s in conns:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         drive(conns, 40, per_write, args.load, rng)
+        requests = rounds * per_write * len(conns)
+        if args.syscalls:
+            count_syscalls(memroute.pid, tmp, lambda: drive(conns, rounds, per_write, args.load,
+                                                            rng), requests, args)
+            return
         subprocess.run(["callgrind_control", "-z", str(memroute.pid)], check=True,
                        stdout=subprocess.DEVNULL)
         drive(conns, rounds, per_write, args.load, rng)
         subprocess.run(["callgrind_control", "-d", str(memroute.pid)], check=True,
                        stdout=subprocess.DEVNULL)
-        requests = rounds * per_write * len(conns)
         dumps = sorted(f for f in os.listdir(tmp) if f.startswith("callgrind.out"))
         total = None
         for name in dumps:
