@@ -34,10 +34,12 @@ pub const PREFIX: &[u8] = b"memroute:tomb:";
 /// The tombstone key of `key`.
 pub fn key_for(key: &[u8]) -> Bytes {
     let digest = Md5::digest(key);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = BytesMut::with_capacity(PREFIX.len() + 32);
     out.extend_from_slice(PREFIX);
+    // On the read path of every tier-0 miss: no formatter, no allocation per byte.
     for b in digest {
-        out.extend_from_slice(format!("{b:02x}").as_bytes());
+        out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
     }
     out.freeze()
 }
@@ -139,5 +141,23 @@ async fn ask(server: &Server, lane: Lane, tombs: Vec<Bytes>) -> Result<Vec<bool>
             .take(asked)
             .collect()),
         _ => Err(crate::backend::ErrorKind::Protocol.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tombstone_key_is_the_prefix_and_the_keys_md5_in_lower_case_hex() {
+        // md5 values from coreutils' md5sum.
+        assert_eq!(
+            &key_for(b"foo")[..],
+            b"memroute:tomb:acbd18db4cc2f85cedef654fccc4a4d8"
+        );
+        assert_eq!(
+            &key_for(b"")[..],
+            b"memroute:tomb:d41d8cd98f00b204e9800998ecf8427e"
+        );
     }
 }
