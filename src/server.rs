@@ -5,6 +5,7 @@
 //! - [`session`]: reads and parses requests, dispatches them, writes replies in request order
 //!   ([`in_order`]: the replies still owed, completed oldest first;
 //!   [`output`]: the per-client byte cap on replies it has not read yet;
+//!   [`replies`]: those replies, large values kept as their backend's bytes;
 //!   [`fair`]: each session's share of the backends when sessions compete).
 //! - [`local`]: commands the proxy answers itself (`version`, the `stats` family, `flush_all`
 //!   and `cache_memlimit` fan-out); [`connections`]: the open sockets `stats conns` lists.
@@ -15,6 +16,7 @@ pub mod in_order;
 pub mod listener;
 pub mod local;
 pub mod output;
+pub mod replies;
 pub mod session;
 pub mod shutdown;
 pub mod stop;

@@ -105,44 +105,4 @@ impl Reply {
             _ => false,
         }
     }
-
-    /// Appends the wire bytes to `out`.
-    pub fn write_to(&self, out: &mut bytes::BytesMut) {
-        match self {
-            Reply::None => {}
-            Reply::Static(l) => {
-                reserve(out, l.len());
-                out.extend_from_slice(l)
-            }
-            Reply::Line(l) => {
-                reserve(out, l.len());
-                out.extend_from_slice(l)
-            }
-            Reply::Values(blocks) => {
-                // One allocation for the whole answer, not one per doubling.
-                reserve(
-                    out,
-                    blocks.iter().map(|b| b.len()).sum::<usize>() + END.len(),
-                );
-                for b in blocks {
-                    out.extend_from_slice(b);
-                }
-                out.extend_from_slice(END);
-            }
-        }
-    }
-}
-
-/// A reply buffer starts with room for this much: a pipelining client's replies are gathered
-/// into one buffer, and growing it from the first reply's size by doubling cost a `realloc`
-/// per doubling. Small enough to come from malloc's per-thread cache like a single reply.
-const REPLY_BUFFER_MIN: usize = 1024;
-
-/// Makes room for `n` more bytes in `out`: a buffer without any starts at [`REPLY_BUFFER_MIN`].
-fn reserve(out: &mut bytes::BytesMut, n: usize) {
-    if out.capacity() == 0 {
-        out.reserve(n.max(REPLY_BUFFER_MIN));
-    } else {
-        out.reserve(n);
-    }
 }

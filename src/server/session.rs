@@ -38,11 +38,12 @@ use super::fair::{self, Pace, Share};
 use super::in_order::InOrder;
 use super::local;
 use super::output::OutputBudget;
+use super::replies::Replies;
 use super::stop::StopWatch;
 use super::stream::{ClientRead, ClientStream};
 use crate::backend::Lane;
 use crate::config::ListenAddress;
-use crate::io::{write_or_flush, yield_once};
+use crate::io::yield_once;
 use crate::metrics::Cmd;
 use crate::protocol::command::{Command, Retrieve};
 use crate::protocol::reply::{self, Reply};
@@ -173,7 +174,7 @@ struct Session<S: ClientStream> {
     turn_until: Instant,
     /// Replies not yet written. Buffers are allocated when there is something to hold and
     /// given back once empty, so an idle connection costs little memory.
-    out: BytesMut,
+    out: Replies,
     /// Replies in `out` (whole or in part) the client has not taken yet: they count against
     /// `max_inflight` with the requests still in flight.
     unread: usize,
@@ -203,7 +204,7 @@ impl<S: ClientStream> Session<S> {
             share: Share::new(),
             pace: Pace::default(),
             turn_until: Instant::now(),
-            out: BytesMut::new(),
+            out: Replies::new(),
             unread: 0,
             flags: Flags::default(),
             generation: snapshot.generation,
@@ -292,12 +293,12 @@ impl<S: ClientStream> Session<S> {
             Some((reply, info)) = self.pending.next(), if drain => self.take_answers(reply, info),
             // Cancel safe: a write that did not complete wrote nothing; a dropped flush keeps
             // its data buffered.
-            r = write_or_flush(&mut self.wr, &mut self.out), if writing => {
+            r = self.out.write_or_flush(&mut self.wr), if writing => {
                 let n = r.map_err(|_| Gone)?;
                 self.flags.unflushed = n > 0 || !self.out.is_empty();
                 if self.out.is_empty() {
                     self.unread = 0;
-                    self.out = BytesMut::new();
+                    self.out.release_if_empty();
                 }
                 Ok(())
             }
@@ -375,14 +376,14 @@ const DRAIN_LIMIT: usize = 256 * 1024;
 /// waits. `unflushed` says whether a flush is still owed.
 fn write_now(
     wr: &mut (impl AsyncWrite + Unpin),
-    out: &mut BytesMut,
+    out: &mut Replies,
     unflushed: &mut bool,
 ) -> std::io::Result<()> {
     loop {
-        match write_or_flush(wr, out).now_or_never() {
+        match out.write_or_flush(wr).now_or_never() {
             Some(Ok(0)) => {
                 *unflushed = false;
-                *out = BytesMut::new();
+                out.release_if_empty();
                 return Ok(());
             }
             Some(Ok(_)) => *unflushed = true,
@@ -461,7 +462,7 @@ async fn close(mut rd: impl ClientRead, mut wr: impl AsyncWrite + Unpin, eof_see
 /// Counts a finished request and appends its reply.
 fn finish(
     shared: &Shared,
-    out: &mut BytesMut,
+    out: &mut Replies,
     budget: &mut OutputBudget,
     reply: Reply,
     info: RequestInfo,
@@ -489,7 +490,7 @@ fn finish(
     local::count_result(&shared.metrics, info.cmd, &reply);
     let before = out.len();
     if !info.noreply {
-        reply.write_to(out);
+        out.push(&reply);
     }
     budget.answered(info.keys, out.len() - before);
 }
