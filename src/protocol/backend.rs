@@ -322,6 +322,11 @@ fn parse_values(expect: Expect<'_>, buf: &mut BytesMut) -> Result<Option<Respons
         // No overflow: `len` is at most max_value_size and positions are within the buffer.
         let data_end = data_start + len;
         let Some(tail) = buf.get(data_end..data_end + 2) else {
+            // Room for the rest of this value (and the `END` after it) at once: the reads that
+            // bring it then go straight into place, instead of the buffer growing by doubling
+            // and copying what it holds at each step (4 % of the CPU with 100 KiB values).
+            // Bounded: `len` is at most max_value_size.
+            buf.reserve(data_end + 2 + crate::protocol::reply::END.len() - buf.len());
             return Ok(None);
         };
         if tail != b"\r\n" {

@@ -35,6 +35,9 @@ pub fn parse_answer(
                 .and_then(|e| e.checked_add(2))
                 .ok_or_else(|| bad(line))?;
             if buf.len() < end {
+                // Room for the rest of the value at once, as for a `VALUE` (bounded by
+                // max_value_size): no growing by doubling while it arrives.
+                buf.reserve(end - buf.len());
                 return Ok(None);
             }
             if &buf[end - 2..end] != b"\r\n" {
