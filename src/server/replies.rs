@@ -12,7 +12,7 @@ use std::io::IoSlice;
 use std::pin::Pin;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 
 use crate::protocol::reply::{self, Reply};
 
@@ -87,25 +87,23 @@ impl Replies {
         &mut self,
         wr: &mut (impl AsyncWrite + Unpin),
     ) -> std::io::Result<usize> {
-        if self.is_empty() {
-            wr.flush().await?;
-            return Ok(0);
+        if self.queued.is_empty() {
+            // The usual case, one buffer (and the flush once everything is written).
+            let n = crate::io::write_or_flush(wr, &mut self.tail).await?;
+            self.len -= n;
+            return Ok(n);
         }
-        let n = if self.queued.is_empty() {
-            wr.write(&self.tail).await?
-        } else {
-            poll_fn(|cx| {
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                let pieces = self.queued.iter().map(|b| &b[..]);
-                let mut k = 0;
-                for (slot, piece) in slices.iter_mut().zip(pieces.chain([&self.tail[..]])) {
-                    *slot = IoSlice::new(piece);
-                    k += 1;
-                }
-                Pin::new(&mut *wr).poll_write_vectored(cx, &slices[..k])
-            })
-            .await?
-        };
+        let n = poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let pieces = self.queued.iter().map(|b| &b[..]);
+            let mut k = 0;
+            for (slot, piece) in slices.iter_mut().zip(pieces.chain([&self.tail[..]])) {
+                *slot = IoSlice::new(piece);
+                k += 1;
+            }
+            Pin::new(&mut *wr).poll_write_vectored(cx, &slices[..k])
+        })
+        .await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
